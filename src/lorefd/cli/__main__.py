@@ -1,0 +1,5 @@
+import sys
+
+from lorefd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,10 @@
+"""`lorefd detect` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="(not implemented yet)")
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd detect: not implemented yet")))

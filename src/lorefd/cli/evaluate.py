@@ -1,0 +1,10 @@
+"""`lorefd evaluate` (placeholder until its issue lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="(not implemented yet)")
+    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd evaluate: not implemented yet")))

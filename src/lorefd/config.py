@@ -1,0 +1,242 @@
+"""Typed configuration: dataclasses loaded from YAML, with ``key=value`` overrides.
+
+Every command reads one :class:`Config`. ``configs/paper.yaml`` holds the paper's settings
+(Section IV-B); ``configs/tiny.yaml`` runs the same code path small enough for a CPU.
+
+Overrides use dotted keys: ``mae.encoder_depth=4 pretrain.batch_size=8``. Values are parsed as
+YAML scalars (``1e-4``, ``true``, ``[8, 12]``) and type-checked against the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Input pipeline shared by both stages."""
+
+    image_size: int = 224
+    num_workers: int = 4
+    # ImageNet normalisation is applied inside the models, images travel as [0, 1] floats.
+    landmark_cache: str | None = None  # folder for cached landmarks of plain image folders
+    augment: bool = True  # horizontal flip + light colour jitter (stage 2 only)
+
+
+@dataclass
+class MaskConfig:
+    """Key-region masking (Section III-B-1)."""
+
+    patch_size: int = 16
+    mask_ratio: float = 0.75
+    # Pixels the P1..P4 rectangle is expanded outward by, as a fraction of the image side.
+    margin: float = 0.02
+    region: str = "dataset"  # "dataset": one rectangle for all faces (paper); "sample": per face
+    random_fraction: float = 0.0  # share of samples masked purely at random (option, off)
+
+
+@dataclass
+class MAEConfig:
+    """Stage-1 ViT encoder/decoder (Section III-B-2)."""
+
+    encoder_dim: int = 768
+    encoder_depth: int = 12
+    encoder_heads: int = 12
+    decoder_dim: int = 512
+    decoder_depth: int = 8
+    decoder_heads: int = 16
+    mlp_ratio: float = 4.0
+    norm_pix_loss: bool = False  # pixel targets so reconstructions are real images
+
+
+@dataclass
+class PretrainConfig:
+    """Stage-1 optimisation (Section IV-B: Adam 1e-4, batch 32, 300 epochs)."""
+
+    epochs: int = 300
+    max_steps: int | None = None  # stop after this many optimiser steps (tests, demo)
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    amp: bool = True  # bf16 autocast on CUDA, ignored on CPU
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 500  # steps; a checkpoint is also written at the end of every epoch
+
+
+@dataclass
+class DetectorConfig:
+    """Stage-2 detector (Section III-C)."""
+
+    name: str = "lre"  # registry name: "lre" (the method) or "xception" (baseline, Table V)
+    backbone: str = "legacy_xception"
+    pretrained: bool = True  # ImageNet weights when reachable; else said once, random init
+    weights: str | None = None  # local weights for the feature extractor (and detector init)
+    layers: list[str] = field(default_factory=lambda: ["block3", "block7", "block11"])
+    eval_masks: int = 1  # reconstructions averaged at evaluation (deterministic seeds)
+    mask_seed: int = 0
+    drop_rate: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Stage-2 optimisation (Section IV-B: Adam 1e-4, batch 32, 30 epochs x 200 iterations)."""
+
+    epochs: int = 30
+    iters_per_epoch: int = 200
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    balance: bool = True  # sample real and fake equally (FF++ is 1 real : 4 fake)
+    fakes: str = "manifest"  # "manifest" | "synth" | "both"
+    amp: bool = True
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+    threshold: float = 0.5
+
+
+@dataclass
+class SynthConfig:
+    """Forgery synthesis from real faces (beyond the paper)."""
+
+    kinds: list[str] = field(default_factory=lambda: ["sbi", "swap", "local"])
+    weights: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.25])
+    fake_ratio: float = 0.5  # share of training samples that are synthesised fakes
+    jpeg_quality: list[int] = field(default_factory=lambda: [60, 100])
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    synth: SynthConfig = field(default_factory=SynthConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the schema."""
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise :class:`ConfigError`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(tp) or (Any,)
+        return [_check_type(v, inner, key) for v in value]
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "3e-4" as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(prefix + k for k in sorted(unknown))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{prefix}{name}: expected a mapping")
+            kwargs[name] = _build(tp, value, prefix=f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_type(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A file path, or the name of a bundled config (``paper``, ``tiny``, ``demo``)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    bundled = CONFIG_DIR / (p.name if p.suffix else f"{p.name}.yaml")
+    if bundled.is_file():
+        return bundled
+    raise ConfigError(f"config not found: {path} (bundled: {', '.join(available_configs())})")
+
+
+def available_configs() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        with open(resolve_config_path(path)) as fh:
+            tree = yaml.safe_load(fh) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    return _build(Config, tree)
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a config saved with a checkpoint (``Config.to_dict``)."""
+    return _build(Config, tree)

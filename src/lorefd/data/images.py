@@ -1,0 +1,71 @@
+"""Reading images of any common mode as 8-bit RGB, with a clear reason when that is impossible."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+# Decompression-bomb guard: refuse images above this many pixels (a 16k x 16k photo is fine).
+MAX_PIXELS = 300_000_000
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be read; ``str(exc)`` is the reason for the skip log."""
+
+
+def is_image(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_video(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, I, F) to HxWx3 uint8 RGB.
+
+    Alpha is composited over black; 16/32-bit and float images are rescaled to 8 bit.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        base = Image.new("RGBA", img.size, (0, 0, 0, 255))
+        img = Image.alpha_composite(base, img)
+    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read ``path`` as HxWx3 uint8 RGB or raise :class:`ImageLoadError` with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"not a file: {path}")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"empty file: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    raise ImageLoadError(f"image too large ({img.width}x{img.height}): {path}")
+                img.load()
+                arr = to_rgb_array(img)
+    except ImageLoadError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(f"unreadable image {path}: {exc}") from exc
+    if arr.ndim != 3 or arr.shape[0] < 8 or arr.shape[1] < 8:
+        raise ImageLoadError(f"image too small {arr.shape}: {path}")
+    return arr
