@@ -1,0 +1,152 @@
+"""Training plumbing shared by both stages: devices, DDP, bf16, logging, resumable checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from lorefd.config import Config
+from lorefd.engines.checkpoint import (
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from lorefd.utils import append_jsonl
+
+log = logging.getLogger("lorefd")
+
+
+@dataclass
+class DistInfo:
+    """Where this process runs. ``world_size == 1`` without ``torchrun``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    want_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+    if world > 1:
+        rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        if want_cuda:
+            torch.cuda.set_device(local)
+            dev = torch.device("cuda", local)
+        else:
+            dev = torch.device("cpu")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if want_cuda else "gloo")
+        return DistInfo(rank, world, local, dev)
+    dev = torch.device(device) if device else torch.device("cuda" if want_cuda else "cpu")
+    return DistInfo(device=dev)
+
+
+def cleanup_distributed() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and/or ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
+
+
+def check_finite(loss: torch.Tensor, step: int) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"loss is {value} at step {step}; stopping (the last good checkpoint is kept). "
+            "Lower the learning rate or check the inputs.")
+    return value
+
+
+class RunLogger:
+    """TensorBoard scalars plus ``metrics.jsonl`` in the run folder (main process only)."""
+
+    def __init__(self, out_dir: str | Path, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.writer = None
+        if enabled:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(out_dir) / "tb"))
+
+    def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        append_jsonl(self.path, {"step": step, "split": prefix, **metrics})
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                             scheduler: Any, config: Config, meta: dict[str, Any], step: int,
+                             epoch: int, extra: dict[str, Any] | None = None) -> Path:
+    """Weights + config + everything needed to resume exactly (optimiser, scheduler, RNG)."""
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng_state(),
+        "step": step,
+        "epoch": epoch,
+        "extra": extra or {},
+    }
+    return save_checkpoint(path, unwrap(model), config, {**meta, "step": step, "epoch": epoch}, state)
+
+
+def restore_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scheduler: Any = None, kind: str | None = None) -> dict[str, Any]:
+    """Load weights and resume state saved by :func:`save_training_checkpoint`."""
+    weights, _, _ = load_checkpoint(path, kind=kind)
+    unwrap(model).load_state_dict(weights)
+    state = load_state(path)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return {"step": state["step"], "epoch": state["epoch"], "extra": state.get("extra", {})}
