@@ -13,14 +13,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lorefd.config import Config
-from lorefd.engines.checkpoint import (
+from lorefd.checkpoint import (
     load_checkpoint,
     load_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from lorefd.config import Config
 from lorefd.utils import append_jsonl
 
 log = logging.getLogger("lorefd")

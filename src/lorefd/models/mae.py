@@ -202,4 +202,19 @@ def count_parameters(model: nn.Module) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e5 else str(n)
 
 
-__all__ = ["KeyRegionMAE", "build_mae", "sincos_pos_embed", "count_parameters"]
+
+
+def load_mae(path: str, device: torch.device | str = "cpu", frozen: bool = True) -> KeyRegionMAE:
+    """A stage-1 checkpoint as a model (T included); frozen = eval mode, no gradients."""
+    from lorefd.checkpoint import load_checkpoint
+
+    weights, config, meta = load_checkpoint(path, kind="mae")
+    model = build_mae(config.data.image_size, config.mae, config.mask)
+    model.load_state_dict(weights)
+    model.to(device)
+    if frozen:
+        model.eval().requires_grad_(False)
+    return model
+
+
+__all__ = ["KeyRegionMAE", "build_mae", "count_parameters", "load_mae", "sincos_pos_embed"]
