@@ -191,3 +191,15 @@ def test_cli_writes_fakes_masks_and_manifest(faces_manifest, tmp_path):
     with open(out2 / "manifest.csv") as fh:
         first = next(csv.DictReader(fh))["path"]
     assert (out / first).read_bytes() == (out2 / first).read_bytes()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_face_cut_by_the_image_border(kind, faces):
+    """A face partly outside the image still gives a valid fake (or a SynthError, not a crash)."""
+    image, lm, _ = faces[0]
+    shifted = lm + np.array([-100.0, 0.0], np.float32)  # about a third of the points outside
+    for seed in range(3):
+        result = synthesize(kind, image, shifted, np.random.default_rng(seed), donor=faces[1][:2])
+        changed = np.abs(result.image.astype(int) - image.astype(int)).max(2) > 0
+        assert not changed[result.mask == 0].any()
+        assert result.mask.max() > 0

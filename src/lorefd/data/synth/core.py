@@ -104,17 +104,21 @@ def color_transfer(source: np.ndarray, target: np.ndarray, weight: np.ndarray,
                    strength: float = 1.0) -> np.ndarray:
     """Match ``source``'s Lab mean/std to ``target``'s over pixels where ``weight > 0.5``.
 
-    Reinhard-style transfer; ``strength`` in [0, 1] interpolates between none and full.
+    Reinhard-style transfer on 8-bit Lab, applied as one per-channel lookup table;
+    ``strength`` in [0, 1] interpolates between no change and full transfer.
     """
     sel = weight > 0.5
     if sel.sum() < 16:
         return source
-    src = cv2.cvtColor(source.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    tgt = cv2.cvtColor(target.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    mu_s, sd_s = src[sel].mean(0), src[sel].std(0) + 1e-3
-    mu_t, sd_t = tgt[sel].mean(0), tgt[sel].std(0) + 1e-3
+    src = cv2.cvtColor(source, cv2.COLOR_RGB2LAB)
+    tgt = cv2.cvtColor(target, cv2.COLOR_RGB2LAB)
+    sel8 = sel.astype(np.uint8)
+    mu_s, sd_s = (v.ravel().astype(np.float32) for v in cv2.meanStdDev(src, mask=sel8))
+    mu_t, sd_t = (v.ravel().astype(np.float32) for v in cv2.meanStdDev(tgt, mask=sel8))
+    sd_s, sd_t = sd_s + 1e-3, sd_t + 1e-3
     gain = 1.0 + strength * (np.clip(sd_t / sd_s, 0.5, 2.0) - 1.0)
-    out = (src - mu_s) * gain + mu_s + strength * (mu_t - mu_s)
-    out[..., 0] = np.clip(out[..., 0], 0, 100)
-    rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
-    return np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8)
+    x = np.arange(256, dtype=np.float32)[None, :]
+    table = (x - mu_s[:, None]) * gain[:, None] + mu_s[:, None] + strength * (mu_t - mu_s)[:, None]
+    table = np.clip(np.round(table), 0, 255).astype(np.uint8)
+    out = cv2.LUT(src, np.ascontiguousarray(table.T[:, None, :]))
+    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
