@@ -7,6 +7,8 @@ import csv
 import cv2
 import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader
 
 from lorefd.cli import main
 from lorefd.data.images import load_rgb
@@ -119,6 +121,8 @@ def test_bad_input_raises_synth_error(faces):
     with pytest.raises(SynthError):
         synthesize("swap", image, lm, rng)  # no donor
     with pytest.raises(SynthError):
+        synthesize("swap", image, lm, rng, donor=(image.copy(), lm.copy()))  # itself
+    with pytest.raises(SynthError):
         synthesize("nope", image, lm, rng)
 
 
@@ -140,6 +144,9 @@ def test_dataset_epochs_and_identities(faces_manifest):
     assert any(it["kind"] == "swap" for it in items)
     again = ds[3]
     assert np.array_equal(again["image"].numpy(), items[3]["image"].numpy())
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["image"].shape == (4, 3, 128, 128) and len(batch["kind"]) == 4
+    assert torch.equal(batch["image"][3], items[3]["image"])
     ds.set_epoch(1)
     assert not np.array_equal(ds[3]["image"].numpy(), items[3]["image"].numpy())
     ds.set_epoch(0)

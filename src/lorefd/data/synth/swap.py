@@ -53,6 +53,8 @@ def face_swap(image: np.ndarray, landmarks: np.ndarray, donor_image: np.ndarray,
     """
     lm = check_landmarks(landmarks, image.shape)
     dlm = check_landmarks(donor_landmarks, donor_image.shape)
+    if np.array_equal(dlm, lm) and np.array_equal(donor_image, image):
+        raise SynthError("the donor is the target face itself; a swap needs another identity")
     roi = face_roi(lm, image.shape)
     ys, xs = roi.slices
     target = image[ys, xs]
