@@ -28,6 +28,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("lorefd")
 
 
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 -> (3, H, W) float32 in [0, 1].
+
+    Converted in numpy: torch's ``float()`` on a permuted view measured ~18 ms per 256px
+    image on the busy 2-core box, far more than the synthesis itself.
+    """
+    chw = np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)
+    return torch.from_numpy(chw * np.float32(1.0 / 255.0))
+
+
 def usable_reals(samples: Sequence[Sample]) -> tuple[list[Sample], list[np.ndarray]]:
     """The real samples with well-formed landmarks, and those landmarks (loaded once)."""
     kept, points = [], []
@@ -216,8 +226,7 @@ class SynthDataset(Dataset):
             image, _ = random_jpeg(image, rng, self.jpeg_quality)
             image, mask, lm = self._resize(image, mask, self.points[i])
             return {
-                "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
-                .float().div_(255.0),
+                "image": to_tensor(image),
                 "label": torch.tensor(int(fake), dtype=torch.int64),
                 "mask": torch.from_numpy(np.ascontiguousarray(mask, np.float32))[None],
                 "landmarks": torch.from_numpy(np.asarray(lm, np.float32)),
