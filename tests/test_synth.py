@@ -210,3 +210,15 @@ def test_face_cut_by_the_image_border(kind, faces):
         changed = np.abs(result.image.astype(int) - image.astype(int)).max(2) > 0
         assert not changed[result.mask == 0].any()
         assert result.mask.max() > 0
+
+
+def test_dataset_same_items_in_dataloader_workers(faces_manifest):
+    from lorefd.config import SynthConfig
+
+    ds = SynthDataset.from_config(load_samples(faces_manifest)[:6], SynthConfig(), seed=2,
+                                  image_size=64)
+    assert ds.fake_ratio == SynthConfig().fake_ratio and ds.jpeg_quality == [60, 100]
+    ds.set_epoch(3)
+    direct = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    loader = DataLoader(ds, batch_size=3, num_workers=2)
+    assert torch.equal(torch.cat([b["image"] for b in loader]), direct)

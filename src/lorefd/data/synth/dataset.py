@@ -144,9 +144,15 @@ class SynthDataset(Dataset):
 
     @classmethod
     def from_config(cls, samples: Sequence[Sample], cfg: SynthConfig, seed: int = 0,
-                    image_size: int | None = None, fake_ratio: float = 1.0) -> SynthDataset:
-        """Kinds, weights and JPEG range from :class:`SynthConfig`."""
-        return cls(samples, cfg.kinds, cfg.weights, seed=seed, fake_ratio=fake_ratio,
+                    image_size: int | None = None, fake_ratio: float | None = None
+                    ) -> SynthDataset:
+        """Kinds, weights, JPEG range and (unless given) ``fake_ratio`` from the config.
+
+        Pass ``fake_ratio=1.0`` when the reals are sampled elsewhere (e.g. a balanced
+        sampler over a real manifest); then recompress those reals with ``jpeg_quality`` too.
+        """
+        ratio = cfg.fake_ratio if fake_ratio is None else fake_ratio
+        return cls(samples, cfg.kinds, cfg.weights, seed=seed, fake_ratio=ratio,
                    jpeg_quality=cfg.jpeg_quality, image_size=image_size)
 
     def set_epoch(self, epoch: int) -> None:
