@@ -222,3 +222,15 @@ def test_dataset_same_items_in_dataloader_workers(faces_manifest):
     direct = torch.stack([ds[i]["image"] for i in range(len(ds))])
     loader = DataLoader(ds, batch_size=3, num_workers=2)
     assert torch.equal(torch.cat([b["image"] for b in loader]), direct)
+
+
+def test_cli_clear_errors(faces_manifest, tmp_path):
+    folder = tmp_path / "plain" / "real"
+    folder.mkdir(parents=True)
+    (folder / "a.jpg").write_bytes((faces_manifest.parent / "real" / "00161.jpg").read_bytes())
+    with pytest.raises(SystemExit, match="detect-landmarks"):
+        main(["synth", str(tmp_path / "plain"), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="unknown kind"):
+        main(["synth", str(faces_manifest), "--out", str(tmp_path / "o"), "--kinds", "x"])
+    with pytest.raises(SystemExit, match="no such manifest"):
+        main(["synth", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])

@@ -20,7 +20,14 @@ import cv2
 import numpy as np
 
 from lorefd.data.images import ImageLoadError
-from lorefd.data.manifest import FAKE, REAL, Sample, load_samples, write_manifest
+from lorefd.data.manifest import (
+    FAKE,
+    REAL,
+    ManifestError,
+    Sample,
+    load_samples,
+    write_manifest,
+)
 from lorefd.data.synth import KINDS, SynthError
 from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
 from lorefd.data.synth.dataset import SynthDataset, usable_reals
@@ -46,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--limit", type=int, default=None, help="use the first N usable reals only")
     p.add_argument("--jpeg", type=int, default=None, metavar="Q",
-                   help="JPEG-recompress every fake at quality Q (reals are not touched)")
+                   help="JPEG-recompress every fake at quality Q (reals are not touched: "
+                        "recompress them alike before training)")
     p.add_argument("--reals-mode", choices=["none", "ref", "copy"], default="none",
                    help="also list the reals in the manifest: by reference, or copied into "
                         "DIR/real (default none: fakes only)")
@@ -156,10 +164,16 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("lorefd synth: --jpeg must be in 1..100")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    samples = [s for s in load_samples(args.reals) if s.label == REAL]
+    try:
+        samples = [s for s in load_samples(args.reals) if s.label == REAL]
+    except ManifestError as exc:
+        raise SystemExit(f"lorefd synth: {exc}") from None
     if args.detect_landmarks:
         detect_missing_landmarks(samples, out)
     usable, _ = usable_reals(samples)
+    if not usable:
+        raise SystemExit(f"lorefd synth: none of the {len(samples)} reals in {args.reals} has "
+                         "landmarks (add --detect-landmarks to compute them with dlib)")
     dataset = SynthDataset(usable[:args.limit], kinds=kinds, seed=args.seed)
     n, per = len(dataset.samples), args.per_image
     jobs = [(i, k, dataset.kinds[(i * per + k) % len(dataset.kinds)], args.seed, str(out),
