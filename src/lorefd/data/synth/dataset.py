@@ -83,7 +83,6 @@ class DonorPicker:
         """Index of a donor for sample ``index`` (never the same identity); None if none."""
         if self.num_identities < 2:
             return None
-        others = None
         cand = rng.integers(0, len(self.ids), size=self.candidates)
         cand = cand[self.ids[cand] != self.ids[index]]
         if len(cand) == 0:  # unlucky draw (or one identity dominates): sample among others
