@@ -1,0 +1,92 @@
+"""Markdown and self-contained HTML reports (figures embedded as base64 PNG)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lorefd.utils import atomic_write_text
+
+
+@dataclass
+class Report:
+    """A report built from sections of text, tables and figures, written as .md and .html."""
+
+    title: str
+    blocks: list[tuple[str, object]] = field(default_factory=list)
+
+    def heading(self, text: str) -> None:
+        self.blocks.append(("h2", text))
+
+    def text(self, text: str) -> None:
+        self.blocks.append(("p", text))
+
+    def table(self, header: list[str], rows: list[list[object]]) -> None:
+        self.blocks.append(("table", (header, rows)))
+
+    def figure(self, path: str | Path, caption: str) -> None:
+        self.blocks.append(("img", (Path(path), caption)))
+
+    def to_markdown(self, base: Path) -> str:
+        out = [f"# {self.title}", ""]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                out += [f"## {value}", ""]
+            elif kind == "p":
+                out += [str(value), ""]
+            elif kind == "table":
+                header, rows = value
+                out.append("| " + " | ".join(header) + " |")
+                out.append("|" + "---|" * len(header))
+                out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+                out.append("")
+            elif kind == "img":
+                path, caption = value
+                rel = path.relative_to(base) if path.is_relative_to(base) else path
+                out += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
+        return "\n".join(out)
+
+    def to_html(self) -> str:
+        parts = [
+            "<!doctype html><html><head><meta charset='utf-8'>",
+            f"<title>{html.escape(self.title)}</title><style>",
+            "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}",
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;"
+            "text-align:right}th{background:#eee}img{max-width:100%}figcaption{color:#555}",
+            "</style></head><body>", f"<h1>{html.escape(self.title)}</h1>",
+        ]
+        for kind, value in self.blocks:
+            if kind == "h2":
+                parts.append(f"<h2>{html.escape(str(value))}</h2>")
+            elif kind == "p":
+                parts.append(f"<p>{html.escape(str(value))}</p>")
+            elif kind == "table":
+                header, rows = value
+                parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                             + "</tr>")
+                for r in rows:
+                    parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r)
+                                 + "</tr>")
+                parts.append("</table>")
+            elif kind == "img":
+                path, caption = value
+                data = base64.b64encode(Path(path).read_bytes()).decode()
+                parts.append(f"<figure><img src='data:image/png;base64,{data}'>"
+                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts.append("</body></html>")
+        return "\n".join(parts)
+
+    def write(self, out_dir: str | Path, stem: str = "report") -> tuple[Path, Path]:
+        out_dir = Path(out_dir)
+        md, page = out_dir / f"{stem}.md", out_dir / f"{stem}.html"
+        atomic_write_text(md, self.to_markdown(out_dir.resolve()))
+        atomic_write_text(page, self.to_html())
+        return md, page
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return "n/a" if value is None else str(value)
