@@ -81,7 +81,7 @@ def test_reconstruct_pastes_visible_patches():
     imgs = torch.rand(2, 3, 32, 32)
     out = model.reconstruct(imgs, generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == imgs.shape and out["pred"].shape == imgs.shape
-    assert 0 <= out["pred"].min() and out["pred"].max() <= 1
+    assert out["pred"].min() >= 0 and out["pred"].max() <= 1
     vis = ~model.mask_to_pixels(out["mask"]).bool().expand(-1, 3, -1, -1)
     assert torch.equal(out["image"][vis], imgs[vis])
     assert torch.equal(out["image"][~vis], out["pred"][~vis])
