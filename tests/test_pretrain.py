@@ -156,6 +156,14 @@ def test_fakes_are_filtered_with_a_count(faces_manifest, tmp_path):
     kept, skipped = prepare_pretrain_samples(path, tiny_cfg(), tmp_path, verbose=False)
     assert len(kept) == 8 and all(s.label == 0 for s in kept)
     assert skipped == {"fake (stage 1 trains on real faces only)": 5}
+    # a broken landmarks file is a skip with its own count, not a crash
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((5, 2), np.float32))
+    samples[0].landmarks = str(bad)
+    samples[1].landmarks = str(tmp_path / "missing.npy")
+    write_manifest(path, samples)
+    kept, skipped = prepare_pretrain_samples(path, tiny_cfg(), tmp_path, verbose=False)
+    assert len(kept) == 6 and skipped == {"unreadable landmarks file": 2}
 
 
 def test_only_fakes_is_a_clear_error_before_any_training(faces_manifest, tmp_path, monkeypatch,

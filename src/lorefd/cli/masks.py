@@ -56,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
             region, patch_set = KeyRegion.from_dict(meta["key_region"]), meta["key_patches"]
         else:
             cfg = load_config(args.config, args.overrides)
-        samples, _ = prepare_pretrain_samples(args.data, cfg, out.parent / ".landmarks")
+        # landmarks of plain folders: the run's cache when drawing a run's region
+        cache_root = out.parent / ".lorefd"
+        if args.ckpt and (Path(args.ckpt) / "landmarks").is_dir():
+            cache_root = Path(args.ckpt)
+        samples, _ = prepare_pretrain_samples(args.data, cfg, cache_root)
         if not args.ckpt:
             region, patch_set = compute_key_region(samples, cfg)
     except (ConfigError, ManifestError, EmptyDatasetError, CheckpointError) as exc:

@@ -118,6 +118,13 @@ def prepare_pretrain_samples(source: str | Path | list[Sample], cfg: Config,
                 skipped["no face/landmarks found"] += 1
                 continue
             s = Sample(**{**s.__dict__, "points": np.asarray(pts, dtype=np.float32)})
+        elif s.points is None:
+            try:
+                pts = s.load_landmarks()
+            except (OSError, ValueError):  # missing, corrupt or not (68, 2)
+                skipped["unreadable landmarks file"] += 1
+                continue
+            s = Sample(**{**s.__dict__, "points": pts})
         kept.append(s)
     if skipped and verbose:
         log.warning("stage-1 data: skipped %d of %d samples (%s)", sum(skipped.values()),
