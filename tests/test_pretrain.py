@@ -116,6 +116,9 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(small_manifest, tmp_p
     summary = pretrain(cfg, small_manifest, crashed, resume=True)
     assert summary["steps"] == 8
 
+    # the crashed run's records after step 4 were dropped on resume: one record per step
+    steps = [json.loads(x)["step"] for x in (crashed / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
     a, b = metrics(straight), metrics(crashed)
     assert sorted(a) == sorted(b) == list(range(1, 9))
     for step in a:

@@ -266,6 +266,7 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
     (the last good checkpoint is kept).
     """
     out = Path(out_dir)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     dist = init_distributed(device)
     last = out / LAST
     if resume and not (last / "config.json").is_file():
@@ -277,7 +278,8 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
     try:
         samples, skipped = prepare_pretrain_samples(data, cfg, out, verbose=dist.is_main)
         if resume:
-            _, meta = read_checkpoint_info(last)
+            saved, meta = read_checkpoint_info(last)
+            _warn_resume_changes(saved, cfg, meta, dist)
             region = KeyRegion.from_dict(meta["key_region"])
             patch_set = list(meta["key_patches"])
         else:
@@ -292,7 +294,32 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
                      (cfg.data.image_size // cfg.mask.patch_size) ** 2)
         return _train(cfg, samples, skipped, record, out, resume, dist)
     finally:
-        cleanup_distributed()
+        if owns_group:
+            cleanup_distributed()
+
+
+def _warn_resume_changes(saved: Config, cfg: Config, meta: dict[str, Any], dist: DistInfo) -> None:
+    """Exact resume needs the same data order and masks: say which settings changed."""
+    keys = [("pretrain", "seed"), ("pretrain", "batch_size"), ("data", "image_size"),
+            ("mask", "patch_size"), ("mask", "mask_ratio"), ("mask", "region"),
+            ("mask", "random_fraction"), ("pretrain", "lr")]
+    changed = [f"{a}.{b}: {getattr(getattr(saved, a), b)} -> {getattr(getattr(cfg, a), b)}"
+               for a, b in keys if getattr(getattr(saved, a), b) != getattr(getattr(cfg, a), b)]
+    if meta.get("world_size", dist.world_size) != dist.world_size:
+        changed.append(f"world size: {meta['world_size']} -> {dist.world_size}")
+    if changed and dist.is_main:
+        log.warning("resuming with changed settings (the run continues, but not exactly as "
+                    "the original would have): %s", "; ".join(changed))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop ``metrics.jsonl`` records after the resume step (an interrupted run's tail)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(f"{ln}\n" for ln in keep))
 
 
 def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[str, Any],
@@ -310,7 +337,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
         raise EmptyDatasetError("no batch per epoch; lower pretrain.batch_size")
     total = pc.epochs * steps_per_epoch
     max_steps = min(total, pc.max_steps) if pc.max_steps is not None else total
-    meta = {"kind": "mae", **record}
+    meta = {"kind": "mae", **record, "world_size": dist.world_size}
 
     step, epoch, start_batch = 0, 0, 0
     if resume:
@@ -318,6 +345,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
         step, epoch = state["step"], state["epoch"]
         start_batch = state["extra"].get("batch_in_epoch", 0)
         if dist.is_main:
+            _truncate_metrics(out / "metrics.jsonl", step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", out / LAST, step, epoch,
                      start_batch)
 
