@@ -53,11 +53,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not args.no_figure and int(os.environ.get("RANK", "0")) == 0:
         from lorefd.cli.reconstruct import reconstruct_figure
-        from lorefd.engines.pretrain import prepare_pretrain_samples
+        from lorefd.data.manifest import REAL, load_samples
 
-        samples, _ = prepare_pretrain_samples(args.data, cfg, args.out, verbose=False)
+        faces = [s.path for s in load_samples(args.data) if s.label == REAL][:4]
         fig = Path(args.out) / "reconstruction.png"
-        reconstruct_figure(summary["mae_dir"], [s.path for s in samples[:4]], fig,
-                           device=args.device)
+        reconstruct_figure(summary["mae_dir"], faces, fig, device=args.device)
         log.info("reconstruction figure: %s", fig)
     return 0

@@ -70,7 +70,7 @@ def key_region_figure(image: torch.Tensor | np.ndarray, landmarks: np.ndarray | 
     ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1.5,
                            label=f"key rectangle (margin {region.margin:g})"))
     ax.set_title("landmarks, P1..P4, rectangle")
-    ax.legend(loc="lower center", fontsize=7, bbox_to_anchor=(0.5, -0.22), ncol=2)
+    ax.legend(loc="upper left", fontsize=6, framealpha=0.7)
 
     ax = axes[1]
     ax.imshow(img)
