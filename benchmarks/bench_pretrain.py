@@ -23,6 +23,7 @@ from lorefd.config import load_config
 from lorefd.data.manifest import load_samples
 from lorefd.engines.pretrain import (
     build_optimizer,
+    compile_mode,
     compute_key_region,
     mask_generator,
     pretrain_step,
@@ -53,6 +54,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30, help="timed steps")
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps (compile, autotune)")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode: default, reduce-overhead, max-autotune")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = ap.parse_args()
     if args.threads:
@@ -71,7 +74,8 @@ def main() -> None:
     model.set_key_patches(patch_set)
     model.to(device).train()
     opt, sched = build_optimizer(model, cfg, device)
-    step_model = torch.compile(model) if args.compile else model
+    step_model = (torch.compile(model, mode=compile_mode(args.compile_mode)) if args.compile
+                  else model)
     imgs = torch.rand(bs, 3, cfg.data.image_size, cfg.data.image_size, device=device)
     gen = mask_generator(device)
 
@@ -101,7 +105,7 @@ def main() -> None:
         card = f"{cpu_name()}, {torch.get_num_threads()} threads"
         peak_what = "GiB host (peak RSS)"
     result = {
-        "config": args.config, "device": str(device), "card": card, "compile": args.compile,
+        "config": args.config, "device": str(device), "card": card, "compile": args.compile and args.compile_mode,
         "amp_bf16": bool(cfg.pretrain.amp and device.type == "cuda"), "batch_size": bs,
         "image_size": cfg.data.image_size, "patch_size": cfg.mask.patch_size,
         "mask_ratio": cfg.mask.mask_ratio, "params": count_parameters(model),

@@ -245,6 +245,11 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device
     return opt, sched
 
 
+def compile_mode(mode: str) -> str | None:
+    """``pretrain.compile_mode`` as ``torch.compile`` takes it (``None`` for the default)."""
+    return None if mode in ("", "default") else mode
+
+
 def _step_seed(seed: int, step: int, rank: int) -> int:
     """Mask randomness of a step: a function of (seed, step, rank), so resume is exact."""
     return (seed * 1_000_003 + step) * 1_009 + rank
@@ -351,7 +356,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
 
     train_model: torch.nn.Module = model
     if pc.compile:
-        train_model = torch.compile(train_model)
+        train_model = torch.compile(train_model, mode=compile_mode(pc.compile_mode))
     if dist.distributed:
         train_model = torch.nn.parallel.DistributedDataParallel(
             train_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -449,6 +454,6 @@ def read_key_region(path: str | Path) -> dict[str, Any]:
 
 
 __all__ = [
-    "EmptyDatasetError", "build_optimizer", "build_pretrain_loader", "compute_key_region",
+    "EmptyDatasetError", "build_optimizer", "compile_mode", "build_pretrain_loader", "compute_key_region",
     "prepare_pretrain_samples", "pretrain", "pretrain_step", "read_key_region", "sample_masks",
 ]
