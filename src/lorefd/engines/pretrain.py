@@ -274,13 +274,13 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     dist = init_distributed(device)
     last = out / LAST
-    if resume and not (last / "config.json").is_file():
-        log.warning("--resume: no checkpoint in %s, starting a new run", last)
-        resume = False
-    if not resume and (last / "config.json").is_file():
-        raise FileExistsError(f"{out} already holds a stage-1 run; pass resume=True (--resume) "
-                              "to continue it or choose a new output folder")
     try:
+        if resume and not (last / "config.json").is_file():
+            log.warning("--resume: no checkpoint in %s, starting a new run", last)
+            resume = False
+        if not resume and (last / "config.json").is_file():
+            raise FileExistsError(f"{out} already holds a stage-1 run; pass resume=True "
+                                  "(--resume) to continue it or choose a new output folder")
         samples, skipped = prepare_pretrain_samples(data, cfg, out, verbose=dist.is_main)
         if resume:
             saved, meta = read_checkpoint_info(last)
