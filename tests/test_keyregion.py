@@ -99,12 +99,6 @@ def test_per_sample_keys_equal_the_dataset_construction_on_each_face(seed, bundl
     assert len({tuple(k.tolist()) for k in keys}) > 1
 
 
-def test_dataset_region_grows_with_more_faces(bundled_landmarks):
-    small = dataset_key_region(bundled_landmarks[:5], 0.0).rect
-    big = dataset_key_region(bundled_landmarks, 0.0).rect
-    assert big[0] <= small[0] and big[1] <= small[1] and big[2] >= small[2] and big[3] >= small[3]
-
-
 @pytest.mark.parametrize("n", [16, 64, 196])
 @pytest.mark.parametrize("ratio", [0.0, 0.3, 0.5, 0.75, 0.9])
 def test_visible_count_is_constant_and_most_of_t_is_masked(n, ratio):
