@@ -71,6 +71,7 @@ class PretrainConfig:
     warmup_steps: int = 0
     amp: bool = True  # bf16 autocast on CUDA, ignored on CPU
     compile: bool = False
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 500  # steps; a checkpoint is also written at the end of every epoch

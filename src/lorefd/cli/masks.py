@@ -1,10 +1,83 @@
-"""`lorefd masks` (placeholder until its issue lands)."""
+"""`lorefd masks`: draw the key region of a dataset and one sampled mask (Fig. 2).
+
+    lorefd masks --data FACES --out key_region.png [--config tiny] [--index 3]
+    lorefd masks --data FACES --ckpt runs/stage1 --out fig.png   # the region a run saved
+
+Panels: landmarks with P1..P4 and the expanded rectangle; the key patch set T; one mask.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from lorefd.cli.pretrain import add_config_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("masks", help="(not implemented yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd masks: not implemented yet")))
+    p = sub.add_parser("masks", help="figure of the key region, T and a sampled mask",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--data", required=True, help="manifest or folder of real face crops")
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--ckpt", default=None,
+                   help="use the key region and config of this stage-1 checkpoint/run")
+    p.add_argument("--index", type=int, default=0, help="which face to draw")
+    p.add_argument("--seed", type=int, default=0, help="mask seed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorefd.checkpoint import CheckpointError, read_checkpoint_info
+    from lorefd.cli.reconstruct import resolve_mae_dir
+    from lorefd.config import ConfigError, load_config
+    from lorefd.data.dataset import FaceDataset
+    from lorefd.data.keyregion import (
+        KeyRegion,
+        key_indicator,
+        key_region_masking,
+        sample_key_masks,
+    )
+    from lorefd.data.manifest import ManifestError
+    from lorefd.engines.pretrain import (
+        EmptyDatasetError,
+        compute_key_region,
+        prepare_pretrain_samples,
+    )
+    from lorefd.evaluation.figures import key_region_figure
+
+    out = Path(args.out)
+    try:
+        if args.ckpt:
+            cfg, meta = read_checkpoint_info(resolve_mae_dir(args.ckpt))
+            region, patch_set = KeyRegion.from_dict(meta["key_region"]), meta["key_patches"]
+        else:
+            cfg = load_config(args.config, args.overrides)
+        # landmarks of plain folders: the run's cache when drawing a run's region
+        cache_root = out.parent / ".lorefd"
+        if args.ckpt and (Path(args.ckpt) / "landmarks").is_dir():
+            cache_root = Path(args.ckpt)
+        samples, _ = prepare_pretrain_samples(args.data, cfg, cache_root)
+        if not args.ckpt:
+            region, patch_set = compute_key_region(samples, cfg)
+    except (ConfigError, ManifestError, EmptyDatasetError, CheckpointError) as exc:
+        print(f"lorefd masks: error: {exc}", file=sys.stderr)
+        return 1
+    item = FaceDataset(samples, cfg.data.image_size)[args.index % len(samples)]
+    size, patch = cfg.data.image_size, cfg.mask.patch_size
+    if cfg.mask.region == "sample":  # the face's own T
+        key = sample_key_masks(item["landmarks"][None], size, patch, cfg.mask.margin)
+        patch_set = key[0].nonzero().flatten().tolist()
+    else:
+        key = key_indicator(patch_set, (size // patch) ** 2)[None]
+    gen = torch.Generator().manual_seed(args.seed)
+    _, mask, _ = key_region_masking(key, cfg.mask.mask_ratio, gen, cfg.mask.random_fraction)
+    key_region_figure(item["image"], item["landmarks"].numpy(), region, patch_set, mask[0],
+                      cfg.mask.patch_size, out,
+                      title=f"{Path(samples[args.index % len(samples)].path).name}: "
+                            f"mask ratio {cfg.mask.mask_ratio:g}, region={cfg.mask.region}")
+    print(out)
+    return 0

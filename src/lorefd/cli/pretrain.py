@@ -1,10 +1,62 @@
-"""`lorefd pretrain` (placeholder until its issue lands)."""
+"""`lorefd pretrain`: stage 1, the key-region MAE on real faces (Section III-B).
+
+    lorefd pretrain --config paper --data FACES_DIR_OR_MANIFEST --out runs/stage1 [--resume]
+    torchrun --nproc_per_node 4 -m lorefd.cli pretrain --config paper --data ... --out ...
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("lorefd")
+
+
+def add_config_args(p: argparse.ArgumentParser, default: str | None = "paper") -> None:
+    p.add_argument("--config", default=default,
+                   help="YAML file or bundled name (paper, tiny); default: %(default)s")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. --set pretrain.max_steps=100)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("pretrain", help="(not implemented yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd pretrain: not implemented yet")))
+    p = sub.add_parser("pretrain", help="stage 1: train the key-region MAE on real faces",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--data", required=True,
+                   help="manifest CSV, folder with manifest.csv, or folder of face crops "
+                        "(fakes are dropped; landmarks found with dlib when missing)")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue exactly from OUT/checkpoints/last")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    p.add_argument("--no-figure", action="store_true",
+                   help="skip OUT/reconstruction.png (a few training faces reconstructed)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorefd.config import ConfigError, load_config
+    from lorefd.data.manifest import ManifestError
+    from lorefd.engines.common import NonFiniteLossError
+    from lorefd.engines.pretrain import EmptyDatasetError, pretrain
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        summary = pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device)
+    except (ConfigError, ManifestError, EmptyDatasetError, FileExistsError,
+            NonFiniteLossError) as exc:
+        print(f"lorefd pretrain: error: {exc}", file=sys.stderr)
+        return 1
+    if not args.no_figure and int(os.environ.get("RANK", "0")) == 0:
+        from lorefd.cli.reconstruct import reconstruct_figure
+        from lorefd.data.manifest import REAL, load_samples
+
+        faces = [s.path for s in load_samples(args.data) if s.label == REAL][:4]
+        fig = Path(args.out) / "reconstruction.png"
+        reconstruct_figure(summary["mae_dir"], faces, fig, device=args.device)
+        log.info("reconstruction figure: %s", fig)
+    return 0

@@ -24,6 +24,8 @@ from lorefd.data.landmarks import JAW, LEFT_EYEBROW, RIGHT_EYEBROW
 # The image-left half of the jaw line (points 0-8) and the image-right half (8-16).
 IMAGE_LEFT_JAW = JAW[:9]
 IMAGE_RIGHT_JAW = JAW[8:]
+# Landmark groups searched for P1..P4, in the order of the corners they are nearest to.
+CORNER_GROUPS = (RIGHT_EYEBROW, LEFT_EYEBROW, IMAGE_LEFT_JAW, IMAGE_RIGHT_JAW)
 
 
 @dataclass
@@ -63,7 +65,7 @@ def select_corner_points(landmarks: np.ndarray) -> np.ndarray:
         lm = lm[None]
     if lm.ndim != 3 or lm.shape[1:] != (68, 2) or len(lm) == 0:
         raise ValueError(f"expected landmarks of shape (M, 68, 2), got {lm.shape}")
-    groups = [RIGHT_EYEBROW, LEFT_EYEBROW, IMAGE_LEFT_JAW, IMAGE_RIGHT_JAW]
+    groups = CORNER_GROUPS
     corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     out = []
     for idx, corner in zip(groups, corners, strict=True):
@@ -103,16 +105,24 @@ def sample_key_masks(landmarks: torch.Tensor, image_size: int, patch_size: int,
                      margin: float) -> torch.Tensor:
     """Per-sample option: a boolean ``(B, N)`` key-patch mask from each face's own landmarks.
 
-    ``landmarks`` is ``(B, 68, 2)`` normalised; vectorised over the batch.
+    ``landmarks`` is ``(B, 68, 2)`` normalised; vectorised over the batch. Each face gets the
+    same construction as :func:`dataset_key_region` applied to that face alone (P1..P4 nearest
+    the image corners, rectangle expanded by ``margin``, any-overlap patches).
     """
     g = image_size // patch_size
-    lm = landmarks.float()
-    x0 = torch.minimum(lm[:, RIGHT_EYEBROW, 0].min(1).values, lm[:, IMAGE_LEFT_JAW, 0].min(1).values)
-    x1 = torch.maximum(lm[:, LEFT_EYEBROW, 0].max(1).values, lm[:, IMAGE_RIGHT_JAW, 0].max(1).values)
-    y0 = torch.minimum(lm[:, RIGHT_EYEBROW, 1].min(1).values, lm[:, LEFT_EYEBROW, 1].min(1).values)
-    y1 = torch.maximum(lm[:, IMAGE_LEFT_JAW, 1].max(1).values, lm[:, IMAGE_RIGHT_JAW, 1].max(1).values)
-    x0, y0 = (x0 - margin).clamp(0, 1) * g, (y0 - margin).clamp(0, 1) * g
-    x1, y1 = (x1 + margin).clamp(0, 1) * g, (y1 + margin).clamp(0, 1) * g
+    lm = landmarks.to(torch.float64)
+    corners = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=lm.dtype,
+                           device=lm.device)
+    pts = []
+    for idx, corner in zip(CORNER_GROUPS, corners, strict=True):
+        group = lm[:, idx]  # (B, k, 2)
+        nearest = ((group - corner) ** 2).sum(-1).argmin(1)  # (B,)
+        pts.append(group[torch.arange(len(lm), device=lm.device), nearest])
+    p = torch.stack(pts, 1)  # (B, 4, 2): P1..P4 per face
+    x0 = (p[..., 0].min(1).values - margin).clamp(0, 1) * g
+    y0 = (p[..., 1].min(1).values - margin).clamp(0, 1) * g
+    x1 = (p[..., 0].max(1).values + margin).clamp(0, 1) * g
+    y1 = (p[..., 1].max(1).values + margin).clamp(0, 1) * g
     idx = torch.arange(g, device=lm.device, dtype=lm.dtype)
     col = (idx[None] + 1 > x0[:, None]) & (idx[None] < x1[:, None])  # (B, g)
     row = (idx[None] + 1 > y0[:, None]) & (idx[None] < y1[:, None])

@@ -157,9 +157,16 @@ class KeyRegionMAE(nn.Module):
         return (loss * mask).sum() / mask.sum().clamp_min(1)
 
     def forward(self, imgs: torch.Tensor, key: torch.Tensor | None = None,
-                generator: torch.Generator | None = None):
-        """Training step: returns ``(loss, pred, mask)`` with ``pred`` in normalised space."""
-        ids_keep, mask, ids_restore = self.key_region_masking(imgs.shape[0], key, generator)
+                generator: torch.Generator | None = None,
+                masking: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+        """Training step: returns ``(loss, pred, mask)`` with ``pred`` in normalised space.
+
+        ``masking`` = ``(ids_keep, mask, ids_restore)`` sampled beforehand (outside
+        ``torch.compile``/DDP, see the stage-1 engine); otherwise masks are sampled here.
+        """
+        if masking is None:
+            masking = self.key_region_masking(imgs.shape[0], key, generator)
+        ids_keep, mask, ids_restore = masking
         latent = self.forward_encoder(imgs, ids_keep)
         pred = self.forward_decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
@@ -200,8 +207,6 @@ def build_mae(image_size: int, mae: MAEConfig, mask: MaskConfig) -> KeyRegionMAE
 def count_parameters(model: nn.Module) -> str:
     n = sum(p.numel() for p in model.parameters())
     return f"{n / 1e6:.1f}M" if n >= 1e5 else str(n)
-
-
 
 
 def load_mae(path: str, device: torch.device | str = "cpu", frozen: bool = True) -> KeyRegionMAE:

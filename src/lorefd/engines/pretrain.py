@@ -1,0 +1,459 @@
+"""Stage 1: train the key-region MAE on real faces (Section III-B, setup of Section IV-B).
+
+The run folder ``OUT`` holds::
+
+    checkpoints/last/   resume point (kind "mae"; weights + config/meta + optimiser/RNG state)
+    mae/                final weights (kind "mae"), what stage 2 loads with ``load_mae``
+    key_region.json     P1..P4, the rectangle and T
+    config.yaml         the resolved config
+    metrics.jsonl, tb/  training curves
+    summary.json        the returned summary
+
+Each step of the method is a named function: :func:`prepare_pretrain_samples` (real faces
+with landmarks), :func:`compute_key_region` (Section III-B-1), :func:`build_pretrain_loader`,
+:func:`sample_masks` and :func:`pretrain_step` (Eq. 1), tied together by :func:`pretrain`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler
+
+from lorefd.checkpoint import read_checkpoint_info, save_checkpoint
+from lorefd.config import Config
+from lorefd.data.dataset import FaceDataset
+from lorefd.data.images import ImageLoadError
+from lorefd.data.keyregion import (
+    KeyRegion,
+    dataset_key_region,
+    key_region_masking,
+    normalise_landmarks,
+    sample_key_masks,
+)
+from lorefd.data.landmarks import LandmarkCache
+from lorefd.data.manifest import FAKE, REAL, Sample, load_samples
+from lorefd.engines.common import (
+    DistInfo,
+    NonFiniteLossError,
+    RunLogger,
+    autocast,
+    check_finite,
+    cleanup_distributed,
+    init_distributed,
+    restore_training_state,
+    save_training_checkpoint,
+)
+from lorefd.models.mae import KeyRegionMAE, build_mae, count_parameters
+from lorefd.utils import atomic_write_json, atomic_write_text, seed_everything
+
+log = logging.getLogger("lorefd")
+
+LAST, FINAL = "checkpoints/last", "mae"
+
+
+class EmptyDatasetError(ValueError):
+    """No usable real face is left after filtering; raised before any model is built."""
+
+
+# ---- data --------------------------------------------------------------------------------------
+def _image_size(path: str) -> tuple[int, int]:
+    """``(width, height)`` from the image header (no decoding)."""
+    with Image.open(path) as img:
+        return img.size
+
+
+def prepare_pretrain_samples(source: str | Path | list[Sample], cfg: Config,
+                             out_dir: str | Path | None = None, verbose: bool = True
+                             ) -> tuple[list[Sample], Counter]:
+    """Real faces with landmarks for stage 1, and a counter of what was skipped and why.
+
+    ``source`` is a manifest, a folder (with ``manifest.csv`` or plain images) or samples.
+    Fakes are dropped (stage 1 learns real faces only); unreadable images are skipped;
+    samples without landmarks get them from :class:`LandmarkCache` (cached under
+    ``data.landmark_cache`` or ``OUT/landmarks``), and faces where none is found are skipped.
+    Raises :class:`EmptyDatasetError` when nothing is left.
+    """
+    samples = list(source) if isinstance(source, list) else load_samples(source)
+    skipped: Counter = Counter()
+    real = [s for s in samples if s.label == REAL]
+    if len(real) < len(samples):
+        skipped["fake (stage 1 trains on real faces only)"] = sum(s.label == FAKE for s in samples)
+    kept: list[Sample] = []
+    cache: LandmarkCache | None = None
+    need = [s for s in real if s.points is None and not s.landmarks]
+    it = real
+    if need and verbose:
+        from tqdm import tqdm
+
+        log.info("finding landmarks of %d faces (dlib, cached)", len(need))
+        it = tqdm(real, desc="landmarks", unit="img", leave=False)
+    for s in it:
+        try:
+            _image_size(s.path)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            skipped["unreadable image"] += 1
+            continue
+        if s.points is None and not s.landmarks:
+            if cache is None:
+                root = cfg.data.landmark_cache or (Path(out_dir) / "landmarks" if out_dir else None)
+                if root is None:
+                    raise ValueError("samples without landmarks need data.landmark_cache or out_dir")
+                cache = LandmarkCache(root)
+            try:
+                pts = cache.get(s.path)
+            except (ImageLoadError, OSError, ValueError):
+                skipped["unreadable image"] += 1
+                continue
+            if pts is None:
+                skipped["no face/landmarks found"] += 1
+                continue
+            s = Sample(**{**s.__dict__, "points": np.asarray(pts, dtype=np.float32)})
+        elif s.points is None:
+            try:
+                pts = s.load_landmarks()
+            except (OSError, ValueError):  # missing, corrupt or not (68, 2)
+                skipped["unreadable landmarks file"] += 1
+                continue
+            s = Sample(**{**s.__dict__, "points": pts})
+        kept.append(s)
+    if skipped and verbose:
+        log.warning("stage-1 data: skipped %d of %d samples (%s)", sum(skipped.values()),
+                    len(samples), ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items())))
+    if not kept:
+        raise EmptyDatasetError(
+            f"no usable real face in {source if not isinstance(source, list) else 'the samples'}"
+            f" ({len(samples)} samples; skipped: {dict(skipped) or 'none'}); stage 1 needs real "
+            "faces (label 0) whose landmarks can be found")
+    if verbose:
+        log.info("stage-1 data: %d real faces", len(kept))
+    return kept, skipped
+
+
+def compute_key_region(samples: list[Sample], cfg: Config) -> tuple[KeyRegion, list[int]]:
+    """The dataset-level key region and T (Section III-B-1, Fig. 2).
+
+    Landmarks are normalised by each crop's own width and height (read from the header), so
+    crops of any size share one region; T is then computed for ``data.image_size``.
+    """
+    pts = []
+    for s in samples:
+        lm = s.load_landmarks()
+        if lm is None:
+            continue
+        w, h = _image_size(s.path)
+        pts.append(normalise_landmarks(lm, w, h))
+    if not pts:
+        raise EmptyDatasetError("no landmarks to compute the key region from")
+    region = dataset_key_region(np.stack(pts), cfg.mask.margin)
+    return region, region.patch_set(cfg.data.image_size, cfg.mask.patch_size)
+
+
+def key_region_record(region: KeyRegion, patch_set: list[int], cfg: Config) -> dict[str, Any]:
+    """What ``key_region.json`` and checkpoint meta hold."""
+    return {"key_region": region.to_dict(), "key_patches": list(patch_set),
+            "image_size": cfg.data.image_size, "patch_size": cfg.mask.patch_size,
+            "region_mode": cfg.mask.region, "mask_ratio": cfg.mask.mask_ratio}
+
+
+class ResumableSampler(DistributedSampler):
+    """A :class:`DistributedSampler` whose order is a function of ``(seed, epoch)`` only and
+    that can skip the batches an interrupted epoch already did."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        self.start = start
+
+    def __iter__(self):
+        return iter(list(super().__iter__())[self.start:])
+
+    def __len__(self) -> int:
+        return max(0, super().__len__() - self.start)
+
+
+def build_pretrain_loader(samples: list[Sample], cfg: Config, dist: DistInfo | None = None
+                          ) -> tuple[DataLoader, ResumableSampler]:
+    """Loader of ``[0, 1]`` crops and normalised landmarks; no augmentation in stage 1."""
+    dist = dist or DistInfo()
+    dataset = FaceDataset(samples, cfg.data.image_size, augment=False, seed=cfg.pretrain.seed)
+    sampler = ResumableSampler(dataset, num_replicas=dist.world_size, rank=dist.rank,
+                               shuffle=True, seed=cfg.pretrain.seed, drop_last=False)
+    per_rank = len(sampler)
+    workers = cfg.data.num_workers
+    loader = DataLoader(
+        dataset, batch_size=cfg.pretrain.batch_size, sampler=sampler, num_workers=workers,
+        pin_memory=dist.device.type == "cuda", drop_last=per_rank >= cfg.pretrain.batch_size,
+        persistent_workers=False, prefetch_factor=4 if workers else None)
+    return loader, sampler
+
+
+# ---- one step ----------------------------------------------------------------------------------
+def mask_generator(device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device)
+
+
+def sample_masks(model: KeyRegionMAE, batch_size: int, generator: torch.Generator,
+                 landmarks: torch.Tensor | None = None, region: str = "dataset",
+                 margin: float = 0.02) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Key-region masks for one batch (Section III-B-1): the dataset T, or each face's own."""
+    if region == "sample":
+        if landmarks is None:
+            raise ValueError("mask.region=sample needs the batch landmarks")
+        key = sample_key_masks(landmarks, model.image_size, model.patch_size, margin)
+    elif region == "dataset":
+        key = model.key_patches.expand(batch_size, -1)
+    else:
+        raise ValueError(f"mask.region must be 'dataset' or 'sample', got {region!r}")
+    return key_region_masking(key, model.mask_ratio, generator, model.random_fraction)
+
+
+def pretrain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                  imgs: torch.Tensor, masking: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                  amp: bool = True) -> torch.Tensor:
+    """One optimiser step on Eq. (1); returns the detached loss (no host sync)."""
+    with autocast(imgs.device, amp):
+        loss, _, _ = model(imgs, masking=masking)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach()
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam (Section IV-B, lr 1e-4) with an optional linear warmup, then constant."""
+    pc = cfg.pretrain
+    opt = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay,
+                           fused=device.type == "cuda")
+    warm = max(0, pc.warmup_steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    return opt, sched
+
+
+def compile_mode(mode: str) -> str | None:
+    """``pretrain.compile_mode`` as ``torch.compile`` takes it (``None`` for the default)."""
+    return None if mode in ("", "default") else mode
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """Mask randomness of a step: a function of (seed, step, rank), so resume is exact."""
+    return (seed * 1_000_003 + step) * 1_009 + rank
+
+
+def _params_finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
+             resume: bool = False, device: str | None = None) -> dict[str, Any]:
+    """Train stage 1 and return a summary dict (also written to ``OUT/summary.json``).
+
+    Callable from Python (the demo) and from ``lorefd pretrain`` / ``torchrun``. With
+    ``resume`` the run continues exactly from ``OUT/checkpoints/last`` (model, optimiser,
+    scheduler, RNG, data position, step). Raises :class:`EmptyDatasetError` before building
+    a model when no real face is usable, and :class:`NonFiniteLossError` on a NaN/inf loss
+    (the last good checkpoint is kept).
+    """
+    out = Path(out_dir)
+    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    dist = init_distributed(device)
+    last = out / LAST
+    try:
+        if resume and not (last / "config.json").is_file():
+            log.warning("--resume: no checkpoint in %s, starting a new run", last)
+            resume = False
+        if not resume and (last / "config.json").is_file():
+            raise FileExistsError(f"{out} already holds a stage-1 run; pass resume=True "
+                                  "(--resume) to continue it or choose a new output folder")
+        samples, skipped = prepare_pretrain_samples(data, cfg, out, verbose=dist.is_main)
+        if resume:
+            saved, meta = read_checkpoint_info(last)
+            _warn_resume_changes(saved, cfg, meta, dist)
+            region = KeyRegion.from_dict(meta["key_region"])
+            patch_set = list(meta["key_patches"])
+        else:
+            region, patch_set = compute_key_region(samples, cfg)
+        record = key_region_record(region, patch_set, cfg)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(out / "key_region.json", record)
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            log.info("key region %s (margin %.3f): |T| = %d of %d patches",
+                     tuple(round(v, 3) for v in region.rect), region.margin, len(patch_set),
+                     (cfg.data.image_size // cfg.mask.patch_size) ** 2)
+        return _train(cfg, samples, skipped, record, out, resume, dist)
+    finally:
+        if owns_group:
+            cleanup_distributed()
+
+
+def _warn_resume_changes(saved: Config, cfg: Config, meta: dict[str, Any], dist: DistInfo) -> None:
+    """Exact resume needs the same data order and masks: say which settings changed."""
+    keys = [("pretrain", "seed"), ("pretrain", "batch_size"), ("data", "image_size"),
+            ("mask", "patch_size"), ("mask", "mask_ratio"), ("mask", "region"),
+            ("mask", "random_fraction"), ("pretrain", "lr")]
+    changed = [f"{a}.{b}: {getattr(getattr(saved, a), b)} -> {getattr(getattr(cfg, a), b)}"
+               for a, b in keys if getattr(getattr(saved, a), b) != getattr(getattr(cfg, a), b)]
+    if meta.get("world_size", dist.world_size) != dist.world_size:
+        changed.append(f"world size: {meta['world_size']} -> {dist.world_size}")
+    if changed and dist.is_main:
+        log.warning("resuming with changed settings (the run continues, but not exactly as "
+                    "the original would have): %s", "; ".join(changed))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop ``metrics.jsonl`` records after the resume step (an interrupted run's tail)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(f"{ln}\n" for ln in keep))
+
+
+def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[str, Any],
+           out: Path, resume: bool, dist: DistInfo) -> dict[str, Any]:
+    pc = cfg.pretrain
+    device = dist.device
+    seed_everything(pc.seed)
+    model = build_mae(cfg.data.image_size, cfg.mae, cfg.mask)
+    model.set_key_patches(record["key_patches"])
+    model.to(device)
+    optimizer, scheduler = build_optimizer(model, cfg, device)
+    loader, sampler = build_pretrain_loader(samples, cfg, dist)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise EmptyDatasetError("no batch per epoch; lower pretrain.batch_size")
+    total = pc.epochs * steps_per_epoch
+    max_steps = min(total, pc.max_steps) if pc.max_steps is not None else total
+    meta = {"kind": "mae", **record, "world_size": dist.world_size}
+
+    step, epoch, start_batch = 0, 0, 0
+    if resume:
+        state = restore_training_state(out / LAST, model, optimizer, scheduler, kind="mae")
+        step, epoch = state["step"], state["epoch"]
+        start_batch = state["extra"].get("batch_in_epoch", 0)
+        if dist.is_main:
+            _truncate_metrics(out / "metrics.jsonl", step)
+            log.info("resumed from %s at step %d (epoch %d, batch %d)", out / LAST, step, epoch,
+                     start_batch)
+
+    train_model: torch.nn.Module = model
+    if pc.compile:
+        train_model = torch.compile(train_model, mode=compile_mode(pc.compile_mode))
+    if dist.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    logger = RunLogger(out, enabled=dist.is_main)
+    gen = mask_generator(device)
+    if dist.is_main:
+        log.info("stage 1: %s params, %d faces, %d steps/epoch, %d steps, batch %d x %d, %s%s",
+                 count_parameters(model), len(samples), steps_per_epoch, max_steps,
+                 pc.batch_size, dist.world_size, device, " (bf16)" if pc.amp and device.type == "cuda" else "")
+    from tqdm import tqdm
+
+    bar = tqdm(total=max_steps, initial=step, disable=not dist.is_main, unit="step",
+               desc="pretrain", dynamic_ncols=True)
+
+    def save(batch_in_epoch: int, ep: int) -> None:
+        if not _params_finite(model):
+            raise NonFiniteLossError(f"weights became NaN/inf before step {step}; stopping "
+                                     "(the last good checkpoint is kept)")
+        if dist.is_main:
+            save_training_checkpoint(out / LAST, model, optimizer, scheduler, cfg, meta, step, ep,
+                                     extra={"batch_in_epoch": batch_in_epoch})
+
+    window = torch.zeros((), device=device)
+    window_n, last_loss, t0, seen = 0, float("nan"), time.perf_counter(), 0
+    t_start, imgs_done = time.perf_counter(), 0
+    model.train()
+    try:
+        while step < max_steps:
+            sampler.set_epoch(epoch)
+            sampler.set_start(start_batch * pc.batch_size)
+            batch_in_epoch = start_batch
+            for batch in loader:
+                imgs = batch["image"].to(device, non_blocking=True)
+                gen.manual_seed(_step_seed(pc.seed, step, dist.rank))
+                lms = (batch["landmarks"].to(device, non_blocking=True)
+                       if cfg.mask.region == "sample" else None)
+                masking = sample_masks(model, imgs.shape[0], gen, lms, cfg.mask.region,
+                                       cfg.mask.margin)
+                loss = pretrain_step(train_model, optimizer, scheduler, imgs, masking, pc.amp)
+                step += 1
+                batch_in_epoch += 1
+                window += loss
+                window_n += 1
+                seen += imgs.shape[0]
+                bar.update(1)
+                at_end = step >= max_steps or batch_in_epoch == steps_per_epoch
+                if step % pc.log_every == 0 or step % pc.ckpt_every == 0 or at_end:
+                    if dist.distributed:
+                        torch.distributed.all_reduce(window)
+                        window /= dist.world_size
+                    last_loss = check_finite(window / window_n, step)
+                    dt = time.perf_counter() - t0
+                    ips = seen * dist.world_size / max(dt, 1e-9)
+                    logger.log(step, {"loss": last_loss, "lr": optimizer.param_groups[0]["lr"],
+                                      "epoch": epoch, "img_per_s": ips})
+                    bar.set_postfix(loss=f"{last_loss:.4f}", ips=f"{ips:.0f}")
+                    imgs_done += seen
+                    window.zero_()
+                    window_n, seen, t0 = 0, 0, time.perf_counter()
+                if batch_in_epoch == steps_per_epoch:
+                    save(0, epoch + 1)  # epoch end: the next run starts the next epoch
+                elif step % pc.ckpt_every == 0 or step >= max_steps:
+                    save(batch_in_epoch, epoch)
+                if step >= max_steps:
+                    break
+            if batch_in_epoch == steps_per_epoch:
+                epoch += 1
+                start_batch = 0
+            else:
+                start_batch = batch_in_epoch
+    finally:
+        bar.close()
+        logger.close()
+    elapsed = time.perf_counter() - t_start
+    summary = {
+        "steps": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
+        "final_loss": last_loss, "num_samples": len(samples), "skipped": dict(skipped),
+        "load_failures": dict(loader.dataset.failures), "images_per_s": imgs_done / max(elapsed, 1e-9),
+        "world_size": dist.world_size, "device": str(device), "out_dir": str(out),
+        "mae_dir": str(out / FINAL), "key_patches": len(record["key_patches"]),
+    }
+    if dist.is_main:
+        save_checkpoint(out / FINAL, model, cfg, {**meta, "step": step, "epoch": epoch})
+        atomic_write_json(out / "summary.json", summary)
+        log.info("stage 1 done: step %d, loss %.4f, %.1f img/s; weights in %s", step, last_loss,
+                 summary["images_per_s"], out / FINAL)
+    return summary
+
+
+def read_key_region(path: str | Path) -> dict[str, Any]:
+    """``key_region.json`` of a run folder (or the file itself)."""
+    p = Path(path)
+    return json.loads((p / "key_region.json" if p.is_dir() else p).read_text())
+
+
+__all__ = [
+    "EmptyDatasetError", "build_optimizer", "compile_mode", "build_pretrain_loader", "compute_key_region",
+    "prepare_pretrain_samples", "pretrain", "pretrain_step", "read_key_region", "sample_masks",
+]

@@ -1,0 +1,145 @@
+"""Stage-1 figures: the key region (Fig. 2) and masked reconstructions (Fig. 4).
+
+Matplotlib with the Agg backend; every function writes a PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from lorefd.data.keyregion import KeyRegion  # noqa: E402
+
+
+def _hwc(img: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``(3, H, W)`` tensor in ``[0, 1]`` or ``HxWx3`` array -> ``HxWx3`` float array."""
+    if isinstance(img, torch.Tensor):
+        img = img.detach().float().cpu().numpy()
+        if img.ndim == 3 and img.shape[0] in (1, 3):
+            img = img.transpose(1, 2, 0)
+    img = np.asarray(img, dtype=np.float32)
+    if img.max() > 1.5:
+        img = img / 255.0
+    return np.clip(img, 0, 1)
+
+
+def patch_mask_image(mask: torch.Tensor | np.ndarray, image_size: int, patch_size: int) -> np.ndarray:
+    """A ``(N,)`` patch mask (1 = masked) as an ``image_size`` square boolean array."""
+    g = image_size // patch_size
+    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask).reshape(g, g)
+    return np.kron(m, np.ones((patch_size, patch_size))).astype(bool)
+
+
+def masked_input(img: np.ndarray, pix_mask: np.ndarray, grey: float = 0.5) -> np.ndarray:
+    out = img.copy()
+    out[pix_mask] = grey
+    return out
+
+
+def key_region_figure(image: torch.Tensor | np.ndarray, landmarks: np.ndarray | None,
+                      region: KeyRegion, patch_set: Sequence[int], mask: torch.Tensor | np.ndarray,
+                      patch_size: int, out: str | Path, title: str = "") -> Path:
+    """Fig. 2: a face with its landmarks, P1..P4, the expanded rectangle, T and one mask.
+
+    ``landmarks`` and the region are normalised to ``[0, 1]``; ``image`` is already resized
+    to the model's image size; ``mask`` is one sampled ``(N,)`` mask (1 = masked).
+    """
+    img = _hwc(image)
+    s = img.shape[0]
+    g = s // patch_size
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    ax = axes[0]
+    ax.imshow(img)
+    if landmarks is not None:
+        lm = np.asarray(landmarks) * s
+        ax.scatter(lm[:, 0], lm[:, 1], s=6, c="cyan", label="68 landmarks")
+    cs = np.asarray(region.corners) * s
+    ax.scatter(cs[:, 0], cs[:, 1], s=40, c="red", marker="x", label="P1..P4 (dataset)")
+    for i, (x, y) in enumerate(cs):
+        ax.annotate(f"P{i + 1}", (x, y), color="red", fontsize=9, xytext=(3, -3),
+                    textcoords="offset points")
+    x0, y0, x1, y1 = (v * s for v in region.rect)
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1.5,
+                           label=f"key rectangle (margin {region.margin:g})"))
+    ax.set_title("landmarks, P1..P4, rectangle")
+    ax.legend(loc="upper left", fontsize=6, framealpha=0.7)
+
+    ax = axes[1]
+    ax.imshow(img)
+    key = np.zeros(g * g, bool)
+    key[list(patch_set)] = True
+    overlay = np.zeros((s, s, 4), np.float32)
+    overlay[patch_mask_image(key, s, patch_size)] = (1.0, 0.2, 0.2, 0.35)
+    ax.imshow(overlay)
+    for k in range(g + 1):
+        ax.axhline(k * patch_size - 0.5, color="white", lw=0.3)
+        ax.axvline(k * patch_size - 0.5, color="white", lw=0.3)
+    ax.set_title(f"key patch set T ({len(patch_set)} of {g * g})")
+
+    ax = axes[2]
+    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
+    ax.imshow(masked_input(img, patch_mask_image(m, s, patch_size)))
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1.0))
+    n_t = int(key.sum())
+    ax.set_title(f"sampled mask: {int(m.sum())} masked, {int((m & key).sum())}/{n_t} of T")
+    for a in axes:
+        a.set_xticks([])
+        a.set_yticks([])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.95) if title else (0, 0, 1, 1))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, mask: torch.Tensor,
+                        patch_size: int, out: str | Path, names: Sequence[str] | None = None,
+                        title: str = "") -> Path:
+    """Fig. 4: one row per face: original, masked input, reconstruction, |difference|.
+
+    ``images``/``recon`` are ``(B, 3, S, S)`` in ``[0, 1]`` (``recon`` with the visible
+    patches pasted back, as ``KeyRegionMAE.reconstruct`` returns); ``mask`` is ``(B, N)``.
+    """
+    b, s = images.shape[0], images.shape[-1]
+    fig, axes = plt.subplots(b, 4, figsize=(8, 2.1 * b), squeeze=False)
+    cols = ["original", "masked input", "reconstruction", "|difference|"]
+    for i in range(b):
+        img, rec = _hwc(images[i]), _hwc(recon[i])
+        pm = patch_mask_image(mask[i], s, patch_size)
+        diff = np.abs(img - rec).mean(-1)
+        panels = [img, masked_input(img, pm), rec, diff]
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            if j == 3:
+                ax.imshow(panel, cmap="inferno", vmin=0, vmax=max(0.25, float(panel.max())))
+                ax.set_xlabel(f"mean {diff[pm].mean() if pm.any() else 0:.3f}", fontsize=7)
+            else:
+                ax.imshow(panel)
+            if i == 0:
+                ax.set_title(cols[j], fontsize=9)
+            if j == 0 and names is not None:
+                ax.set_ylabel(str(names[i])[:18], fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+__all__ = ["key_region_figure", "masked_input", "patch_mask_image", "reconstruction_grid"]
