@@ -32,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lorefd.checkpoint import CheckpointError, read_checkpoint_info
-    from lorefd.cli.reconstruct import resolve_mae_dir
     from lorefd.config import ConfigError, load_config
     from lorefd.data.dataset import FaceDataset
     from lorefd.data.keyregion import (
@@ -47,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         compute_key_region,
         prepare_pretrain_samples,
     )
-    from lorefd.evaluation.figures import key_region_figure
+    from lorefd.evaluation.figures import key_region_figure, resolve_mae_dir
 
     out = Path(args.out)
     try:

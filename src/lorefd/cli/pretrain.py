@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"lorefd pretrain: error: {exc}", file=sys.stderr)
         return 1
     if not args.no_figure and int(os.environ.get("RANK", "0")) == 0:
-        from lorefd.cli.reconstruct import reconstruct_figure
         from lorefd.data.manifest import REAL, load_samples
+        from lorefd.evaluation.figures import reconstruct_figure
 
         faces = [s.path for s in load_samples(args.data) if s.label == REAL][:4]
         fig = Path(args.out) / "reconstruction.png"

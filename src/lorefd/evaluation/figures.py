@@ -5,6 +5,7 @@ Matplotlib with the Agg backend; every function writes a PNG and returns its pat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from lorefd.data.keyregion import KeyRegion  # noqa: E402
+
+log = logging.getLogger("lorefd")
 
 
 def _hwc(img: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -143,3 +146,57 @@ def reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, mask: torch.T
 
 
 __all__ = ["key_region_figure", "masked_input", "patch_mask_image", "reconstruction_grid"]
+
+
+def resolve_mae_dir(path: str | Path) -> Path:
+    """A checkpoint folder, or a run folder holding ``mae/`` (or ``checkpoints/last``)."""
+    p = Path(path)
+    for cand in (p, p / "mae", p / "checkpoints" / "last"):
+        if (cand / "config.json").is_file():
+            return cand
+    return p
+
+
+def collect_images(items: list[str], limit: int) -> list[str]:
+    """Image files from files, folders (sorted) and manifests, at most ``limit``."""
+    from lorefd.data.images import is_image
+    from lorefd.data.manifest import load_samples
+
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_file() and is_image(p):
+            out.append(str(p))
+        elif p.is_dir() or p.suffix.lower() == ".csv":
+            out.extend(s.path for s in load_samples(p))
+        else:
+            raise FileNotFoundError(f"not an image, folder or manifest: {item}")
+    return out[:limit]
+
+
+def reconstruct_figure(ckpt: str | Path, images: list[str], out: str | Path, seed: int = 0,
+                       device: str | None = None) -> Path:
+    """Load a stage-1 model, reconstruct ``images`` under key-region masking, draw Fig. 4."""
+    from lorefd.data.dataset import resize_square, to_tensor
+    from lorefd.data.images import ImageLoadError, load_rgb
+    from lorefd.evaluation.figures import reconstruction_grid
+    from lorefd.models.mae import load_mae
+    from lorefd.utils import pick_device
+
+    dev = pick_device(device)
+    model = load_mae(str(resolve_mae_dir(ckpt)), device=dev)
+    tensors, names = [], []
+    for path in images:
+        try:
+            tensors.append(to_tensor(resize_square(load_rgb(path), model.image_size)))
+            names.append(Path(path).name)
+        except ImageLoadError as exc:
+            log.warning("skipping %s: %s", path, exc)
+    if not tensors:
+        raise ValueError("no readable image to reconstruct")
+    imgs = torch.stack(tensors).to(dev)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    res = model.reconstruct(imgs, generator=gen)
+    return reconstruction_grid(imgs.cpu(), res["image"].cpu(), res["mask"].cpu(),
+                               model.patch_size, out, names,
+                               title=f"{Path(ckpt)}: mask ratio {model.mask_ratio:g}")
