@@ -40,7 +40,12 @@ from lorefd.engines.common import (
     restore_training_state,
     save_training_checkpoint,
 )
-from lorefd.models.detectors import Detector, build_detector, detector_meta
+from lorefd.models.detectors import (
+    Detector,
+    build_detector,
+    detector_meta,
+    resolve_mae_checkpoint,
+)
 from lorefd.utils import atomic_write_json, seed_everything
 
 log = logging.getLogger("lorefd")
@@ -159,6 +164,8 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
         vcounts = check_split(val_samples, "validation set", need_both=False)
         if vcounts[REAL] == 0 or vcounts[FAKE] == 0:
             log.warning("validation set has one class: AUC is n/a, best = last epoch")
+    if mae_ckpt is not None:
+        mae_ckpt = resolve_mae_checkpoint(mae_ckpt, cfg.data.image_size)
     if tc.batch_size < 1 or tc.iters_per_epoch < 1 or tc.epochs < 1:
         raise ValueError("train.batch_size, train.iters_per_epoch and train.epochs must be >= 1")
     resuming = _prepare_out(out_dir, resume)

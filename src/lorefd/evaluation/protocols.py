@@ -33,6 +33,7 @@ from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, write_manife
 from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.evaluation.metrics import NA, fmt
+from lorefd.models.detectors import resolve_mae_checkpoint
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lorefd")
@@ -272,6 +273,7 @@ def run_protocol(name: str, ffpp: list[Sample], mae_ckpt: str | Path | None, cfg
                             f"{sorted(methods)}")
     if mae_ckpt is None:
         raise ProtocolError("a stage-1 MAE checkpoint is needed (--mae)")
+    mae_ckpt = resolve_mae_checkpoint(mae_ckpt, cfg.data.image_size)
     compressions = compressions or ["c23", "c40"]
     if has_compression(ffpp):
         present = {s.compression for s in ffpp}

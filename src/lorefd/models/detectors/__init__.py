@@ -6,7 +6,9 @@ from lorefd.models.detectors.base import (
     build_detector,
     detector_meta,
     load_detector,
+    resolve_mae_checkpoint,
     save_detector,
 )
 
-__all__ = ["Detector", "build_detector", "detector_meta", "load_detector", "save_detector"]
+__all__ = ["Detector", "build_detector", "detector_meta", "load_detector", "resolve_mae_checkpoint",
+           "save_detector"]

@@ -93,13 +93,32 @@ class Detector(nn.Module):
                 **self.extra_meta()}
 
 
-def load_mae_for_detector(mae_ckpt: str | Path, image_size: int) -> tuple[KeyRegionMAE, dict[str, Any]]:
-    """The frozen stage-1 MAE and ``{"path", "config", "meta"}`` to store with the detector."""
-    weights, mcfg, mmeta = load_checkpoint(mae_ckpt, kind="mae")
-    if mcfg.data.image_size != image_size:
+def resolve_mae_checkpoint(mae_ckpt: str | Path, image_size: int | None = None) -> Path:
+    """The MAE checkpoint folder (a ``lorefd pretrain`` run resolves to ``RUN/mae``), checked
+    for kind and image size from its config alone (cheap: no weights are read)."""
+    path = Path(mae_ckpt)
+    if not (path / "config.json").is_file() and (path / "mae" / "config.json").is_file():
+        path = path / "mae"
+    if not path.exists():
+        raise CheckpointError(f"MAE checkpoint not found: {mae_ckpt}")
+    mcfg, meta = read_checkpoint_info(path)
+    if meta.get("kind") != "mae":
+        raise CheckpointError(f"{mae_ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
+                              "stage-1 'mae' checkpoint (from `lorefd pretrain`)")
+    if image_size is not None and mcfg.data.image_size != image_size:
         raise CheckpointError(
             f"MAE checkpoint {mae_ckpt} was trained at {mcfg.data.image_size} px but the detector "
             f"config uses data.image_size={image_size}; use the same image size")
+    return path
+
+
+def load_mae_for_detector(mae_ckpt: str | Path, image_size: int) -> tuple[KeyRegionMAE, dict[str, Any]]:
+    """The frozen stage-1 MAE and ``{"path", "config", "meta"}`` to store with the detector.
+
+    ``mae_ckpt``: an MAE checkpoint folder, or a ``lorefd pretrain`` run folder (uses ``RUN/mae``).
+    """
+    mae_ckpt = resolve_mae_checkpoint(mae_ckpt, image_size)
+    weights, mcfg, mmeta = load_checkpoint(mae_ckpt, kind="mae")
     mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
     mae.load_state_dict(weights)
     if not bool(mae.key_patches.any()):
@@ -173,4 +192,4 @@ def load_detector(path: str | Path, device: torch.device | str = "cpu",
 
 
 __all__ = ["KIND", "Detector", "build_detector", "detector_meta", "load_detector",
-           "load_mae_for_detector", "save_detector"]
+           "load_mae_for_detector", "resolve_mae_checkpoint", "save_detector"]
