@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -61,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
             NonFiniteLossError, ValueError) as exc:
         print(f"lorefd train: error: {exc}", file=sys.stderr)
         return 1
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     auc = summary["best_auc"]
     print(f"best: {summary['best']} (epoch {summary['best_epoch']}, val AUC "
           f"{'n/a' if auc is None else f'{auc:.4f}'})")

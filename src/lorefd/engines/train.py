@@ -155,7 +155,10 @@ def _prepare_out(out_dir: Path, resume: bool) -> bool:
 def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,
           mae_ckpt: str | Path | None, out_dir: str | Path, resume: bool = False,
           device: str | None = None) -> dict[str, Any]:
-    """Train the configured detector (``cfg.detector.name``); returns a summary dict."""
+    """Train the configured detector (``cfg.detector.name``); returns a summary dict.
+
+    Under DDP every rank returns, but only rank 0's summary (validation, best) is meaningful.
+    """
     out_dir = Path(out_dir)
     tc = cfg.train
     # -- checks first: nothing slow happens before the inputs are known to be usable
@@ -206,7 +209,8 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     logger = RunLogger(out_dir, enabled=dist_info.is_main)
     val_loader = make_eval_loader(val_samples, cfg.data.image_size, tc.batch_size * 2,
                                   cfg.data.num_workers) if val_samples else None
-    meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if mae_ckpt else None,
+    uses_mae = getattr(det, "mae", None) is not None
+    meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None,
             "train_counts": {"real": counts[REAL], "fake": counts[FAKE]}}
     cl = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     t_run = time.perf_counter()

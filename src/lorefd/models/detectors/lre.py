@@ -45,10 +45,15 @@ class LREDetector(Detector):
         self.eval_masks = eval_masks
         self.mask_seed = mask_seed
         self.mae = freeze(mae)
+        self._mask_cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
         # Frozen feature extractor (pretrained when available) and the detection network,
         # same architecture so the maps match its layers (Section III-C).
         self.extractor = freeze(create_xception(0, 0.0, pretrained, weights))
         self.net = create_xception(1, drop_rate, pretrained, weights)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any):
+        self._mask_cache.clear()  # T may change with the weights
+        return super().load_state_dict(*args, **kwargs)
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return [self.mae, self.extractor]
@@ -59,10 +64,13 @@ class LREDetector(Detector):
     # ---- step 1: masked reconstruction ---------------------------------------------------
     def eval_mask(self, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The k-th deterministic mask ``(ids_keep, mask, ids_restore)``, each ``(1, ...)``."""
-        g = torch.Generator().manual_seed(int(self.mask_seed) * 1_000_003 + k)
-        key = self.mae.key_patches.detach().cpu()[None]
-        ids_keep, mask, ids_restore = self.mae.key_region_masking(1, key, g)
-        return ids_keep.to(device), mask.to(device), ids_restore.to(device)
+        cache_key = (int(self.mask_seed), k, str(device))
+        if cache_key not in self._mask_cache:  # drawn on the CPU: the same on every device
+            g = torch.Generator().manual_seed(int(self.mask_seed) * 1_000_003 + k)
+            key = self.mae.key_patches.detach().cpu()[None]
+            masks = self.mae.key_region_masking(1, key, g)
+            self._mask_cache[cache_key] = tuple(t.to(device) for t in masks)
+        return self._mask_cache[cache_key]
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, k: int | None = None) -> torch.Tensor:
