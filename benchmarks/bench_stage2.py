@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size")
     ap.add_argument("--eval-batch-size", type=int, default=None, help="default: 4 x batch")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode, e.g. reduce-overhead (CUDA graphs) or max-autotune")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads")
     ap.add_argument("--json", default=None, help="append the result as a JSON line")
     args = ap.parse_args()
@@ -70,8 +72,8 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     cl = torch.channels_last if gpu else torch.contiguous_format
-    fwd = torch.compile(det) if args.compile else det
-    opt = torch.optim.Adam(det.trainable_parameters(), lr=1e-4)
+    fwd = torch.compile(det, mode=args.compile_mode) if args.compile else det
+    opt = torch.optim.Adam(det.trainable_parameters(), lr=1e-4, fused=gpu)
     x = torch.rand(bs, 3, s, s, device=dev).contiguous(memory_format=cl)
     y = (torch.arange(bs, device=dev) % 2).float()
 
@@ -112,7 +114,7 @@ def main() -> None:
     res = {"config": args.config, "detector": args.detector, "device": str(dev),
            "device_name": torch.cuda.get_device_name(dev) if gpu else "cpu",
            "threads": torch.get_num_threads(), "image_size": s, "batch": bs, "eval_batch": ebs,
-           "compile": args.compile, "amp_bf16": gpu and cfg.train.amp, "steps": steps,
+           "compile": args.compile, "compile_mode": args.compile_mode, "amp_bf16": gpu and cfg.train.amp, "steps": steps,
            "train_img_per_s": round(train_ips, 2), "eval_img_per_s": round(eval_ips, 2),
            "torch": torch.__version__}
     if gpu:

@@ -42,11 +42,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"lorefd evaluate: error: {exc}", file=sys.stderr)
         return 1
     rows = [("overall", m["overall"])] + list(m["per_method"].items())
-    print(f"{'subset':<16}{'level':<7}{'n':>6}{'Acc@.5':>8}{'AccBest':>8}{'AUC':>8}{'EER':>8}{'AP':>8}")
+    print(f"{'subset':<16}{'level':<7}{'n':>6}{'Acc':>8}{'AccBest':>8}{'BestThr':>8}{'AUC':>8}"
+          f"{'EER':>8}{'AP':>8}")
     for name, lv in rows:
         for level in ("frame", "video"):
             r = lv[level]
             print(f"{name:<16}{level:<7}{r['n']:>6}{fmt(r['acc']):>8}{fmt(r['best_acc']):>8}"
-                  f"{fmt(r['auc']):>8}{fmt(r['eer']):>8}{fmt(r['ap']):>8}")
-    print(f"wrote {args.out}/metrics.json")
+                  f"{fmt(r['best_threshold'], 1, 3):>8}{fmt(r['auc']):>8}{fmt(r['eer']):>8}{fmt(r['ap']):>8}")
+    print(f"Acc at threshold {m['overall']['frame']['threshold']}; AccBest at BestThr chosen on "
+          f"this set; metrics in %. Wrote {args.out}/metrics.json")
     return 0

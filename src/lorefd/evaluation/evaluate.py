@@ -39,8 +39,12 @@ def score_samples(detector: Detector, samples: list[Sample], batch_size: int = 6
 
 def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: str | Path | None = None,
              filters: list[str] | None = None, batch_size: int = 64, device: str | None = None,
-             threshold: float = 0.5, num_workers: int = 0, amp: bool = True) -> dict[str, Any]:
-    """Metrics of ``detector`` (a module or a checkpoint path) on ``samples``."""
+             threshold: float | None = None, num_workers: int = 0, amp: bool = True
+             ) -> dict[str, Any]:
+    """Metrics of ``detector`` (a module or a checkpoint path) on ``samples``.
+
+    ``threshold`` (for Acc): default the training config's ``train.threshold`` (0.5).
+    """
     samples = filter_samples(samples, filters)
     counts = check_split(samples, "evaluation set" + (f" ({' '.join(filters)})" if filters else ""),
                          need_both=False)
@@ -53,6 +57,9 @@ def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: st
     else:
         ckpt = None
         detector = detector.to(dev)
+    if threshold is None:
+        cfg = getattr(detector, "config", None)
+        threshold = cfg.train.threshold if cfg is not None else 0.5
     log.info("evaluating %s on %s", ckpt or detector.name, describe(samples))
     probs = score_samples(detector, samples, batch_size, dev, num_workers, amp)
     labels = [s.label for s in samples]
