@@ -2,7 +2,8 @@
 
 One row per face: the input, its key-region masked reconstruction, the absolute difference,
 and the local difference attention map (Eq. 2) of every layer overlaid on the input, with the
-detector's fake probability. The baseline detector shows the input and probability only.
+detector's fake probability. Each layer's maps share one colour scale (0 .. the largest value
+in the figure). The baseline detector shows the input and probability only.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
     cols = ["input"] + (["reconstruction", "|difference|"] if has_recon else []) + \
         [f"attention {k}" for k in maps]
     n = len(images)
+    # one colour scale per layer for all faces, so reals and fakes compare directly
+    vmax = {k: max(float(v.max()), 1e-6) for k, v in maps.items()}
+    layer_of = {f"attention {k}": k for k in maps}
     fig, axes = plt.subplots(n, len(cols), figsize=(2.2 * len(cols), 2.3 * n), squeeze=False)
     for i in range(n):
         panels = [_img(batch[i])]
@@ -69,7 +73,7 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
         for j, (ax, panel) in enumerate(zip(axes[i], panels, strict=True)):
             if cols[j].startswith("attention"):
                 ax.imshow(panels[0])
-                ax.imshow(panel, cmap="jet", alpha=0.5, vmin=0, vmax=max(float(panel.max()), 1e-6))
+                ax.imshow(panel, cmap="jet", alpha=0.5, vmin=0, vmax=vmax[layer_of[cols[j]]])
             elif panel.ndim == 2:
                 ax.imshow(panel, cmap="inferno")
             else:
