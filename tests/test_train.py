@@ -20,8 +20,9 @@ from lorefd.models.detectors import build_detector, load_detector
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("s2train")
-    ffpp = read_manifest(make_mini_ffpp(root / "ffpp", n_faces=12))
-    return {"mae": save_tiny_mae(root / "mae"), "ffpp": ffpp,
+    manifest = make_mini_ffpp(root / "ffpp", n_faces=12)
+    ffpp = read_manifest(manifest)
+    return {"mae": save_tiny_mae(root / "mae"), "ffpp": ffpp, "manifest": str(manifest),
             "train": select(ffpp, "train"), "val": select(ffpp, "val")}
 
 
@@ -104,3 +105,25 @@ def test_balanced_sampler_draws_classes_equally():
     plain = Counter(labels[i] for i in balanced_sampler(labels, 4000, seed=0, balance=False))
     assert plain[1] > 3 * plain[0]
     assert list(balanced_sampler(labels, 50, seed=3)) == list(balanced_sampler(labels, 50, seed=3))
+
+
+def test_train_command(data, tmp_path, capsys):
+    from _stage2 import TINY
+
+    from lorefd.cli import main
+
+    manifest = data["manifest"]
+    sets = [a for o in TINY for a in ("--set", o)]
+    base = ["train", "--config", "tiny", *sets, "--train", manifest, "--filter", "split=train"]
+    assert main([*base, "--detector", "xception", "--val", manifest, "--val-filter", "split=val",
+                 "--out", str(tmp_path / "xc")]) == 0
+    assert "best:" in capsys.readouterr().out
+    assert load_detector(tmp_path / "xc" / "best").name == "xception"
+    # clear errors, exit code 1, before any training
+    assert main([*base, "--out", str(tmp_path / "nomae")]) == 1
+    assert "--mae CKPT is required" in capsys.readouterr().err
+    assert main([*base, "--detector", "xception", "--out", str(tmp_path / "xc")]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--train", manifest, "--filter", "split=nope",
+                 "--detector", "xception", "--out", str(tmp_path / "empty")]) == 1
+    assert "no samples" in capsys.readouterr().err
