@@ -179,6 +179,19 @@ def load_detector(path: str | Path, device: torch.device | str = "cpu",
         raise CheckpointError(f"{path} was trained at {meta.get('image_size')} px, "
                               f"not {image_size} px")
     weights, cfg, meta = load_checkpoint(path, kind=KIND)
+    return detector_from_state(weights, cfg, meta, device)
+
+
+def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dict[str, Any],
+                        device: torch.device | str = "cpu") -> Detector:
+    """Rebuild a detector from what a checkpoint holds (weights, config, meta), in eval mode.
+
+    For bundles that store the three elsewhere than in a checkpoint folder.
+    """
+    import lorefd.models.detectors  # noqa: F401  (registration)
+
+    if meta.get("kind") != KIND or "detector" not in meta:
+        raise CheckpointError(f"not a detector checkpoint (kind {meta.get('kind')!r})")
     mae = None
     if "mae" in meta:
         mcfg = config_from_dict(meta["mae"]["config"])
@@ -191,5 +204,6 @@ def load_detector(path: str | Path, device: torch.device | str = "cpu",
     return det.to(device).eval()
 
 
-__all__ = ["KIND", "Detector", "build_detector", "detector_meta", "load_detector",
+__all__ = ["KIND", "Detector", "build_detector", "detector_from_state", "detector_meta",
+           "load_detector",
            "load_mae_for_detector", "resolve_mae_checkpoint", "save_detector"]
