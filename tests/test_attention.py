@@ -83,3 +83,12 @@ def test_layer_names_checked():
     assert STAGES[0] == "stem" and STAGES[-1] == "exit"
     with pytest.raises(ValueError, match="unknown Xception layer"):
         check_layers(["block13"])
+
+
+def test_default_layers_match_the_16px_patch_grid_at_224():
+    """At the paper's 224 px, block3..block11 are 14x14: one cell per 16-px MAE patch."""
+    net = create_xception(num_classes=0, pretrained=False).eval()
+    with torch.no_grad():
+        _, f = net.forward_features(torch.rand(1, 3, 224, 224), return_layers=["block3", "block4"],
+                                    stop_at="block4")
+    assert f["block3"].shape == (1, 728, 14, 14) and f["block4"].shape == (1, 728, 14, 14)
