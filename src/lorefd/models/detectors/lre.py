@@ -7,6 +7,9 @@
 3. :meth:`LREDetector.forward`: the detection Xception multiplies its own features at those
    layers by the maps and classifies; trained with BCE (Eq. 3).
 
+Masking uses the dataset-level key-patch set T stored in the MAE checkpoint (the paper's
+construction, Section III-B-1), also when stage 1 was trained with per-sample regions.
+
 Evaluation masks: with ``detector.eval_masks = K`` (default 1) the attention maps of K masks
 drawn from generators seeded ``(mask_seed, k)`` are averaged. The same K masks are used for every
 image, so an image's score does not depend on the batch it is in, the device, or run order.
