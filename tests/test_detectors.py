@@ -1,0 +1,165 @@
+"""The detector interface: registry, frozen parts, deterministic evaluation, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+
+import pytest
+import torch
+from _stage2 import save_tiny_mae, tiny_config
+
+import lorefd.models.xception as xmod
+from lorefd.checkpoint import CheckpointError
+from lorefd.models.detectors import build_detector, load_detector, save_detector
+from lorefd.models.registry import create_detector, list_detectors
+
+
+@pytest.fixture(scope="module")
+def mae_ckpt(tmp_path_factory):
+    return save_tiny_mae(tmp_path_factory.mktemp("mae") / "mae")
+
+
+def _params(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_registry_has_both_detectors():
+    assert {"lre", "xception"} <= set(list_detectors())
+    with pytest.raises(KeyError, match="unknown detector"):
+        create_detector("nope")
+
+
+def test_frozen_modules_get_no_gradient_and_never_change(mae_ckpt):
+    torch.manual_seed(0)
+    det = build_detector(tiny_config(), mae_ckpt)
+    mae0, ext0, net0 = _params(det.mae), _params(det.extractor), _params(det.net)
+    opt = torch.optim.Adam(det.trainable_parameters(), lr=1e-3)
+    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0.0, 1.0, 0.0, 1.0])
+    det.train()
+    assert not det.mae.training and not det.extractor.training and det.net.training
+    for _ in range(2):
+        loss = det.loss(det(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for frozen, before in ((det.mae, mae0), (det.extractor, ext0)):
+        assert all(not p.requires_grad and p.grad is None for p in frozen.parameters())
+        after = frozen.state_dict()  # BatchNorm running statistics included
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in det.net.parameters())
+    assert {id(p) for p in det.trainable_parameters()} == {id(p) for p in det.net.parameters()}
+    changed = [k for k, v in det.net.state_dict().items() if not torch.equal(v, net0[k])]
+    assert changed
+
+
+def test_evaluation_is_deterministic_and_batch_independent(mae_ckpt):
+    torch.manual_seed(0)
+    det = build_detector(tiny_config(), mae_ckpt).eval()
+    x = torch.rand(3, 3, 64, 64)
+    a = det.attention(x)
+    b = det.attention(x[1:2])
+    assert all(torch.allclose(a[k][1:2], b[k], atol=1e-5) for k in a)
+    assert torch.allclose(det.predict_proba(x), det.predict_proba(x))
+    # training masks are random: two draws differ
+    det.train()
+    r1, r2 = det.reconstruct(x), det.reconstruct(x)
+    assert not torch.equal(r1, r2)
+
+
+def test_eval_masks_average_the_maps(mae_ckpt):
+    torch.manual_seed(0)
+    det = build_detector(tiny_config("detector.eval_masks=2"), mae_ckpt).eval()
+    x = torch.rand(2, 3, 64, 64)
+    avg = det.attention(x)
+    r0, r1 = det.reconstruct(x, 0), det.reconstruct(x, 1)
+    assert not torch.equal(r0, r1)
+    _, f = det.extractor.forward_features(torch.cat([x, r0, r1]), return_layers=det.layers)
+    from lorefd.models.attention import local_difference_attention
+    for k in det.layers:
+        m0 = local_difference_attention(f[k][:2], f[k][2:4])
+        m1 = local_difference_attention(f[k][:2], f[k][4:])
+        assert torch.allclose(avg[k], (m0 + m1) / 2, atol=1e-5)
+
+
+def test_reconstruction_keeps_visible_patches(mae_ckpt):
+    det = build_detector(tiny_config(), mae_ckpt).eval()
+    x = torch.rand(2, 3, 64, 64)
+    _, mask, _ = det.eval_mask(0, x.device)
+    pix = det.mae.mask_to_pixels(mask)[0, 0].bool()
+    r = det.reconstruct(x, 0)
+    assert torch.equal(r[:, :, ~pix], x[:, :, ~pix])
+    assert mask.sum() == round(mask.numel() * 0.75)
+
+
+def test_checkpoint_is_self_contained(mae_ckpt, tmp_path):
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    own_mae = save_tiny_mae(tmp_path / "mae_copy")
+    det = build_detector(cfg, own_mae).eval()
+    x = torch.rand(2, 3, 64, 64)
+    p = det.predict_proba(x)
+    save_detector(tmp_path / "det", det, cfg)
+    shutil.rmtree(own_mae)  # the detector must not need the MAE folder any more
+    back = load_detector(tmp_path / "det")
+    assert back.name == "lre" and back.image_size == 64 and back.layers == det.layers
+    assert torch.allclose(back.predict_proba(x), p, atol=1e-6)
+    assert back.checkpoint_meta["mae"]["path"].endswith("mae_copy")
+    with pytest.raises(CheckpointError, match="64 px"):
+        load_detector(tmp_path / "det", image_size=224)
+
+
+def test_wrong_checkpoints_are_named(mae_ckpt, tmp_path):
+    with pytest.raises(CheckpointError, match="expected 'detector'"):
+        load_detector(mae_ckpt)
+    big = save_tiny_mae(tmp_path / "mae128", image_size=128)
+    with pytest.raises(CheckpointError, match="128 px"):
+        build_detector(tiny_config(), big)
+    det = build_detector(tiny_config(), None, name="xception")
+    save_detector(tmp_path / "xc", det, tiny_config())
+    with pytest.raises(CheckpointError, match="expected a stage-1 'mae'"):
+        build_detector(tiny_config(), tmp_path / "xc")
+    with pytest.raises(ValueError, match="needs a stage-1 MAE"):
+        build_detector(tiny_config(), None, name="lre")
+
+
+def test_baseline_has_no_attention(tmp_path):
+    det = build_detector(tiny_config(), None, name="xception").eval()
+    x = torch.rand(2, 3, 64, 64)
+    out = det(x)
+    assert out["logits"].shape == (2,) and "attention" not in out
+    ex = det.explain(x)
+    assert ex["attention"] == {} and ex["recon"] is None and ex["prob"].shape == (2,)
+    save_detector(tmp_path / "xc", det, tiny_config())
+    assert torch.allclose(load_detector(tmp_path / "xc").predict_proba(x), det.predict_proba(x))
+
+
+def test_pretrained_offline_says_so_once_and_continues(monkeypatch, caplog):
+    real = xmod.timm.create_model
+
+    def offline(name, pretrained=False, **kw):
+        if pretrained:
+            raise OSError("no network")
+        return real(name, pretrained=False, **kw)
+
+    monkeypatch.setattr(xmod.timm, "create_model", offline)
+    monkeypatch.setattr(xmod, "_WARNED", set())
+    logger = logging.getLogger("lorefd")
+    logger.addHandler(caplog.handler)
+    try:
+        xmod.create_xception(pretrained=True)
+        xmod.create_xception(pretrained=True)
+    finally:
+        logger.removeHandler(caplog.handler)
+    warnings = list({id(r): r for r in caplog.records if "ImageNet weights" in r.getMessage()}.values())
+    assert len(warnings) == 1 and "no network" in warnings[0].getMessage()
+
+
+def test_local_weights_from_a_trained_baseline(tmp_path):
+    torch.manual_seed(1)
+    det = build_detector(tiny_config(), None, name="xception")
+    save_detector(tmp_path / "xc", det, tiny_config())
+    net = xmod.create_xception(1, weights=tmp_path / "xc")
+    assert torch.equal(net.body.conv1.weight, det.net.body.conv1.weight)
+    with pytest.raises(FileNotFoundError):
+        xmod.create_xception(1, weights=tmp_path / "missing.pth")

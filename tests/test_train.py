@@ -1,0 +1,129 @@
+"""Stage-2 training: overfitting, one harness for both detectors, exact resume, bad inputs."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from _stage2 import save_tiny_mae, tiny_config
+
+from lorefd.checkpoint import CheckpointError, load_checkpoint
+from lorefd.data.dataset import FaceDataset
+from lorefd.data.manifest import ManifestError, Sample, read_manifest
+from lorefd.engines.train import balanced_sampler, train
+from lorefd.evaluation.protocols import make_mini_ffpp, select
+from lorefd.models.detectors import build_detector, load_detector
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("s2train")
+    manifest = make_mini_ffpp(root / "ffpp", n_faces=12)
+    ffpp = read_manifest(manifest)
+    return {"mae": save_tiny_mae(root / "mae"), "ffpp": ffpp, "manifest": str(manifest),
+            "train": select(ffpp, "train"), "val": select(ffpp, "val")}
+
+
+def test_detector_overfits_a_tiny_set(data):
+    torch.manual_seed(0)
+    pick = [s for s in data["train"] if s.method in ("", "Deepfakes")][:8]
+    ds = FaceDataset(pick, 64)
+    x = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    y = torch.stack([ds[i]["label"] for i in range(len(ds))])
+    assert y.sum() == 4
+    det = build_detector(tiny_config(), data["mae"])
+    opt = torch.optim.Adam(det.trainable_parameters(), lr=1e-3)
+    det.train()
+    losses, accs = [], []
+    for _ in range(10):
+        out = det(x)
+        loss = det.loss(out, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        accs.append(((out["logits"] >= 0).float() == y).float().mean().item())
+    assert sum(losses[-3:]) / 3 < 0.4 * losses[0], losses
+    assert sum(accs[-3:]) / 3 >= 0.9, accs
+
+
+@pytest.mark.parametrize("name", ["lre", "xception"])
+def test_one_harness_for_method_and_baseline(data, tmp_path, name):
+    cfg = tiny_config(f"detector.name={name}")
+    s = train(cfg, data["train"], data["val"], data["mae"], tmp_path / "run")
+    assert s["detector"] == name and s["steps"] == 2 and s["best_epoch"] == 0
+    assert s["best_auc"] is None or 0.0 <= s["best_auc"] <= 1.0
+    for f in ("best/model.safetensors", "last/state.pt", "metrics.jsonl", "summary.json"):
+        assert (tmp_path / "run" / f).is_file(), f
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert {r["split"] for r in records} == {"train", "val"}
+    det = load_detector(tmp_path / "run" / "best")
+    assert det.name == name
+    assert (name == "lre") == ("mae" in det.checkpoint_meta)
+
+
+def test_resume_is_exact(data, tmp_path):
+    straight = train(tiny_config("train.epochs=2"), data["train"], None, data["mae"], tmp_path / "a")
+    train(tiny_config("train.epochs=1"), data["train"], None, data["mae"], tmp_path / "b")
+    resumed = train(tiny_config("train.epochs=2"), data["train"], None, data["mae"],
+                    tmp_path / "b", resume=True)
+    assert straight["steps"] == resumed["steps"] == 4
+    wa, _, ma = load_checkpoint(tmp_path / "a" / "last", kind="detector")
+    wb, _, mb = load_checkpoint(tmp_path / "b" / "last", kind="detector")
+    assert ma["epoch"] == mb["epoch"] == 1
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_bad_inputs_fail_before_training(data, tmp_path):
+    cfg = tiny_config()
+    reals = [s for s in data["train"] if s.label == 0]
+    with pytest.raises(ManifestError, match="only real"):
+        train(cfg, reals, None, data["mae"], tmp_path / "r1")
+    with pytest.raises(ManifestError, match="no samples"):
+        train(cfg, [], None, data["mae"], tmp_path / "r2")
+    missing = data["train"] + [Sample(path=str(tmp_path / "gone.jpg"), label=1)]
+    with pytest.raises(ManifestError, match="missing file"):
+        train(cfg, missing, None, data["mae"], tmp_path / "r3")
+    with pytest.raises(ManifestError, match="validation set: no samples"):
+        train(cfg, data["train"], [], data["mae"], tmp_path / "r4")
+    with pytest.raises(CheckpointError, match="not found"):
+        train(cfg, data["train"], None, tmp_path / "nomae", tmp_path / "r5")
+    with pytest.raises(NotImplementedError, match="synthesised fakes"):
+        train(tiny_config("train.fakes=synth"), data["train"], None, data["mae"], tmp_path / "r6")
+    (tmp_path / "r7" / "last").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, data["train"], None, data["mae"], tmp_path / "r7")
+    assert not any((tmp_path / f"r{i}" / "best").exists() for i in range(1, 7))
+
+
+def test_balanced_sampler_draws_classes_equally():
+    labels = [0] * 20 + [1] * 80  # FF++'s 1 real : 4 fake
+    drawn = Counter(labels[i] for i in balanced_sampler(labels, 4000, seed=0))
+    assert abs(drawn[0] - drawn[1]) < 300
+    plain = Counter(labels[i] for i in balanced_sampler(labels, 4000, seed=0, balance=False))
+    assert plain[1] > 3 * plain[0]
+    assert list(balanced_sampler(labels, 50, seed=3)) == list(balanced_sampler(labels, 50, seed=3))
+
+
+def test_train_command(data, tmp_path, capsys):
+    from _stage2 import TINY
+
+    from lorefd.cli import main
+
+    manifest = data["manifest"]
+    sets = [a for o in TINY for a in ("--set", o)]
+    base = ["train", "--config", "tiny", *sets, "--train", manifest, "--filter", "split=train"]
+    assert main([*base, "--detector", "xception", "--val", manifest, "--val-filter", "split=val",
+                 "--out", str(tmp_path / "xc")]) == 0
+    assert "best:" in capsys.readouterr().out
+    assert load_detector(tmp_path / "xc" / "best").name == "xception"
+    # clear errors, exit code 1, before any training
+    assert main([*base, "--out", str(tmp_path / "nomae")]) == 1
+    assert "--mae CKPT is required" in capsys.readouterr().err
+    assert main([*base, "--detector", "xception", "--out", str(tmp_path / "xc")]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--train", manifest, "--filter", "split=nope",
+                 "--detector", "xception", "--out", str(tmp_path / "empty")]) == 1
+    assert "no samples" in capsys.readouterr().err
