@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
 from lorefd.checkpoint import save_checkpoint
 from lorefd.config import Config
@@ -66,28 +66,61 @@ def check_split(samples: list[Sample], what: str, need_both: bool = True) -> Cou
 
 
 def build_train_dataset(cfg: Config, samples: list[Sample]) -> Dataset:
-    """The training set. ``train.fakes``: ``manifest`` uses the manifest's fakes.
+    """The training set, by ``train.fakes``.
 
-    ``synth`` / ``both`` (fakes synthesised from the reals) are not wired in this build.
+    * ``manifest``: the manifest's reals and fakes (:class:`FaceDataset`).
+    * ``synth``: only the manifest's reals; fakes synthesised from them on the fly, new every
+      epoch (``synth.fake_ratio`` of the items), so no deepfake data is needed.
+    * ``both``: the manifest's reals and fakes plus one synthesised fake per real.
     """
-    if cfg.train.fakes != "manifest":
-        if cfg.train.fakes in ("synth", "both"):
-            raise NotImplementedError(
-                f"train.fakes={cfg.train.fakes}: synthesised fakes are not available in this "
-                "build; use train.fakes=manifest")
-        raise ValueError(f"train.fakes must be manifest|synth|both, got {cfg.train.fakes!r}")
-    return FaceDataset(samples, cfg.data.image_size, augment=cfg.data.augment, seed=cfg.train.seed)
+    mode = cfg.train.fakes
+    if mode not in ("manifest", "synth", "both"):
+        raise ValueError(f"train.fakes must be manifest|synth|both, got {mode!r}")
+    faces = FaceDataset(samples, cfg.data.image_size, augment=cfg.data.augment, seed=cfg.train.seed)
+    if mode == "manifest":
+        return faces
+    from lorefd.data.synth.dataset import SynthDataset, SynthFaceItems
+
+    reals = [s for s in samples if s.label == REAL]
+    synth = SynthFaceItems(SynthDataset.from_config(
+        reals, cfg.synth, seed=cfg.train.seed, image_size=cfg.data.image_size,
+        fake_ratio=None if mode == "synth" else 1.0), augment=cfg.data.augment)
+    if mode == "synth":
+        return synth
+    return _Concat([faces, synth])
 
 
-def dataset_labels(dataset: Dataset) -> list[int]:
+class _Concat(ConcatDataset):
+    """ConcatDataset that forwards ``set_epoch`` and knows its labels (for balancing)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            if hasattr(d, "set_epoch"):
+                d.set_epoch(epoch)
+
+    @property
+    def labels(self) -> list[int]:
+        faces, synth = self.datasets
+        return [s.label for s in faces.samples] + [FAKE] * len(synth)
+
+
+def dataset_labels(dataset: Dataset) -> list[int] | None:
+    """Per-item labels for class balancing; None when labels are drawn per item (synth)."""
     if hasattr(dataset, "labels"):
         return list(dataset.labels)
+    if hasattr(dataset, "synth"):
+        return None
     return [s.label for s in dataset.samples]
 
 
-def balanced_sampler(labels: list[int], num_samples: int, seed: int, balance: bool = True
-                     ) -> WeightedRandomSampler:
-    """Draw ``num_samples`` indices with replacement; each class equally likely if ``balance``."""
+def balanced_sampler(labels: list[int] | None, num_samples: int, seed: int, balance: bool = True,
+                     size: int | None = None) -> WeightedRandomSampler:
+    """Draw ``num_samples`` indices with replacement; each class equally likely if ``balance``.
+
+    ``labels`` None (labels decided per item, as with synthesised fakes): uniform over ``size``.
+    """
+    if labels is None:
+        labels = [0] * int(size or 0)
     counts = Counter(labels)
     weights = [1.0 / counts[y] if balance else 1.0 for y in labels]
     g = torch.Generator().manual_seed(seed)
@@ -162,7 +195,9 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     out_dir = Path(out_dir)
     tc = cfg.train
     # -- checks first: nothing slow happens before the inputs are known to be usable
-    counts = check_split(train_samples, "training set")
+    counts = check_split(train_samples, "training set", need_both=tc.fakes == "manifest")
+    if tc.fakes == "synth" and counts[REAL] == 0:
+        raise ManifestError("training set: train.fakes=synth needs real faces with landmarks")
     if val_samples is not None:
         vcounts = check_split(val_samples, "validation set", need_both=False)
         if vcounts[REAL] == 0 or vcounts[FAKE] == 0:
@@ -223,7 +258,7 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
                 dataset.set_epoch(epoch)
             sampler = balanced_sampler(labels_all, tc.iters_per_epoch * per_rank,
                                        seed=(tc.seed * 1000 + epoch) * 131 + dist_info.rank,
-                                       balance=tc.balance)
+                                       balance=tc.balance, size=len(dataset))
             loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
                                 num_workers=cfg.data.num_workers,
                                 pin_memory=dev.type == "cuda")

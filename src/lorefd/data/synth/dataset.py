@@ -240,3 +240,42 @@ class SynthDataset(Dataset):
                 "donor": donor,
             }
         raise RuntimeError("synth: no sample could be synthesised")
+
+
+class SynthFaceItems(Dataset):
+    """:class:`SynthDataset` items in :class:`~lorefd.data.dataset.FaceDataset`'s format.
+
+    ``image`` (3, S, S) in [0, 1], ``label`` float, ``landmarks`` normalised to [0, 1],
+    ``has_landmarks``, ``index`` — so synthesised and manifest faces share one loader. With
+    ``augment`` a horizontal flip (landmarks mirrored) is drawn from the item's own seed.
+    """
+
+    def __init__(self, synth: SynthDataset, augment: bool = False) -> None:
+        if synth.image_size is None:
+            raise ValueError("SynthFaceItems needs a SynthDataset with image_size set")
+        self.synth = synth
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.synth)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return self.synth.samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.synth.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        from lorefd.data.dataset import FLIP_68
+
+        item = self.synth[index]
+        image = item["image"]
+        lm = item["landmarks"] / float(self.synth.image_size)
+        rng = np.random.default_rng([self.synth.seed, self.synth.epoch, index, 99])
+        if self.augment and rng.random() < 0.5:
+            image = image.flip(-1)
+            lm = lm[torch.from_numpy(FLIP_68)]
+            lm[:, 0] = 1.0 - lm[:, 0]
+        return {"image": image, "label": item["label"].float(), "landmarks": lm.float(),
+                "has_landmarks": torch.tensor(True), "index": torch.tensor(item["index"])}
