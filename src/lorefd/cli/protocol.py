@@ -1,10 +1,64 @@
-"""`lorefd protocol` (placeholder until its issue lands)."""
+"""`lorefd protocol`: one of the paper's evaluation protocols end to end (Tables I-V).
+
+    lorefd protocol in-dataset --ffpp ffpp.csv --mae runs/stage1 --config paper --out proto/
+    lorefd protocol cross-manipulation --ffpp ffpp.csv --mae runs/stage1 --out proto/
+    lorefd protocol gid --ffpp ffpp.csv --mae runs/stage1 --compression c23,c40 --out proto/
+    lorefd protocol cross-dataset --ffpp ffpp.csv --celebdf cdf.csv --dfd dfd.csv --mae ... --out proto/
+    lorefd protocol ablation --ffpp ffpp.csv --celebdf cdf.csv --dfd dfd.csv --mae ... --out proto/
+
+Manifests come from ``lorefd preprocess`` (columns dataset, split, method, compression; FF++
+methods Deepfakes, Face2Face, FaceSwap, NeuralTextures). Trained runs are cached in OUT/runs and
+shared between protocols using the same OUT (cross-dataset and ablation share the c23 run).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from lorefd.cli.train import add_config_args
+
+PROTOCOLS = ["in-dataset", "cross-manipulation", "gid", "cross-dataset", "ablation"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("protocol", help="(not implemented yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd protocol: not implemented yet")))
+    p = sub.add_parser("protocol", help="run a paper protocol and write its table",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("name", choices=PROTOCOLS)
+    add_config_args(p)
+    p.add_argument("--ffpp", required=True, help="FF++ manifest (splits train/val/test)")
+    p.add_argument("--celebdf", default=None, help="Celeb-DF-v2 manifest (test split or all)")
+    p.add_argument("--dfd", default=None, help="DFD manifest (test split or all)")
+    p.add_argument("--mae", required=True, help="stage-1 checkpoint (MAE folder or pretrain run)")
+    p.add_argument("--compression", default="c23,c40", help="for in-dataset and gid")
+    p.add_argument("--out", required=True, help="folder for NAME.md, NAME.csv, runs/, evals/")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorefd.checkpoint import CheckpointError
+    from lorefd.config import ConfigError, load_config
+    from lorefd.data.manifest import ManifestError, check_files, load_samples
+    from lorefd.engines.common import NonFiniteLossError
+    from lorefd.evaluation.protocols import ProtocolError, run_protocol
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        sets = {}
+        for key in ("ffpp", "celebdf", "dfd"):
+            path = getattr(args, key)
+            if path:
+                sets[key] = load_samples(path)
+                check_files(sets[key], f"--{key} {path}")
+        res = run_protocol(args.name, sets["ffpp"], args.mae, cfg, args.out,
+                           celebdf=sets.get("celebdf"), dfd=sets.get("dfd"),
+                           compressions=[c.strip() for c in args.compression.split(",") if c.strip()],
+                           device=args.device)
+    except (ConfigError, ManifestError, CheckpointError, ProtocolError, FileExistsError,
+            NonFiniteLossError, ValueError) as exc:
+        print(f"lorefd protocol: error: {exc}", file=sys.stderr)
+        return 1
+    print(Path(res["markdown"]).read_text())
+    return 0

@@ -1,10 +1,67 @@
-"""`lorefd train` (placeholder until its issue lands)."""
+"""`lorefd train`: stage 2, the reconstruction-guided detector (Section III-C) or the baseline.
+
+    lorefd train --config paper --mae runs/stage1 --train ffpp.csv --filter split=train \\
+        --val ffpp.csv --val-filter split=val --out runs/lre [--detector lre|xception] [--resume]
+    torchrun --nproc_per_node 4 -m lorefd.cli train ...
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def add_config_args(p: argparse.ArgumentParser, default: str | None = "paper") -> None:
+    p.add_argument("--config", default=default,
+                   help="YAML file or bundled name (paper, tiny); default: %(default)s")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, repeatable (e.g. --set train.epochs=5)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="(not implemented yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd train: not implemented yet")))
+    p = sub.add_parser("train", help="stage 2: train the detector (lre) or the Xception baseline",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p)
+    p.add_argument("--mae", default=None,
+                   help="stage-1 checkpoint (MAE folder or `lorefd pretrain` run); needed for lre")
+    p.add_argument("--train", required=True, help="training manifest (CSV or folder)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=V1,V2",
+                   help="keep matching training rows, repeatable (e.g. split=train)")
+    p.add_argument("--val", default=None, help="validation manifest (best checkpoint by its AUC)")
+    p.add_argument("--val-filter", action="append", default=[], metavar="KEY=V1,V2",
+                   help="filter for the validation rows (e.g. split=val)")
+    p.add_argument("--detector", default=None, help="registry name, overrides detector.name")
+    p.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, tb/)")
+    p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last")
+    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorefd.checkpoint import CheckpointError
+    from lorefd.config import ConfigError, load_config
+    from lorefd.data.manifest import ManifestError, filter_samples, load_samples
+    from lorefd.engines.common import NonFiniteLossError
+    from lorefd.engines.train import train
+
+    try:
+        overrides = list(args.overrides)
+        if args.detector:
+            overrides.append(f"detector.name={args.detector}")
+        cfg = load_config(args.config, overrides)
+        if cfg.detector.name == "lre" and not args.mae:
+            raise ConfigError("--mae CKPT is required for the lre detector "
+                              "(or pass --detector xception for the baseline)")
+        train_samples = filter_samples(load_samples(args.train), args.filter)
+        val_samples = (filter_samples(load_samples(args.val), args.val_filter)
+                       if args.val else None)
+        summary = train(cfg, train_samples, val_samples, args.mae, args.out, resume=args.resume,
+                        device=args.device)
+    except (ConfigError, ManifestError, CheckpointError, FileExistsError, NotImplementedError,
+            NonFiniteLossError, ValueError) as exc:
+        print(f"lorefd train: error: {exc}", file=sys.stderr)
+        return 1
+    auc = summary["best_auc"]
+    print(f"best: {summary['best']} (epoch {summary['best_epoch']}, val AUC "
+          f"{'n/a' if auc is None else f'{auc:.4f}'})")
+    return 0

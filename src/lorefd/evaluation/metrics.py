@@ -1,0 +1,114 @@
+"""Detection metrics (Section IV-B: Acc and AUC; plus EER and AP), all from scikit-learn.
+
+Frame level scores every crop; video level averages the frame probabilities of each
+``Sample.group`` (the video id). A subset holding one class reports the ranking metrics
+(AUC, EER, AP, best threshold) as ``"n/a"`` instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
+
+NA = "n/a"
+
+
+def accuracy_at(labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
+    """Accuracy when ``prob >= threshold`` means fake."""
+    return float(accuracy_score(labels, (probs >= threshold).astype(int)))
+
+
+def best_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """The ROC threshold maximising accuracy on this set: ``(threshold, accuracy)``."""
+    fpr, tpr, thr = roc_curve(labels, probs)
+    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
+    acc = (tpr * pos + (1 - fpr) * neg) / (pos + neg)
+    i = int(np.argmax(acc))
+    t = float(min(thr[i], 1.0)) if np.isfinite(thr[i]) else 1.0 + 1e-6
+    return t, float(acc[i])
+
+
+def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
+    """EER from the ROC curve: where the miss rate (1 - TPR) equals the FPR."""
+    fpr, tpr, _ = roc_curve(labels, probs)
+    fnr = 1 - tpr
+    i = int(np.nanargmin(np.abs(fnr - fpr)))
+    return float((fpr[i] + fnr[i]) / 2)
+
+
+def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray,
+                   threshold: float = 0.5) -> dict[str, Any]:
+    """``n, n_real, n_fake, acc, best_threshold, best_acc, auc, eer, ap`` (fake = positive)."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=np.float64)
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and probabilities {p.shape} differ in shape")
+    out: dict[str, Any] = {"n": int(len(y)), "n_real": int((y == 0).sum()),
+                           "n_fake": int((y == 1).sum()), "threshold": threshold}
+    if len(y) == 0:
+        return {**out, "acc": NA, "best_threshold": NA, "best_acc": NA, "auc": NA, "eer": NA,
+                "ap": NA}
+    out["acc"] = accuracy_at(y, p, threshold)
+    if out["n_real"] == 0 or out["n_fake"] == 0:
+        return {**out, "best_threshold": NA, "best_acc": NA, "auc": NA, "eer": NA, "ap": NA}
+    t, acc = best_threshold(y, p)
+    out.update(best_threshold=t, best_acc=acc, auc=float(roc_auc_score(y, p)),
+               eer=equal_error_rate(y, p), ap=float(average_precision_score(y, p)))
+    return out
+
+
+def video_level(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str]
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Mean frame probability per group; a group's label is its frames' (majority) label."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    lab: dict[str, list[int]] = defaultdict(list)
+    for y, p, g in zip(labels, probs, groups, strict=True):
+        acc[g].append(float(p))
+        lab[g].append(int(y))
+    keys = sorted(acc)
+    return (np.array([int(round(np.mean(lab[k]))) for k in keys], dtype=int),
+            np.array([np.mean(acc[k]) for k in keys]), keys)
+
+
+def _level_metrics(labels, probs, groups, threshold) -> dict[str, Any]:
+    vy, vp, _ = video_level(labels, probs, groups)
+    return {"frame": binary_metrics(labels, probs, threshold),
+            "video": binary_metrics(vy, vp, threshold)}
+
+
+def report(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
+           methods: Sequence[str], threshold: float = 0.5) -> dict[str, Any]:
+    """Frame- and video-level metrics overall and per manipulation method.
+
+    ``per_method[m]`` scores the fakes of method ``m`` against all the reals of the set.
+    """
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=np.float64)
+    g = list(groups)
+    m = list(methods)
+    out = {"overall": _level_metrics(y, p, g, threshold), "per_method": {}}
+    fake_methods = sorted({mm or "unknown" for mm, yy in zip(m, y, strict=True) if yy == 1})
+    if len(fake_methods) > 1 or (fake_methods and fake_methods != ["unknown"]):
+        real = y == 0
+        for name in fake_methods:
+            sel = real | np.array([yy == 1 and (mm or "unknown") == name
+                                   for mm, yy in zip(m, y, strict=True)])
+            idx = np.flatnonzero(sel)
+            out["per_method"][name] = _level_metrics(y[idx], p[idx], [g[i] for i in idx],
+                                                     threshold)
+    return out
+
+
+def fmt(value: Any, scale: float = 100.0, digits: int = 2) -> str:
+    """A metric as a percentage string, ``n/a`` kept."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value * scale:.{digits}f}"
+    return str(value)
+
+
+__all__ = ["NA", "accuracy_at", "best_threshold", "binary_metrics", "equal_error_rate", "fmt",
+           "report", "video_level"]

@@ -1,0 +1,14 @@
+"""Stage-2 detectors; importing this package registers them (one file per detector)."""
+
+from lorefd.models.detectors import lre, xception  # noqa: F401  (registration)
+from lorefd.models.detectors.base import (
+    Detector,
+    build_detector,
+    detector_meta,
+    load_detector,
+    resolve_mae_checkpoint,
+    save_detector,
+)
+
+__all__ = ["Detector", "build_detector", "detector_meta", "load_detector", "resolve_mae_checkpoint",
+           "save_detector"]

@@ -1,0 +1,195 @@
+"""The detector interface, and building / saving / loading detectors by registry name.
+
+A detector is an ``nn.Module`` taking ``[0, 1]`` images ``(B, 3, S, S)``:
+
+* ``forward(images) -> {"logits": (B,), ...}``
+* ``loss(out, labels)``: binary cross-entropy on the logits (Eq. 3)
+* ``predict_proba(images) -> (B,)``: probability of *fake*
+* ``explain(images) -> {"prob", "recon", "diff", "attention": {layer: (B, 1, h, w)}}``
+* ``trainable_parameters()``; frozen parts listed by ``frozen_modules()`` stay in eval mode
+* ``image_size``; a builder ``(cfg, mae, pretrained, weights) -> Detector`` registered with
+  ``@register_detector("name")``
+
+A new detector is one new file in this package: subclass :class:`Detector`, implement
+``forward`` (and ``explain`` if it can), and register a builder. See ``xception.py``.
+
+Checkpoints (kind ``"detector"``) hold the weights of every sub-network (frozen MAE and
+feature extractor included) and, in ``meta["mae"]``, the MAE's own config, so
+:func:`load_detector` needs nothing but the checkpoint folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lorefd.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from lorefd.config import Config, config_from_dict
+from lorefd.models.mae import KeyRegionMAE, build_mae
+from lorefd.models.registry import create_detector, list_detectors
+
+log = logging.getLogger("lorefd")
+KIND = "detector"
+
+
+class Detector(nn.Module):
+    """Base class of all stage-2 detectors (see the module docstring)."""
+
+    name: str = ""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+
+    # ---- to implement --------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def explain(self, images: torch.Tensor) -> dict[str, Any]:
+        """What the detector can show; the default: probabilities only."""
+        return {"prob": self.predict_proba(images), "recon": None, "diff": None, "attention": {}}
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return []
+
+    def extra_meta(self) -> dict[str, Any]:
+        return {}
+
+    # ---- shared --------------------------------------------------------------------------
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """Eq. (3): binary cross-entropy, label 1 = fake (computed on logits, float32)."""
+        return F.binary_cross_entropy_with_logits(out["logits"].float(), labels.float())
+
+    @torch.no_grad()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self(images)["logits"].float())
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> Detector:
+        super().train(mode)
+        for m in self.frozen_modules():
+            m.eval()  # frozen networks keep their BatchNorm statistics
+        return self
+
+    def check_images(self, images: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size,) * 2:
+            raise ValueError(f"{self.name}: expected images (B, 3, {self.image_size}, "
+                             f"{self.image_size}), got {tuple(images.shape)}")
+
+    def meta(self) -> dict[str, Any]:
+        return {"kind": KIND, "detector": self.name, "image_size": self.image_size,
+                **self.extra_meta()}
+
+
+def resolve_mae_checkpoint(mae_ckpt: str | Path, image_size: int | None = None) -> Path:
+    """The MAE checkpoint folder (a ``lorefd pretrain`` run resolves to ``RUN/mae``), checked
+    for kind and image size from its config alone (cheap: no weights are read)."""
+    path = Path(mae_ckpt)
+    if not (path / "config.json").is_file() and (path / "mae" / "config.json").is_file():
+        path = path / "mae"
+    if not path.exists():
+        raise CheckpointError(f"MAE checkpoint not found: {mae_ckpt}")
+    mcfg, meta = read_checkpoint_info(path)
+    if meta.get("kind") != "mae":
+        raise CheckpointError(f"{mae_ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
+                              "stage-1 'mae' checkpoint (from `lorefd pretrain`)")
+    if image_size is not None and mcfg.data.image_size != image_size:
+        raise CheckpointError(
+            f"MAE checkpoint {mae_ckpt} was trained at {mcfg.data.image_size} px but the detector "
+            f"config uses data.image_size={image_size}; use the same image size")
+    return path
+
+
+def load_mae_for_detector(mae_ckpt: str | Path, image_size: int) -> tuple[KeyRegionMAE, dict[str, Any]]:
+    """The frozen stage-1 MAE and ``{"path", "config", "meta"}`` to store with the detector.
+
+    ``mae_ckpt``: an MAE checkpoint folder, or a ``lorefd pretrain`` run folder (uses ``RUN/mae``).
+    """
+    mae_ckpt = resolve_mae_checkpoint(mae_ckpt, image_size)
+    weights, mcfg, mmeta = load_checkpoint(mae_ckpt, kind="mae")
+    mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
+    mae.load_state_dict(weights)
+    if not bool(mae.key_patches.any()):
+        log.warning("MAE checkpoint %s has an empty key-patch set T; masking is purely random",
+                    mae_ckpt)
+    mae.eval().requires_grad_(False)
+    info = {"path": str(Path(mae_ckpt).resolve()), "config": mcfg.to_dict(), "meta": mmeta}
+    return mae, info
+
+
+def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | None = None,
+                   pretrained: bool | None = None) -> Detector:
+    """A registered detector from the config; the MAE (if given) is loaded frozen."""
+    import lorefd.models.detectors  # noqa: F401  (registration)
+
+    name = name or cfg.detector.name
+    if name not in list_detectors():
+        raise ValueError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
+    mae, info = (None, None)
+    if mae_ckpt is not None:
+        mae, info = load_mae_for_detector(mae_ckpt, cfg.data.image_size)
+    det = create_detector(name, cfg=cfg, mae=mae,
+                          pretrained=cfg.detector.pretrained if pretrained is None else pretrained,
+                          weights=cfg.detector.weights)
+    if info is not None and getattr(det, "mae", None) is not None:
+        det.mae_info = info
+    return det
+
+
+def save_detector(path: str | Path, detector: Detector, cfg: Config,
+                  meta: dict[str, Any] | None = None, state: dict[str, Any] | None = None) -> Path:
+    """A self-contained detector checkpoint folder (atomic)."""
+    return save_checkpoint(path, detector, cfg, {**detector_meta(detector), **(meta or {})}, state)
+
+
+def detector_meta(detector: Detector) -> dict[str, Any]:
+    meta = detector.meta()
+    info = getattr(detector, "mae_info", None)
+    if info is not None:
+        meta["mae"] = info
+    return meta
+
+
+def load_detector(path: str | Path, device: torch.device | str = "cpu",
+                  image_size: int | None = None) -> Detector:
+    """A trained detector from its checkpoint alone, in eval mode.
+
+    The returned module carries ``.config`` (the training config) and ``.checkpoint_meta``.
+    ``image_size``, when given, must match the checkpoint's (clear error otherwise).
+    """
+    import lorefd.models.detectors  # noqa: F401  (registration)
+
+    cfg, meta = read_checkpoint_info(path)
+    if meta.get("kind") != KIND:
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} checkpoint, expected "
+                              f"'detector' (train one with `lorefd train`)")
+    if image_size is not None and meta.get("image_size") != image_size:
+        raise CheckpointError(f"{path} was trained at {meta.get('image_size')} px, "
+                              f"not {image_size} px")
+    weights, cfg, meta = load_checkpoint(path, kind=KIND)
+    mae = None
+    if "mae" in meta:
+        mcfg = config_from_dict(meta["mae"]["config"])
+        mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
+    det = create_detector(meta["detector"], cfg=cfg, mae=mae, pretrained=False, weights=None)
+    det.load_state_dict(weights)
+    if mae is not None:
+        det.mae_info = meta["mae"]
+    det.config, det.checkpoint_meta = cfg, meta
+    return det.to(device).eval()
+
+
+__all__ = ["KIND", "Detector", "build_detector", "detector_meta", "load_detector",
+           "load_mae_for_detector", "resolve_mae_checkpoint", "save_detector"]
