@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frames sampled evenly per video (default: the bundle's, 32)")
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold (default: the bundle's)")
-    p.add_argument("--batch-size", type=_positive, default=16, help="faces per forward pass (16)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
     p.add_argument("--retinaface-weights", default=None, metavar="PATH",
                    help="for bundles preprocessed with RetinaFace")
     p.set_defaults(func=run)
