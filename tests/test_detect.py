@@ -169,10 +169,17 @@ def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None
     frames = decode(Path(r["heatmap"]))
     assert r["heatmap"].endswith("clip_heatmap.mp4") and len(frames) == 8
     assert frames[0].shape == (240, 320, 3)
+    original = decode(video)[r["faces"][0]["frame_index"]].astype(int)
+    x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
+    diff = np.abs(frames[0].astype(int) - original).mean(2)
+    assert diff[y0 + 10:y1 - 10, x0 + 10:x1 - 10].mean() > 20  # overlay on the face
+    assert diff[-15:, -15:].mean() < 8  # background untouched (up to h264 noise)
 
 
 def test_mixed_folder(bundle: Path, face_image: Path, no_face_image: Path, video: Path,
-                      work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+                      work: Path, capsys: pytest.CaptureFixture[str],
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lorefd.engines.detect.VIDEO_MAX_SIDE", 160)  # heatmap MP4 downscale
     folder = work / "mixed"
     (folder / "sub").mkdir(parents=True)
     shutil.copy(face_image, folder / "face.png")
@@ -203,6 +210,8 @@ def test_mixed_folder(bundle: Path, face_image: Path, no_face_image: Path, video
     assert {p.relative_to(heat).as_posix() for p in heat.rglob("*") if p.is_file()} == {
         "mixed/face_heatmap.png", "mixed/sub/face_heatmap.png", "mixed/sub/clip_heatmap.mp4"}
     assert report["summary"]["ok"] == 3 and report["summary"]["unreadable"] == 4
+    assert types["missing.png"] == "image" and types["empty.mp4"] == "video"
+    assert decode(heat / "mixed" / "sub" / "clip_heatmap.mp4")[0].shape == (120, 160, 3)
     for line in ("broken.jpg", "notes.txt", "empty.mp4", "clip.mp4", "9 input(s)"):
         assert line in table
     # nothing processable at all: exit status 1

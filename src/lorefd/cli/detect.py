@@ -24,6 +24,13 @@ def _positive(value: str) -> int:
     return n
 
 
+def _probability(value: str) -> float:
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
+    return x
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="real/fake scores and heatmaps for images and videos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--frames", type=_positive, default=None,
                    help="frames sampled evenly per video (default: the bundle's, 32)")
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=_probability, default=None,
                    help="decision threshold (default: the bundle's)")
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="faces per forward pass (default 4 on CPU, 32 on CUDA)")

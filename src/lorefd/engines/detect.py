@@ -53,6 +53,7 @@ JSON report (``json_path``; also the return value)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -84,6 +85,7 @@ OK, NO_FACE, UNREADABLE, UNSUPPORTED, NO_FRAMES, ERROR = (
     "ok", "no face", "unreadable", "unsupported", "no frames", "error")
 STATUSES = [OK, NO_FACE, UNREADABLE, UNSUPPORTED, NO_FRAMES, ERROR]
 VIDEO_FPS = 4
+VIDEO_MAX_SIDE = 1280  # heatmap MP4 frames are downscaled to this longer side (memory, size)
 # A second, third... face in an image must reach this face-detector score (dlib: HOG margin;
 # RetinaFace: probability); the largest face is always scored.
 EXTRA_FACE_MIN_SCORE = {"dlib": 0.3, "retinaface": 0.8}
@@ -102,6 +104,14 @@ class FaceCrop:
     frame_index: int | None = None
     score: float = float("nan")
     heat: np.ndarray | None = None  # (crop_size, crop_size) in [0, 1], or None
+
+    def scaled(self, factor: float) -> FaceCrop:
+        """The same face in an image resized by ``factor`` (for drawing on a smaller copy)."""
+        matrix = self.matrix.copy()
+        matrix[:, :2] /= factor
+        return dataclasses.replace(
+            self, box=tuple(v * factor for v in self.box), matrix=matrix,
+            landmarks=None if self.landmarks is None else self.landmarks * factor)
 
 
 @dataclass
@@ -414,6 +424,16 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
     return res
 
 
+def _shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """``rgb`` with its longer side at most ``max_side`` (INTER_AREA) and the factor used."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb, 1.0
+    factor = max_side / max(h, w)
+    size = (max(2, round(w * factor)), max(2, round(h * factor)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), factor
+
+
 def _video_status(exc: VideoError) -> str:
     msg = str(exc)
     if msg.startswith("unsupported codec"):
@@ -434,7 +454,7 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     indices = sample_indices(info.frames, ctx.frames)
     finder = ctx.faces.finder()
     crops: list[FaceCrop] = []
-    kept: list[tuple[int, np.ndarray]] = []
+    kept: list[tuple[int, np.ndarray, float]] = []
     decoded = multi = 0
     try:
         for index, rgb in read_frames(item.path, indices):
@@ -444,7 +464,7 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
             if face is not None:
                 crops.append(ctx.faces.crop(rgb, face, index))
             if ctx.heatmaps is not None:
-                kept.append((index, rgb))
+                kept.append((index, *_shrink(rgb, VIDEO_MAX_SIDE)))
     except VideoError as exc:
         res.update(status=_video_status(exc), message=str(exc))
         return res
@@ -477,9 +497,10 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     if ctx.heatmaps is not None:
         by_frame = {c.frame_index: c for c in crops}
         rendered = []
-        for index, rgb in kept:
+        for index, rgb, factor in kept:
             c = by_frame.get(index)
             note = ctx.heat_note if c is not None else "no face"
+            c = c.scaled(factor) if c is not None and factor != 1.0 else c
             rendered.append(render_overlay(rgb, [c] if c else [], ctx.threshold,
                                            f"frame {index}" + (f" - {note}" if note else "")))
         out = ctx.heatmaps(item, ".mp4")
@@ -491,12 +512,16 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     return res
 
 
+def _kind(path: Path) -> str | None:
+    return "image" if is_image(path) else "video" if is_video(path) else None
+
+
 def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
     """One input of any kind; never raises for a bad file (status instead)."""
     t0 = time.perf_counter()
     try:
         if not item.path.exists():
-            res = _result(item, None)
+            res = _result(item, _kind(item.path))
             res.update(status=UNREADABLE, message="not found")
         elif is_image(item.path):
             res = detect_image(item, ctx)
@@ -510,7 +535,7 @@ def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
         log.debug("detect %s failed", item.path, exc_info=True)
-        res = _result(item, "image" if is_image(item.path) else "video")
+        res = _result(item, _kind(item.path))
         res.update(status=ERROR, message=f"{type(exc).__name__}: {exc}")
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
@@ -542,6 +567,8 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path,
         paths = [paths]
     dev = pick_device(device)
     batch_size = batch_size or (32 if dev.type == "cuda" else 4)
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     bundle = load_bundle(bundle_path, dev)
     thr = bundle.threshold if threshold is None else float(threshold)
     pipeline = FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
