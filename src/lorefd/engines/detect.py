@@ -367,15 +367,11 @@ class Context:
     batch_size: int
     heatmaps: HeatmapNamer | None
 
-    @property
-    def has_attention(self) -> bool:
-        return self.bundle.detector.name != "xception"
-
-    @property
-    def heat_note(self) -> str | None:
-        if self.has_attention:
+    def heat_note(self, crops: list[FaceCrop]) -> str | None:
+        """What to say on a heatmap when the detector gave no attention maps (baseline)."""
+        if not crops or any(c.heat is not None for c in crops):
             return None
-        return f"no attention map ({self.bundle.detector.name} baseline): box and score only"
+        return f"no attention map ({self.bundle.detector.name} detector): box and score only"
 
 
 def _result(item: InputFile, kind: str | None) -> dict[str, Any]:
@@ -406,9 +402,8 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
         return res
     notes = [f"ignored {dropped} weak face detection(s)"] if dropped else []
     crops = [ctx.faces.crop(rgb, f) for f in faces]
-    want_heat = ctx.heatmaps is not None and ctx.has_attention
     score_crops(ctx.bundle.detector, crops, ctx.device, ctx.batch_size,
-                ctx.faces.crop_size if want_heat else None)
+                ctx.faces.crop_size if ctx.heatmaps is not None else None)
     score = max(c.score for c in crops)
     res.update(score=round(score, 6), verdict=_verdict(score, ctx.threshold),
                faces=[_face_entry(c) for c in crops])
@@ -416,10 +411,11 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
         notes.append(f"{len(crops)} faces: file score is the highest")
     if ctx.heatmaps is not None:
         out = ctx.heatmaps(item, ".png")
-        write_png(out, render_overlay(rgb, crops, ctx.threshold, ctx.heat_note))
+        note = ctx.heat_note(crops)
+        write_png(out, render_overlay(rgb, crops, ctx.threshold, note))
         res["heatmap"] = str(out)
-        if ctx.heat_note:
-            notes.append(ctx.heat_note)
+        if note:
+            notes.append(note)
     res["message"] = "; ".join(notes)
     return res
 
@@ -485,9 +481,8 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
         notes.append(f"no face in {decoded - len(crops)} of {decoded} frames")
     if multi:
         notes.append(f"several faces in {multi} frame(s): scored the tracked (largest) one")
-    want_heat = ctx.heatmaps is not None and ctx.has_attention
     score_crops(ctx.bundle.detector, crops, ctx.device, ctx.batch_size,
-                ctx.faces.crop_size if want_heat else None)
+                ctx.faces.crop_size if ctx.heatmaps is not None else None)
     scores = np.array([c.score for c in crops])
     mean = float(scores.mean())
     frames.update(mean=round(mean, 6),
@@ -496,18 +491,19 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
                faces=[_face_entry(c) for c in crops])
     if ctx.heatmaps is not None:
         by_frame = {c.frame_index: c for c in crops}
+        heat_note = ctx.heat_note(crops)
         rendered = []
         for index, rgb, factor in kept:
             c = by_frame.get(index)
-            note = ctx.heat_note if c is not None else "no face"
+            note = heat_note if c is not None else "no face"
             c = c.scaled(factor) if c is not None and factor != 1.0 else c
             rendered.append(render_overlay(rgb, [c] if c else [], ctx.threshold,
                                            f"frame {index}" + (f" - {note}" if note else "")))
         out = ctx.heatmaps(item, ".mp4")
         write_mp4(out, rendered)
         res["heatmap"] = str(out)
-        if ctx.heat_note:
-            notes.append(ctx.heat_note)
+        if heat_note:
+            notes.append(heat_note)
     res["message"] = "; ".join(notes)
     return res
 
