@@ -85,13 +85,18 @@ def test_manifest_contents(ckpt: Path, bundle: Path) -> None:
     assert len(m["payload_sha256"]) == 64
 
 
-def test_export_from_run_prefers_best_and_reads_validation_threshold(tmp_path: Path) -> None:
+def test_export_from_run_prefers_best_and_reads_validation_threshold(ckpt: Path,
+                                                                    tmp_path: Path) -> None:
     run = tmp_path / "run"
-    make_detector_checkpoint(run, sub="last", seed=1)
+    shutil.copytree(ckpt, run / "last")
+    shutil.copytree(ckpt.parent / "mae", run / "mae")
     out = tmp_path / "a.lorefd"
     assert export_bundle(run, out, verify=False)["source"]["checkpoint"].endswith("last")
-    make_detector_checkpoint(run, sub="best", seed=2, meta={"val": {"val_threshold": 0.7}})
-    m = export_bundle(run, out)
+    shutil.copytree(ckpt, run / "best")
+    info = json.loads((run / "best" / "config.json").read_text())
+    info["meta"]["val"] = {"val_auc": 0.9, "val_threshold": 0.7}  # as a run may record it
+    (run / "best" / "config.json").write_text(json.dumps(info))
+    m = export_bundle(run, out, verify=False)
     assert m["source"]["checkpoint"].endswith("best")
     assert m["threshold"] == {"value": 0.7, "source": "validation (best: meta.val.val_threshold)"}
     assert export_bundle(run, out, threshold=0.3, verify=False)["threshold"]["value"] == 0.3
