@@ -1,10 +1,84 @@
-"""`lorefd detect` (placeholder until its issue lands)."""
+"""`lorefd detect PATH... --model BUNDLE`: is this face real or fake, and where does it look?
+
+PATHs are images, videos or folders (searched recursively). Faces are found, aligned and
+cropped exactly as `lorefd preprocess` did for training (parameters from the bundle), each face
+or video frame is scored, videos are summarised by the mean score and the share of frames at or
+above the threshold. A file that cannot be used gets a status line; the others still run.
+
+    lorefd detect photo.jpg clips/ --model model.lorefd --heatmap heat/ --json report.json
+
+Exit status: 0 when at least one input was processed (scored, or searched for a face), 1 when
+none was, 2 for a bad bundle.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _probability(value: str) -> float:
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
+    return x
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detect", help="(not implemented yet)")
-    p.set_defaults(func=lambda args: (_ for _ in ()).throw(SystemExit("lorefd detect: not implemented yet")))
+    p = sub.add_parser("detect", help="real/fake scores and heatmaps for images and videos",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders")
+    p.add_argument("--model", required=True, help="bundle from `lorefd export` (model.lorefd)")
+    p.add_argument("--heatmap", metavar="OUT_DIR", default=None,
+                   help="write attention overlays: PNG per image, MP4 per video")
+    p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--frames", type=_positive, default=None,
+                   help="frames sampled evenly per video (default: the bundle's, 32)")
+    p.add_argument("--threshold", type=_probability, default=None,
+                   help="decision threshold (default: the bundle's)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="CPU threads for torch (default: torch's; 1 is faster on a busy machine)")
+    p.add_argument("--retinaface-weights", default=None, metavar="PATH",
+                   help="for bundles preprocessed with RetinaFace")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorefd.data.landmarks import LandmarkBackendError
+    from lorefd.engines.detect import detect_paths, format_table, processed_any
+    from lorefd.models.bundle import BundleError
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        report = detect_paths(args.paths, args.model, heatmap_dir=args.heatmap,
+                              device=args.device, json_path=args.json, frames=args.frames,
+                              threshold=args.threshold, batch_size=args.batch_size,
+                              retinaface_weights=args.retinaface_weights)
+    except BundleError as exc:
+        print(f"lorefd detect: error: {exc}", file=sys.stderr)
+        return 2
+    except (LandmarkBackendError, RuntimeError) as exc:
+        print(f"lorefd detect: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    if args.json:
+        print(f"wrote {args.json}")
+    if args.heatmap:
+        print(f"heatmaps in {args.heatmap}")
+    if not processed_any(report):
+        print("lorefd detect: no input could be processed", file=sys.stderr)
+        return 1
+    return 0

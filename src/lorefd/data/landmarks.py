@@ -108,14 +108,19 @@ class LandmarkDetector:
         shape = self._predictor(rgb, rect)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
-    def detect(self, rgb: np.ndarray) -> list[Face]:
-        """All faces in ``rgb`` (HxWx3 uint8), largest first."""
+    def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
+        """All faces in ``rgb`` (HxWx3 uint8), largest first.
+
+        ``max_side`` overrides the detector's downscaling for this call (e.g. a small value
+        for a region of interest around a face tracked from the previous frame).
+        """
         rgb = np.ascontiguousarray(rgb)
         h, w = rgb.shape[:2]
         scale = 1.0
         small = rgb
-        if self.max_side and max(h, w) > self.max_side:
-            scale = self.max_side / max(h, w)
+        max_side = self.max_side if max_side is None else max_side
+        if max_side and max(h, w) > max_side:
+            scale = max_side / max(h, w)
             small = cv2.resize(rgb, (round(w * scale), round(h * scale)),
                                interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)

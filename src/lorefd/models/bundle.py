@@ -1,0 +1,300 @@
+"""The ``.lorefd`` bundle: one file with everything ``lorefd detect`` needs.
+
+A bundle is a `safetensors <https://github.com/huggingface/safetensors>`_ file (no pickle):
+
+* tensors: the detector's full ``state_dict`` -- for ``lre`` the frozen MAE (``mae.*``, with
+  the key-patch set T in ``mae.key_patches``), the frozen feature Xception (``extractor.*``)
+  and the detection Xception (``net.*``); for the ``xception`` baseline only ``net.*``;
+* metadata (safetensors' string map):
+
+  ``format``          ``"lorefd-bundle"`` (magic)
+  ``bundle_version``  integer as text; this build reads :data:`BUNDLE_VERSION`
+  ``manifest``        JSON: ``lorefd_version``, ``created``, ``detector``, ``image_size``,
+                      ``config`` (full training Config), ``checkpoint_meta`` (incl. the MAE's
+                      config and key region), ``key_patches`` (T as patch indices),
+                      ``preprocess`` (face detector, crop size, template margin, ...),
+                      ``threshold`` ``{"value", "source"}``, ``source`` (exported from),
+                      ``payload_sha256``, ``num_tensors``
+  ``manifest_sha256`` SHA-256 of the manifest text
+
+``payload_sha256`` covers every byte after the safetensors header (all tensor data), so a
+flipped bit in the weights or a truncated file is detected before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from lorefd import __version__
+from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from lorefd.config import Config, config_from_dict
+from lorefd.models.detectors.base import KIND as DETECTOR_KIND
+from lorefd.models.detectors.base import Detector
+from lorefd.models.mae import build_mae
+from lorefd.models.registry import create_detector
+from lorefd.utils import atomic_path
+
+FORMAT = "lorefd-bundle"
+BUNDLE_VERSION = 1
+SUFFIX = ".lorefd"
+_CHUNK = 1 << 22
+_MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, corrupted, of another version, or not a bundle at all."""
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the detector (eval mode) and the manifest it came with."""
+
+    detector: Detector
+    manifest: dict[str, Any]
+    path: Path
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"]["value"])
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return self.manifest["preprocess"]
+
+
+# ------------------------------------------------------------------------------ file level
+def _read_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The safetensors JSON header and the byte offset where tensor data starts."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise BundleError(f"not a lorefd bundle (file too short: {size} bytes): {path}")
+            (n,) = struct.unpack("<Q", head)
+            if n <= 0 or n > _MAX_HEADER or 8 + n > size:
+                raise BundleError(f"not a lorefd bundle (no safetensors header): {path}")
+            raw = fh.read(n)
+    except OSError as exc:
+        raise BundleError(f"cannot read bundle {path}: {exc}") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"not a lorefd bundle or corrupted bundle (bad header): {path}") from exc
+    if not isinstance(header, dict):
+        raise BundleError(f"not a lorefd bundle (bad header): {path}")
+    return header, 8 + n
+
+
+def _payload_sha256(path: Path, offset: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
+    """The manifest of a bundle, after checking format, version and (``verify``) integrity.
+
+    Raises :class:`BundleError` with a one-line reason; reads no weights into memory.
+    """
+    path = Path(path)
+    if path.is_dir():
+        hint = (" (a checkpoint folder: export it first with `lorefd export "
+                f"{path} --out model{SUFFIX}`)") if (path / "config.json").is_file() \
+            or (path / "best").is_dir() or (path / "last").is_dir() else ""
+        raise BundleError(f"{path} is a folder, not a bundle file{hint}")
+    if not path.is_file():
+        raise BundleError(f"bundle not found: {path}")
+    header, offset = _read_header(path)
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"not a lorefd bundle (format {meta.get('format')!r}): {path}")
+    try:
+        version = int(meta.get("bundle_version", ""))
+    except ValueError:
+        raise BundleError(f"corrupted bundle: bad version field "
+                          f"{meta.get('bundle_version')!r}: {path}") from None
+    if version > BUNDLE_VERSION:
+        raise BundleError(f"bundle version {version} is newer than this lorefd supports "
+                          f"({BUNDLE_VERSION}); upgrade lorefd (lorefd {__version__}): {path}")
+    if version < 1:
+        raise BundleError(f"unsupported bundle version {version}: {path}")
+    text = meta.get("manifest", "")
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != meta.get("manifest_sha256"):
+        raise BundleError(f"corrupted bundle: manifest checksum mismatch: {path}")
+    try:
+        manifest = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"corrupted bundle: manifest is not JSON: {path}") from exc
+    if verify and _payload_sha256(path, offset) != manifest.get("payload_sha256"):
+        raise BundleError(f"corrupted bundle: checksum mismatch (weights damaged or "
+                          f"truncated): {path}")
+    return manifest
+
+
+def write_bundle(path: str | Path, weights: dict[str, torch.Tensor],
+                 manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write ``weights`` + ``manifest`` as a bundle at ``path`` (atomic); returns the manifest
+    as stored (with ``format``, versions and ``payload_sha256`` filled in)."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    manifest = {"format": FORMAT, "bundle_version": BUNDLE_VERSION, "lorefd_version": __version__,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **manifest, "num_tensors": len(tensors)}
+    with atomic_path(path, suffix=SUFFIX) as tmp:
+        # The checksum covers the tensor data, which is laid out independently of the metadata:
+        # write once without it, hash the payload, write again with it (same tensor bytes).
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
+        _, offset = _read_header(tmp)
+        manifest["payload_sha256"] = _payload_sha256(tmp, offset)
+        text = json.dumps(manifest, sort_keys=True, default=str)
+        save_file(tensors, str(tmp), metadata={
+            "format": FORMAT, "bundle_version": str(BUNDLE_VERSION), "manifest": text,
+            "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
+        _, offset = _read_header(tmp)
+        if _payload_sha256(tmp, offset) != manifest["payload_sha256"]:  # pragma: no cover
+            raise BundleError("internal error: tensor payload changed between writes")
+    return manifest
+
+
+# ------------------------------------------------------------------------------ model level
+def detector_from_weights(weights: dict[str, torch.Tensor], cfg: Config,
+                          meta: dict[str, Any]) -> Detector:
+    """Rebuild a detector from its state dict, training config and checkpoint meta (the same
+    construction as :func:`lorefd.models.detectors.load_detector`, without a folder)."""
+    import lorefd.models.detectors  # noqa: F401  (registration)
+
+    mae = None
+    if "mae" in meta:
+        mcfg = config_from_dict(meta["mae"]["config"])
+        mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
+    det = create_detector(meta["detector"], cfg=cfg, mae=mae, pretrained=False, weights=None)
+    det.load_state_dict(weights)
+    if mae is not None:
+        det.mae_info = meta["mae"]
+    det.config, det.checkpoint_meta = cfg, meta
+    return det.eval()
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
+    """Check and load a bundle; :class:`BundleError` on anything wrong with the file."""
+    path = Path(path)
+    manifest = read_manifest(path, verify=True)
+    try:
+        cfg = config_from_dict(manifest["config"])
+        meta = manifest["checkpoint_meta"]
+        weights = load_file(str(path), device="cpu")
+        det = detector_from_weights(weights, cfg, meta)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"corrupted or incompatible bundle {path}: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    return Bundle(detector=det.to(device), manifest=manifest, path=path)
+
+
+# ------------------------------------------------------------------------------ export
+def resolve_detector_checkpoint(run: str | Path) -> Path:
+    """A detector checkpoint folder from a training run (``RUN/best``, else ``RUN/last``) or
+    the checkpoint folder itself."""
+    run = Path(run)
+    if not run.exists():
+        raise CheckpointError(f"not found: {run}")
+    if (run / "config.json").is_file():
+        return run
+    for sub in ("best", "last"):
+        if (run / sub / "config.json").is_file():
+            return run / sub
+    raise CheckpointError(f"{run} is neither a training run (with best/ or last/) nor a "
+                          "detector checkpoint folder (with config.json)")
+
+
+def _recorded_threshold(ckpt: Path, meta: dict[str, Any]) -> tuple[float, str] | None:
+    """A decision threshold the training run chose on validation data, if it recorded one."""
+    val = meta.get("val") or {}
+    for key in ("val_threshold", "val_best_threshold", "best_threshold", "threshold"):
+        if isinstance(val.get(key), (int, float)):
+            return float(val[key]), f"validation ({ckpt.name}: meta.val.{key})"
+    summary = ckpt.parent / "summary.json"
+    if summary.is_file():
+        try:
+            data = json.loads(summary.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        for key in ("best_threshold", "val_threshold"):
+            if isinstance(data.get(key), (int, float)):
+                return float(data[key]), f"validation (summary.json: {key})"
+    return None
+
+
+def default_preprocess() -> dict[str, Any]:
+    """The face pipeline of ``lorefd preprocess`` with its defaults (what training saw)."""
+    from lorefd.data.preprocess.runner import PreprocessOptions
+
+    opts = PreprocessOptions()
+    return {"face_detector": opts.detector, "detect_side": opts.detect_side,
+            "track_face_side": opts.track_face_side, "frames": opts.frames,
+            "size": opts.size, "margin": opts.margin,
+            "template": "arcface-5point", "alignment": "similarity",
+            "resize": "area (shrink) / linear (enlarge) to image_size"}
+
+
+def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None = None,
+                  preprocess: dict[str, Any] | None = None, verify: bool = True
+                  ) -> dict[str, Any]:
+    """Write the single-file bundle of a training run or detector checkpoint.
+
+    ``threshold`` overrides the decision threshold (else the run's validation threshold if it
+    recorded one, else ``train.threshold`` of its config, 0.5 by default; the source is
+    stored). ``preprocess`` overrides entries of :func:`default_preprocess` (e.g. a crop
+    ``size`` or ``margin`` other than ``lorefd preprocess``'s defaults). With ``verify`` the
+    written bundle is loaded back once. Returns the stored manifest.
+    """
+    ckpt = resolve_detector_checkpoint(run)
+    cfg, meta = read_checkpoint_info(ckpt)
+    if meta.get("kind") != DETECTOR_KIND:
+        raise CheckpointError(f"{ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
+                              "'detector' (from `lorefd train`)")
+    weights, cfg, meta = load_checkpoint(ckpt, kind=DETECTOR_KIND)
+    if threshold is not None:
+        thr = (float(threshold), "given at export")
+    else:
+        thr = _recorded_threshold(ckpt, meta) or (
+            float(cfg.train.threshold),
+            "default 0.5 (no validation threshold recorded)" if cfg.train.threshold == 0.5
+            else "config train.threshold (no validation threshold recorded)")
+    if not 0.0 <= thr[0] <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {thr[0]}")
+    key = weights.get("mae.key_patches")
+    pre = {**default_preprocess(), **(preprocess or {})}
+    mae_meta = (meta.get("mae") or {}).get("meta") or {}
+    manifest = {
+        "detector": meta["detector"], "image_size": int(meta.get("image_size",
+                                                                 cfg.data.image_size)),
+        "config": cfg.to_dict(), "checkpoint_meta": meta,
+        "key_patches": [] if key is None else torch.nonzero(key.flatten()).flatten().tolist(),
+        "key_region": mae_meta.get("key_region"),
+        "preprocess": pre,
+        "threshold": {"value": thr[0], "source": thr[1]},
+        "source": {"checkpoint": str(ckpt.resolve()), "epoch": meta.get("epoch"),
+                   "step": meta.get("step")},
+    }
+    stored = write_bundle(out_path, weights, manifest)
+    if verify:
+        load_bundle(out_path)
+    return stored
+
+
+__all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "default_preprocess",
+           "detector_from_weights", "export_bundle", "load_bundle", "read_manifest",
+           "resolve_detector_checkpoint", "write_bundle"]

@@ -1,0 +1,167 @@
+"""`lorefd export` and the .lorefd bundle: round trip, run folders, threshold, bad bundles."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from detect_helpers import KEY_PATCHES, make_detector_checkpoint
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from lorefd.checkpoint import CheckpointError
+from lorefd.cli import main
+from lorefd.models.bundle import (
+    BUNDLE_VERSION,
+    BundleError,
+    export_bundle,
+    load_bundle,
+    read_manifest,
+)
+from lorefd.models.detectors import load_detector
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_handlers() -> Iterator[None]:
+    """`main()` attaches a handler to the (captured) stderr; drop it after each test."""
+    logger = logging.getLogger("lorefd")
+    before = list(logger.handlers)
+    yield
+    logger.handlers[:] = before
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_detector_checkpoint(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def bundle(ckpt: Path) -> Path:
+    out = ckpt.parent / "model.lorefd"
+    export_bundle(ckpt, out, verify=False)
+    return out
+
+
+def _rewrite(src: Path, dst: Path, **changes: str) -> None:
+    """Copy a bundle with some metadata fields replaced (tensors unchanged)."""
+    with safe_open(str(src), "pt") as fh:
+        meta = dict(fh.metadata())
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open API
+    meta.update(changes)
+    save_file(tensors, str(dst), metadata=meta)
+
+
+def test_bundle_gives_the_checkpoint_detector(ckpt: Path, bundle: Path) -> None:
+    ref = load_detector(ckpt)
+    b = load_bundle(bundle)
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    p_ref, p_bundle = ref.predict_proba(images), b.detector.predict_proba(images)
+    assert float(p_ref.std()) > 0.01  # scores differ per image, so equality means something
+    assert torch.equal(p_ref, p_bundle)
+    ex = b.detector.explain(images)
+    assert set(ex["attention"]) == {"block3", "block7", "block11"}
+    sd_ref, sd_b = ref.state_dict(), b.detector.state_dict()
+    assert sd_ref.keys() == sd_b.keys()
+    assert any(k.startswith("mae.") for k in sd_b) and any(k.startswith("extractor.") for k in sd_b)
+    assert any(k.startswith("net.") for k in sd_b)
+
+
+def test_manifest_contents(ckpt: Path, bundle: Path) -> None:
+    m = read_manifest(bundle)
+    assert m["format"] == "lorefd-bundle" and m["bundle_version"] == BUNDLE_VERSION
+    assert m["detector"] == "lre" and m["image_size"] == 64
+    assert m["key_patches"] == KEY_PATCHES
+    assert m["checkpoint_meta"]["mae"]["config"]["data"]["image_size"] == 64
+    assert m["config"]["detector"]["layers"] == ["block3", "block7", "block11"]
+    assert m["preprocess"]["size"] == 224 and m["preprocess"]["margin"] == 0.25
+    assert m["preprocess"]["face_detector"] == "dlib" and m["preprocess"]["frames"] == 32
+    assert m["threshold"]["value"] == 0.5 and "no validation threshold" in m["threshold"]["source"]
+    assert m["source"]["checkpoint"] == str(ckpt.resolve())
+    assert len(m["payload_sha256"]) == 64
+
+
+def test_export_from_run_prefers_best_and_reads_validation_threshold(ckpt: Path,
+                                                                    tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(ckpt, run / "last")
+    shutil.copytree(ckpt.parent / "mae", run / "mae")
+    out = tmp_path / "a.lorefd"
+    assert export_bundle(run, out, verify=False)["source"]["checkpoint"].endswith("last")
+    shutil.copytree(ckpt, run / "best")
+    info = json.loads((run / "best" / "config.json").read_text())
+    info["meta"]["val"] = {"val_auc": 0.9, "val_threshold": 0.7}  # as a run may record it
+    (run / "best" / "config.json").write_text(json.dumps(info))
+    m = export_bundle(run, out, verify=False)
+    assert m["source"]["checkpoint"].endswith("best")
+    assert m["threshold"] == {"value": 0.7, "source": "validation (best: meta.val.val_threshold)"}
+    assert export_bundle(run, out, threshold=0.3, verify=False)["threshold"]["value"] == 0.3
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        export_bundle(run, out, threshold=1.5)
+    with pytest.raises(CheckpointError, match="neither a training run"):
+        export_bundle(tmp_path, out)
+    with pytest.raises(CheckpointError, match="'mae' checkpoint"):
+        export_bundle(run / "mae", out)
+
+
+def test_corrupted_weights_are_detected(bundle: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "flipped.lorefd"
+    data = bytearray(bundle.read_bytes())
+    data[-1000] ^= 0x01  # one bit in the tensor payload
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="corrupted bundle: checksum mismatch"):
+        load_bundle(bad)
+    cut = tmp_path / "truncated.lorefd"
+    cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
+    with pytest.raises(BundleError, match="corrupted bundle"):
+        load_bundle(cut)
+
+
+def test_other_version_and_edited_manifest_are_refused(bundle: Path, tmp_path: Path) -> None:
+    newer = tmp_path / "v2.lorefd"
+    _rewrite(bundle, newer, bundle_version=str(BUNDLE_VERSION + 1))
+    with pytest.raises(BundleError, match=f"bundle version {BUNDLE_VERSION + 1} is newer than "
+                                          "this lorefd supports"):
+        load_bundle(newer)
+    with safe_open(str(bundle), "pt") as fh:
+        manifest = json.loads(fh.metadata()["manifest"])
+    manifest["threshold"]["value"] = 0.01
+    edited = tmp_path / "edited.lorefd"
+    _rewrite(bundle, edited, manifest=json.dumps(manifest, sort_keys=True))
+    with pytest.raises(BundleError, match="manifest checksum mismatch"):
+        load_bundle(edited)
+
+
+def test_not_a_bundle(ckpt: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.lorefd"
+    text.write_text("hello, this is not a model\n")
+    with pytest.raises(BundleError, match="not a lorefd bundle"):
+        read_manifest(text)
+    plain = tmp_path / "plain.safetensors"
+    shutil.copy(ckpt / "model.safetensors", plain)
+    with pytest.raises(BundleError, match="not a lorefd bundle"):
+        read_manifest(plain)
+    with pytest.raises(BundleError, match="export it first"):
+        read_manifest(ckpt)
+    with pytest.raises(BundleError, match="not found"):
+        read_manifest(tmp_path / "missing.lorefd")
+
+
+def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.lorefd"
+    assert main(["export", str(ckpt), "--out", str(out), "--threshold", "0.6"]) == 0
+    assert "threshold 0.600 (given at export)" in capsys.readouterr().out
+    assert read_manifest(out)["threshold"]["value"] == 0.6
+    assert main(["export", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
+    newer = tmp_path / "v9.lorefd"
+    _rewrite(bundle, newer, bundle_version="9")
+    img = tmp_path / "x.png"
+    img.write_bytes(b"")
+    assert main(["detect", str(img), "--model", str(newer)]) == 2
+    assert "bundle version 9 is newer" in capsys.readouterr().err

@@ -1,0 +1,245 @@
+"""`lorefd detect`: images, faceless images, videos, mixed folders, heatmaps, the JSON report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+from detect_helpers import make_detector_checkpoint
+from media import make_image, make_video, render_frames, stills
+
+from lorefd.cli import main
+from lorefd.data.dataset import resize_square, to_tensor
+from lorefd.data.images import load_rgb
+from lorefd.data.preprocess.adapters import MediaItem
+from lorefd.data.preprocess.runner import PreprocessOptions, process_item
+from lorefd.engines.detect import STATUSES, detect_paths
+from lorefd.models.bundle import export_bundle, load_bundle
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_handlers() -> Iterator[None]:
+    """`main()` attaches a handler to the (captured) stderr; drop it after each test."""
+    logger = logging.getLogger("lorefd")
+    before = list(logger.handlers)
+    yield
+    logger.handlers[:] = before
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("detect")
+
+
+@pytest.fixture(scope="module")
+def bundle(work: Path) -> Path:
+    out = work / "model.lorefd"
+    export_bundle(make_detector_checkpoint(work), out, verify=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def face_image(work: Path) -> Path:
+    return make_image(work / "inputs" / "face.png", face=stills(1, 1)[0], size=(320, 288))
+
+
+@pytest.fixture(scope="module")
+def no_face_image(work: Path) -> Path:
+    """A flat horizontal gradient: nothing face-like."""
+    path = work / "inputs" / "gradient.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ramp = np.linspace(0, 255, 240, dtype=np.uint8)
+    cv2.imwrite(str(path), np.repeat(np.tile(ramp, (180, 1))[..., None], 3, axis=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(work: Path) -> Path:
+    return make_video(work / "inputs" / "clip.mp4", faces=stills(1, 2), seconds=1.0, fps=12,
+                      size=(320, 240))
+
+
+def check_schema(report: dict) -> None:
+    """The documented JSON schema (engines/detect.py), checked field by field."""
+    assert isinstance(report["lorefd_version"], str)
+    assert {"path", "detector", "image_size", "bundle_version", "threshold_source",
+            "preprocess"} <= set(report["model"])
+    assert isinstance(report["threshold"], float)
+    assert set(report["summary"]) == {"inputs", "seconds", *STATUSES}
+    assert report["summary"]["inputs"] == len(report["results"])
+    for r in report["results"]:
+        assert set(r) == {"path", "type", "status", "message", "score", "verdict", "faces",
+                          "frames", "heatmap", "seconds"}
+        assert r["type"] in ("image", "video", None)
+        assert r["status"] in STATUSES and isinstance(r["message"], str)
+        if r["status"] == "ok":
+            assert 0.0 <= r["score"] <= 1.0 and r["faces"]
+            assert r["verdict"] == ("fake" if r["score"] >= report["threshold"] else "real")
+        else:
+            assert r["score"] is None and r["verdict"] is None and r["faces"] == []
+            assert r["message"]
+        for f in r["faces"]:
+            assert set(f) == {"box", "score", "frame_index"} and len(f["box"]) == 4
+            assert 0.0 <= f["score"] <= 1.0
+            assert (f["frame_index"] is None) == (r["type"] == "image")
+        if r["type"] == "video" and r["frames"] is not None:
+            assert {"count", "mean", "share_above_threshold", "sampled", "decoded", "total",
+                    "fps"} <= set(r["frames"])
+        else:
+            assert r["frames"] is None
+        assert r["heatmap"] is None or Path(r["heatmap"]).is_file()
+
+
+def decode(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+
+
+def test_image_with_heatmap(bundle: Path, face_image: Path, work: Path) -> None:
+    heat = work / "heat_image"
+    report = detect_paths([face_image], bundle, heatmap_dir=heat)
+    check_schema(report)
+    (r,) = report["results"]
+    assert (r["type"], r["status"], len(r["faces"])) == ("image", "ok", 1)
+    assert r["score"] == r["faces"][0]["score"]
+    x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
+    assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 288
+    assert r["heatmap"] == str(heat / "face_heatmap.png")
+    original, overlay = load_rgb(face_image), load_rgb(r["heatmap"])
+    assert overlay.shape == original.shape  # the original image, not the crop
+    diff = np.abs(overlay.astype(int) - original.astype(int)).sum(2)
+    inner = diff[y0 + (y1 - y0) // 4:y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4:x1 - (x1 - x0) // 4]
+    assert (inner > 10).mean() > 0.9  # the colour map covers the face
+    assert (diff[-20:] == 0).all() and (diff[:, -20:] == 0).all()  # nothing far outside it
+
+
+def test_scores_match_the_training_crops(bundle: Path, face_image: Path, video: Path,
+                                         tmp_path: Path) -> None:
+    """Detect crops faces exactly like `lorefd preprocess` + the training dataset do."""
+    det = load_bundle(bundle).detector
+    report = detect_paths([face_image, video], bundle, frames=6)
+    for r, path in zip(report["results"], (face_image, video), strict=True):
+        item = MediaItem(path=path, label=0, dataset="t", video_id=path.stem)
+        rec = process_item(item, tmp_path / "pre", PreprocessOptions(frames=6, workers=1))
+        assert rec["status"] == "ok"
+        crops = torch.stack([to_tensor(resize_square(load_rgb(tmp_path / "pre" / row["path"]), 64))
+                             for row in rec["rows"]])
+        expected = det.predict_proba(crops).numpy()
+        got = np.array([f["score"] for f in r["faces"]])
+        assert len(got) == len(expected)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        if r["type"] == "video":
+            assert [f["frame_index"] for f in r["faces"]] == [row["frame_index"]
+                                                               for row in rec["rows"]]
+
+
+def test_image_without_a_face_is_not_an_error(bundle: Path, no_face_image: Path, work: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = work / "noface.json"
+    assert main(["detect", str(no_face_image), "--model", str(bundle), "--json", str(out),
+                 "--heatmap", str(work / "heat_noface")]) == 0
+    table = capsys.readouterr().out
+    assert "no face" in table
+    report = json.loads(out.read_text())
+    check_schema(report)
+    (r,) = report["results"]
+    assert (r["status"], r["score"], r["verdict"], r["heatmap"]) == ("no face", None, None, None)
+
+
+def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None:
+    heat = work / "heat_video"
+    report = detect_paths([video], bundle, heatmap_dir=heat, frames=8)
+    check_schema(report)
+    (r,) = report["results"]
+    assert (r["type"], r["status"]) == ("video", "ok")
+    fr = r["frames"]
+    assert (fr["total"], fr["sampled"], fr["decoded"], fr["count"]) == (12, 8, 8, 8)
+    scores = np.array([f["score"] for f in r["faces"]])
+    assert [f["frame_index"] for f in r["faces"]] == [0, 2, 3, 5, 6, 8, 9, 11]
+    assert fr["mean"] == pytest.approx(scores.mean(), abs=1e-6) and r["score"] == fr["mean"]
+    assert fr["share_above_threshold"] == pytest.approx((scores >= report["threshold"]).mean())
+    frames = decode(Path(r["heatmap"]))
+    assert r["heatmap"].endswith("clip_heatmap.mp4") and len(frames) == 8
+    assert frames[0].shape == (240, 320, 3)
+    original = decode(video)[r["faces"][0]["frame_index"]].astype(int)
+    x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
+    diff = np.abs(frames[0].astype(int) - original).mean(2)
+    assert diff[y0 + 10:y1 - 10, x0 + 10:x1 - 10].mean() > 20  # overlay on the face
+    assert diff[-15:, -15:].mean() < 8  # background untouched (up to h264 noise)
+
+
+def test_mixed_folder(bundle: Path, face_image: Path, no_face_image: Path, video: Path,
+                      work: Path, capsys: pytest.CaptureFixture[str],
+                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lorefd.engines.detect.VIDEO_MAX_SIDE", 160)  # heatmap MP4 downscale
+    folder = work / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(face_image, folder / "face.png")
+    shutil.copy(face_image, folder / "sub" / "face.png")  # same name in another folder
+    shutil.copy(no_face_image, folder / "gradient.png")
+    shutil.copy(video, folder / "sub" / "clip.mp4")
+    (folder / "notes.txt").write_text("not media\n")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "empty.mp4").write_bytes(b"")
+    (folder / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4096))
+    (folder / ".hidden.png").write_bytes(b"")
+    out, heat = work / "mixed.json", work / "heat_mixed"
+    code = main(["detect", str(folder), str(work / "missing.png"), "--model", str(bundle),
+                 "--json", str(out), "--heatmap", str(heat), "--frames", "4"])
+    assert code == 0
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    check_schema(report)
+    status = {Path(r["path"]).relative_to(work).as_posix(): r["status"]
+              for r in report["results"]}
+    assert status == {
+        "mixed/broken.jpg": "unreadable", "mixed/empty.mp4": "unreadable",
+        "mixed/face.png": "ok", "mixed/garbage.mp4": "unreadable",
+        "mixed/gradient.png": "no face", "mixed/notes.txt": "unsupported",
+        "mixed/sub/clip.mp4": "ok", "mixed/sub/face.png": "ok", "missing.png": "unreadable"}
+    types = {Path(r["path"]).name: r["type"] for r in report["results"]}
+    assert types["notes.txt"] is None and types["clip.mp4"] == "video"
+    assert {p.relative_to(heat).as_posix() for p in heat.rglob("*") if p.is_file()} == {
+        "mixed/face_heatmap.png", "mixed/sub/face_heatmap.png", "mixed/sub/clip_heatmap.mp4"}
+    assert report["summary"]["ok"] == 3 and report["summary"]["unreadable"] == 4
+    assert types["missing.png"] == "image" and types["empty.mp4"] == "video"
+    assert decode(heat / "mixed" / "sub" / "clip_heatmap.mp4")[0].shape == (120, 160, 3)
+    for line in ("broken.jpg", "notes.txt", "empty.mp4", "clip.mp4", "9 input(s)"):
+        assert line in table
+    # nothing processable at all: exit status 1
+    assert main(["detect", str(folder / "notes.txt"), str(folder / "empty.mp4"),
+                 "--model", str(bundle)]) == 1
+
+
+def test_several_faces_and_threshold(bundle: Path, work: Path) -> None:
+    path = work / "inputs" / "two.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(render_frames(stills(2, 0), 1, (480, 240), motion=False,
+                                                      face_frac=0.7)[0], cv2.COLOR_RGB2BGR))
+    report = detect_paths([path], bundle, threshold=0.0)
+    (r,) = report["results"]
+    assert r["status"] == "ok" and len(r["faces"]) == 2
+    assert r["score"] == max(f["score"] for f in r["faces"])
+    assert r["verdict"] == "fake" and report["threshold"] == 0.0
+    assert "2 faces" in r["message"]
+
+
+def test_baseline_heatmap_says_it_has_no_attention(work: Path, face_image: Path) -> None:
+    out = work / "xception.lorefd"
+    export_bundle(make_detector_checkpoint(work, name="xception", sub="xception"), out,
+                  verify=False)
+    report = detect_paths([face_image], out, heatmap_dir=work / "heat_xception")
+    (r,) = report["results"]
+    assert r["status"] == "ok" and "no attention map" in r["message"]
+    original, overlay = load_rgb(face_image), load_rgb(r["heatmap"])
+    assert overlay.shape == original.shape
+    x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
+    assert (overlay[y0 + 5:y1 - 5, x0 + 5:x1 - 5] == original[y0 + 5:y1 - 5, x0 + 5:x1 - 5]).all()

@@ -1,0 +1,166 @@
+"""Preprocessing pieces without video decoding: sampling, alignment, adapters, naming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorefd.data.preprocess.adapters import index_dataset, load_ffpp_splits
+from lorefd.data.preprocess.align import (
+    align_face,
+    five_point_template,
+    similarity_transform,
+    transform_points,
+)
+from lorefd.data.preprocess.frames import sample_indices
+from lorefd.data.preprocess.runner import safe_relpath
+
+
+def test_sample_indices_even_every_and_short():
+    idx = sample_indices(300, frames=32)
+    assert len(idx) == 32 and idx == sorted(set(idx))
+    assert idx[0] > 0 and idx[-1] < 299
+    gaps = np.diff(idx)
+    assert gaps.min() >= 9 and gaps.max() <= 10
+    assert sample_indices(10, frames=32) == list(range(10))
+    assert sample_indices(10, every=4) == [0, 4, 8]
+    assert sample_indices(0, frames=32) == []
+
+
+def test_similarity_transform_recovers_known_motion():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 100, size=(5, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    dst = src @ rot.T + shift
+    m = similarity_transform(src, dst)
+    np.testing.assert_allclose(m[:, :2], rot, atol=1e-6)
+    np.testing.assert_allclose(transform_points(src, m), dst, atol=1e-3)
+
+
+def test_template_margin_and_size():
+    tight = five_point_template(112, margin=0.0)
+    np.testing.assert_allclose(tight[0], [38.2946, 51.6963], atol=1e-3)
+    loose = five_point_template(224, margin=0.25)
+    assert np.all(loose > 0) and np.all(loose < 224)
+    # a margin shrinks the face around the crop centre
+    assert np.ptp(loose[:, 0]) < np.ptp(five_point_template(224, 0.0)[:, 0])
+
+
+def test_align_face_maps_template_points(faces_manifest: Path):
+    from lorefd.data.images import load_rgb
+    from lorefd.data.landmarks import five_points
+
+    folder = faces_manifest.parent
+    rgb = load_rgb(folder / "real" / "00161.jpg")
+    lm = np.load(folder / "landmarks" / "00161.npy")
+    crop, pts, m = align_face(rgb, lm, size=160, margin=0.25)
+    assert crop.shape == (160, 160, 3) and pts.shape == (68, 2)
+    err = np.abs(five_points(pts)[:2] - five_point_template(160, 0.25)[:2]).max()
+    assert err < 5.0
+
+
+def _touch(root: Path, rel: str) -> Path:
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(b"x")
+    return p
+
+
+@pytest.fixture()
+def ffpp_names(tmp_path: Path) -> Path:
+    splits = load_ffpp_splits()
+    (a, b), (c, d) = splits["train"][0], splits["test"][0]
+    for vid in (a, b, c):
+        _touch(tmp_path, f"original_sequences/youtube/c23/videos/{vid}.mp4")
+    _touch(tmp_path, f"original_sequences/youtube/raw/videos/{a}.mp4")
+    _touch(tmp_path, f"manipulated_sequences/Deepfakes/c23/videos/{a}_{b}.mp4")
+    _touch(tmp_path, f"manipulated_sequences/Deepfakes/c23/videos/{b}_{a}.mp4")
+    _touch(tmp_path, f"manipulated_sequences/FaceSwap/c23/videos/{c}_{d}.mp4")
+    _touch(tmp_path, "manipulated_sequences/FaceSwap/c23/masks/videos/ignored.mp4")
+    _touch(tmp_path, "original_sequences/actors/c23/videos/01__talking.mp4")
+    _touch(tmp_path, "manipulated_sequences/DeepFakeDetection/c23/videos/01_02__talking__AB12.mp4")
+    return tmp_path
+
+
+def test_ffpp_adapter_labels_splits_ids(ffpp_names: Path):
+    splits = load_ffpp_splits()
+    (a, b), (c, d) = splits["train"][0], splits["test"][0]
+    index = index_dataset("ffpp", ffpp_names, compressions=["c23"])
+    by_id = {i.video_id.split("/")[-1]: i for i in index.items}
+    assert set(by_id) == {a, b, c, f"{a}_{b}", f"{b}_{a}", f"{c}_{d}"}
+    assert by_id[f"{a}_{b}"].split == by_id[f"{b}_{a}"].split == "train"
+    assert by_id[f"{c}_{d}"].split == "test" and by_id[c].split == "test"
+    fake = by_id[f"{a}_{b}"]
+    assert (fake.label, fake.method, fake.compression, fake.target_id, fake.source_id) == (
+        1, "Deepfakes", "c23", a, b)
+    assert by_id[a].label == 0 and by_id[a].method == ""
+    assert "manipulated_sequences/Face2Face/c23" in index.missing
+    # default: every compression present (raw is called c0)
+    comps = {i.compression for i in index_dataset("ffpp", ffpp_names).items}
+    assert comps == {"c0", "c23"}
+    test_only = index_dataset("ffpp", ffpp_names, split="test", compressions=["c23"])
+    assert {i.split for i in test_only.items} == {"test"} and len(test_only.items) == 2
+    # a missing compression is reported, not fatal
+    assert index_dataset("ffpp", ffpp_names, compressions=["c40"]).items == []
+
+
+def test_dfd_adapter(ffpp_names: Path):
+    index = index_dataset("dfd", ffpp_names)
+    assert len(index.items) == 2
+    fake = next(i for i in index.items if i.label == 1)
+    assert (fake.method, fake.target_id, fake.source_id, fake.split) == (
+        "DeepFakeDetection", "01", "02", "test")
+
+
+def test_celebdf_adapter(tmp_path: Path):
+    _touch(tmp_path, "Celeb-real/id0_0000.mp4")
+    _touch(tmp_path, "Celeb-real/id1_0001.mp4")
+    _touch(tmp_path, "YouTube-real/00000.mp4")
+    _touch(tmp_path, "Celeb-synthesis/id0_id1_0000.mp4")
+    (tmp_path / "List_of_testing_videos.txt").write_text(
+        "1 YouTube-real/00000.mp4\n0 Celeb-synthesis/id0_id1_0000.mp4\n")
+    index = index_dataset("celebdf", tmp_path)
+    by_id = {i.video_id: i for i in index.items}
+    assert by_id["YouTube-real/00000"].split == "test"
+    assert by_id["Celeb-real/id0_0000"].split == "train"
+    fake = by_id["Celeb-synthesis/id0_id1_0000"]
+    assert (fake.label, fake.split, fake.target_id, fake.source_id) == (1, "test", "id0", "id1")
+    (tmp_path / "List_of_testing_videos.txt").unlink()
+    index = index_dataset("celebdf", tmp_path)
+    assert {i.split for i in index.items} == {"train"} and index.missing
+
+
+def test_folder_adapter_any_depth(tmp_path: Path):
+    _touch(tmp_path, "train/real/a/x.png")
+    _touch(tmp_path, "val/real/y.mp4")
+    _touch(tmp_path, "test/fake/Deepfakes/z.mp4")
+    _touch(tmp_path, "fake/w.jpg")
+    _touch(tmp_path, "other/ignored.png")
+    _touch(tmp_path, "real/notes.txt")
+    index = index_dataset("folder", tmp_path)
+    by_id = {i.video_id: i for i in index.items}
+    assert set(by_id) == {"train/real/a/x", "val/real/y", "test/fake/Deepfakes/z", "fake/w"}
+    assert by_id["train/real/a/x"].split == "train" and by_id["train/real/a/x"].label == 0
+    assert by_id["test/fake/Deepfakes/z"].method == "Deepfakes"
+    assert by_id["fake/w"].label == 1 and by_id["fake/w"].split == ""
+    assert [i.video_id for i in index_dataset("folder", tmp_path, split="val").items] == [
+        "val/real/y"]
+
+
+def test_missing_root_and_unknown_layout(tmp_path: Path):
+    with pytest.raises(FileNotFoundError):
+        index_dataset("ffpp", tmp_path / "nope")
+    with pytest.raises(ValueError):
+        index_dataset("dfdc", tmp_path)
+    assert index_dataset("ffpp", tmp_path).missing  # empty root: reported, no crash
+
+
+def test_safe_relpath_odd_names():
+    assert safe_relpath("a/b/000_003") == Path("a/b/000_003")
+    odd = safe_relpath("real/odd 'näme' #1 (copy)")
+    assert odd.parts[0] == "real" and all(c.isascii() for c in str(odd))
+    assert safe_relpath("real/a b") != safe_relpath("real/a_b")
+    assert ".." not in safe_relpath("../x").parts
