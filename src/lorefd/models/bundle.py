@@ -36,11 +36,9 @@ from safetensors.torch import load_file, save_file
 
 from lorefd import __version__
 from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
-from lorefd.config import Config, config_from_dict
+from lorefd.config import config_from_dict
 from lorefd.models.detectors.base import KIND as DETECTOR_KIND
-from lorefd.models.detectors.base import Detector
-from lorefd.models.mae import build_mae
-from lorefd.models.registry import create_detector
+from lorefd.models.detectors.base import Detector, detector_from_state
 from lorefd.utils import atomic_path
 
 FORMAT = "lorefd-bundle"
@@ -170,24 +168,6 @@ def write_bundle(path: str | Path, weights: dict[str, torch.Tensor],
 
 
 # ------------------------------------------------------------------------------ model level
-def detector_from_weights(weights: dict[str, torch.Tensor], cfg: Config,
-                          meta: dict[str, Any]) -> Detector:
-    """Rebuild a detector from its state dict, training config and checkpoint meta (the same
-    construction as :func:`lorefd.models.detectors.load_detector`, without a folder)."""
-    import lorefd.models.detectors  # noqa: F401  (registration)
-
-    mae = None
-    if "mae" in meta:
-        mcfg = config_from_dict(meta["mae"]["config"])
-        mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
-    det = create_detector(meta["detector"], cfg=cfg, mae=mae, pretrained=False, weights=None)
-    det.load_state_dict(weights)
-    if mae is not None:
-        det.mae_info = meta["mae"]
-    det.config, det.checkpoint_meta = cfg, meta
-    return det.eval()
-
-
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     """Check and load a bundle; :class:`BundleError` on anything wrong with the file."""
     path = Path(path)
@@ -196,7 +176,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         cfg = config_from_dict(manifest["config"])
         meta = manifest["checkpoint_meta"]
         weights = load_file(str(path), device="cpu")
-        det = detector_from_weights(weights, cfg, meta)
+        det = detector_from_state(weights, cfg, meta)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise BundleError(f"corrupted or incompatible bundle {path}: "
                           f"{type(exc).__name__}: {exc}") from exc
@@ -296,5 +276,5 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
 
 
 __all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "default_preprocess",
-           "detector_from_weights", "export_bundle", "load_bundle", "read_manifest",
+           "export_bundle", "load_bundle", "read_manifest",
            "resolve_detector_checkpoint", "write_bundle"]
