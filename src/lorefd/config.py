@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -179,19 +180,24 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+def _build(cls: type, data: dict[str, Any], prefix: str = "", strict: bool = True) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names
     if unknown:
-        raise ConfigError(f"unknown config keys: {', '.join(prefix + k for k in sorted(unknown))}")
+        keys = ", ".join(prefix + k for k in sorted(unknown))
+        if strict:
+            raise ConfigError(f"unknown config keys: {keys}")
+        logging.getLogger("lorefd").warning("ignoring config keys this lorefd does not know: %s",
+                                            keys)
+        data = {k: v for k, v in data.items() if k in names}
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{name}: expected a mapping")
-            kwargs[name] = _build(tp, value, prefix=f"{prefix}{name}.")
+            kwargs[name] = _build(tp, value, prefix=f"{prefix}{name}.", strict=strict)
         else:
             kwargs[name] = _check_type(value, tp, prefix + name)
     return cls(**kwargs)
@@ -238,6 +244,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return _build(Config, tree)
 
 
-def config_from_dict(tree: dict[str, Any]) -> Config:
-    """Rebuild a config saved with a checkpoint (``Config.to_dict``)."""
-    return _build(Config, tree)
+def config_from_dict(tree: dict[str, Any], strict: bool = False) -> Config:
+    """Rebuild a config saved with a checkpoint (``Config.to_dict``).
+
+    Keys from another lorefd version are ignored with a warning (``strict=False``), so older
+    and newer checkpoints stay loadable; missing keys take today's defaults.
+    """
+    return _build(Config, tree, strict=strict)
