@@ -86,6 +86,8 @@ class DetectorConfig:
     backbone: str = "legacy_xception"
     pretrained: bool = True  # ImageNet weights when reachable; else said once, random init
     weights: str | None = None  # local weights for the feature extractor (and detector init)
+    # local weights for the frozen feature extractor only (e.g. a trained baseline's best/)
+    extractor_weights: str | None = None
     layers: list[str] = field(default_factory=lambda: ["block3", "block7", "block11"])
     eval_masks: int = 1  # reconstructions averaged at evaluation (deterministic seeds)
     mask_seed: int = 0

@@ -20,6 +20,7 @@ feature extractor included) and, in ``meta["mae"]``, the MAE's own config, so
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,10 @@ def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dic
     if "mae" in meta:
         mcfg = config_from_dict(meta["mae"]["config"])
         mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
-    det = create_detector(meta["detector"], cfg=cfg, mae=mae, pretrained=False, weights=None)
+    # every weight comes from the state dict: no initialisation files are read
+    bare = dataclasses.replace(cfg, detector=dataclasses.replace(
+        cfg.detector, weights=None, extractor_weights=None))
+    det = create_detector(meta["detector"], cfg=bare, mae=mae, pretrained=False, weights=None)
     det.load_state_dict(weights)
     if mae is not None:
         det.mae_info = meta["mae"]

@@ -36,7 +36,8 @@ class LREDetector(Detector):
 
     def __init__(self, mae: KeyRegionMAE, image_size: int, layers: list[str],
                  pretrained: bool = True, weights: str | None = None, drop_rate: float = 0.5,
-                 eval_masks: int = 1, mask_seed: int = 0) -> None:
+                 eval_masks: int = 1, mask_seed: int = 0,
+                 extractor_weights: str | None = None) -> None:
         super().__init__(image_size)
         if mae.image_size != image_size:
             raise ValueError(f"MAE image size {mae.image_size} != detector image size {image_size}")
@@ -51,7 +52,8 @@ class LREDetector(Detector):
         self._mask_cache: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
         # Frozen feature extractor (pretrained when available) and the detection network,
         # same architecture so the maps match its layers (Section III-C).
-        self.extractor = freeze(create_xception(0, 0.0, pretrained, weights))
+        # ``extractor_weights`` (e.g. a trained baseline, offline) overrides ``weights`` for it.
+        self.extractor = freeze(create_xception(0, 0.0, pretrained, extractor_weights or weights))
         self.net = create_xception(1, drop_rate, pretrained, weights)
 
     def load_state_dict(self, *args: Any, **kwargs: Any):
@@ -134,4 +136,5 @@ def build_lre(cfg: Config, mae: KeyRegionMAE | None = None, pretrained: bool = T
                          "train one with `lorefd pretrain`)")
     d = cfg.detector
     return LREDetector(mae, cfg.data.image_size, d.layers, pretrained, weights, d.drop_rate,
-                       d.eval_masks, d.mask_seed)
+                       d.eval_masks, d.mask_seed,
+                       extractor_weights=d.extractor_weights)
