@@ -164,3 +164,35 @@ def test_safe_relpath_odd_names():
     assert odd.parts[0] == "real" and all(c.isascii() for c in str(odd))
     assert safe_relpath("real/a b") != safe_relpath("real/a_b")
     assert ".." not in safe_relpath("../x").parts
+
+
+def test_retinaface_backend_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from lorefd.data.landmarks import LandmarkBackendError
+    from lorefd.data.preprocess import retinaface
+
+    with pytest.raises(LandmarkBackendError, match="not found"):
+        retinaface.resolve_weights(tmp_path / "missing.pth")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    monkeypatch.setenv(retinaface.ENV_WEIGHTS, str(weights))
+    assert retinaface.resolve_weights() == weights
+    try:
+        import facexlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(LandmarkBackendError, match="facexlib"):
+            retinaface.RetinaFaceBackend()
+
+
+def test_cli_retinaface_without_backend_exits_2(tmp_path: Path):
+    pytest.importorskip("dlib")
+    try:
+        import facexlib  # noqa: F401
+        pytest.skip("facexlib installed")
+    except ImportError:
+        pass
+    from lorefd.cli import main
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "x.png").write_bytes(b"x")
+    assert main(["preprocess", "folder", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--detector", "retinaface", "--no-progress"]) == 2
