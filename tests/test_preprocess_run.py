@@ -108,7 +108,9 @@ def test_resume_skips_done_and_redoes_interrupted(ffpp_root: Path, tmp_path: Pat
     done[0].unlink()
     (victim / ".000001.jpg.abc.tmp").write_bytes(b"partial")
     (victim / "999999.jpg").write_bytes(b"stale")
+    (out / ".manifest.csv.xyz.tmp").write_text("half a manifest")
     assert _run(*args) == 0
+    assert not list(out.glob(".*.tmp"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed"] == 4 and summary["processed"] == 1
     assert (out / "manifest.csv").read_text() == first

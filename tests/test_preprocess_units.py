@@ -148,6 +148,9 @@ def test_folder_adapter_any_depth(tmp_path: Path):
     assert by_id["fake/w"].label == 1 and by_id["fake/w"].split == ""
     assert [i.video_id for i in index_dataset("folder", tmp_path, split="val").items] == [
         "val/real/y"]
+    _touch(tmp_path, "val/real/y.avi")  # same stem, another container: ids stay unique
+    ids = [i.video_id for i in index_dataset("folder", tmp_path, split="val").items]
+    assert sorted(ids) == ["val/real/y.avi", "val/real/y.mp4"]
 
 
 def test_missing_root_and_unknown_layout(tmp_path: Path):

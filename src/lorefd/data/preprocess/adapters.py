@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -247,6 +248,14 @@ def index_folder(root: Path, compressions: list[str] | None = None,
     return index
 
 
+def _unique_video_ids(items: list[MediaItem], root: Path) -> None:
+    """``x.mp4`` and ``x.avi`` side by side would share ``video_id`` ``x``: keep the suffix."""
+    counts = Counter(i.video_id for i in items)
+    for item in items:
+        if counts[item.video_id] > 1:
+            item.video_id = item.path.relative_to(root).as_posix()
+
+
 ADAPTERS: dict[str, Callable[..., DatasetIndex]] = {
     "ffpp": index_ffpp, "dfd": index_dfd, "celebdf": index_celebdf, "folder": index_folder,
 }
@@ -262,6 +271,11 @@ def index_dataset(kind: str, root: str | Path, split: str = "all",
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root is not a folder: {root}")
     index = ADAPTERS[kind](root, compressions=compressions, methods=methods)
+    _unique_video_ids(index.items, root)
     if split != "all":
+        present = sorted({i.split or "none" for i in index.items})
         index.items = [i for i in index.items if i.split == split]
+        if not index.items and present:
+            index.missing.append(f"no video in split {split!r} (splits present: "
+                                 f"{', '.join(present)})")
     return index

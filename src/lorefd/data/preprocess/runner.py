@@ -333,6 +333,8 @@ def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: Preproces
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # a manifest/summary temp file from a killed run
+        stale.unlink(missing_ok=True)
     index: DatasetIndex = index_dataset(kind, root, split, compressions, methods)
     for note in index.missing:
         log.warning("missing: %s", note)
