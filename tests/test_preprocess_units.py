@@ -199,3 +199,20 @@ def test_cli_retinaface_without_backend_exits_2(tmp_path: Path):
     (tmp_path / "real" / "x.png").write_bytes(b"x")
     assert main(["preprocess", "folder", str(tmp_path), "--out", str(tmp_path / "o"),
                  "--detector", "retinaface", "--no-progress"]) == 2
+
+
+def test_finder_small_face_in_large_frame_and_tracking():
+    """A face too small for the 640-px detection copy is found by the retry; later frames are
+    found through the tracked region."""
+    pytest.importorskip("dlib")
+    from media import render_frames, stills
+
+    from lorefd.data.preprocess.faces import FaceFinder, make_backend
+
+    frames = render_frames(stills(1, 4), 3, (1920, 1080), motion=True, face_frac=0.16)
+    finder = FaceFinder(make_backend("dlib"), detect_side=640)
+    found = [finder.find(f) for f in frames]
+    assert all(face is not None for face, _ in found)
+    assert [n for _, n in found][1:] == [1, 1]  # tracked, no full-frame pass
+    assert FaceFinder(make_backend("dlib"), detect_side=640, track_face_side=0).find(
+        frames[0])[0] is not None
