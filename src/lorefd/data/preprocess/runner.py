@@ -65,7 +65,8 @@ class PreprocessOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """The options a finished video's outputs depend on (a change redoes the video)."""
-        keys = ["frames", "every", "size", "margin", "image_format", "quality", "detector"]
+        keys = ["frames", "every", "size", "margin", "image_format", "quality", "detector",
+                "detect_side", "track_face_side"]
         return {"version": FORMAT_VERSION, **{k: getattr(self, k) for k in keys}}
 
 
