@@ -180,7 +180,7 @@ def _init_worker(opts: PreprocessOptions) -> None:
     _finder(opts)
 
 
-def _pool_context() -> multiprocessing.context.BaseContext:
+def pool_context() -> multiprocessing.context.BaseContext:
     """``forkserver`` where available: forking a parent that already ran threaded codecs
     (PyAV/x264, OpenMP) can deadlock its children; the server imports lorefd once."""
     if "forkserver" in multiprocessing.get_all_start_methods():
@@ -300,7 +300,7 @@ def _run_items(items: list[MediaItem], out: Path, opts: PreprocessOptions) -> li
                 _log_record(records[-1])
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=opts.workers, mp_context=_pool_context(),
+            with ProcessPoolExecutor(max_workers=opts.workers, mp_context=pool_context(),
                                      initializer=_init_worker, initargs=(opts,)) as pool:
                 futures = [pool.submit(process_item, item, out, opts) for item in items]
                 for fut in as_completed(futures):
