@@ -168,12 +168,13 @@ def test_bad_inputs_are_logged_skips(bad_root: tuple[Path, dict[str, Path]], tmp
     failures = {Path(f["path"]).name: f for f in map(
         json.loads, (out / "failures.jsonl").read_text().splitlines())}
     expect_failed = ["empty", "truncated", "corrupt", "unsupported_codec", "not_a_video",
-                     "huge_image", "bad_image"]
+                     "audio_only", "huge_image", "bad_image"]
     for case in expect_failed:
         f = failures[bad[case].name]
         assert f["status"] == "failed" and f["reason"], case
     assert "empty" in failures[bad["empty"].name]["reason"]
     assert "codec" in failures[bad["unsupported_codec"].name]["reason"]
+    assert "no video stream" in failures[bad["audio_only"].name]["reason"]
     assert "pixels" in failures[bad["huge_image"].name]["reason"]
     assert failures[bad["no_face"].name]["status"] == "no_face"
     produced = {s.video_id.split("/")[-1] for s in load_samples(out)}
