@@ -72,6 +72,15 @@ def test_ffpp_manifest_rows_labels_splits_landmarks(ffpp_root: Path, tmp_path: P
     assert summary["frames_sampled"] == summary["faces_found"] == len(samples)
     assert "manipulated_sequences/Face2Face/c23" in summary["missing"]
     assert (out / "failures.jsonl").read_text() == ""
+    # The contract with stage 1: the dataset key region from the stored landmarks covers the
+    # face's centre without spanning the whole crop.
+    from lorefd.data.keyregion import dataset_key_region, normalise_landmarks
+
+    pts = np.stack([s.load_landmarks() for s in samples])
+    region = dataset_key_region(normalise_landmarks(pts, SIZE, SIZE), margin=0.02)
+    x0, y0, x1, y1 = region.rect
+    assert 0 < x0 < 0.5 < x1 < 1 and 0 < y0 < 0.5 < y1 <= 1
+    assert 0 < len(region.patch_set(SIZE, 16)) < (SIZE // 16) ** 2
 
 
 def test_eyes_land_on_template(ffpp_root: Path, tmp_path: Path):
