@@ -101,6 +101,8 @@ def test_ffpp_adapter_labels_splits_ids(ffpp_names: Path):
     # default: every compression present (raw is called c0)
     comps = {i.compression for i in index_dataset("ffpp", ffpp_names).items}
     assert comps == {"c0", "c23"}
+    raw = index_dataset("ffpp", ffpp_names, compressions=["raw"]).items
+    assert len(raw) == 1 and raw[0].compression == "c0"
     test_only = index_dataset("ffpp", ffpp_names, split="test", compressions=["c23"])
     assert {i.split for i in test_only.items} == {"test"} and len(test_only.items) == 2
     # a missing compression is reported, not fatal

@@ -104,6 +104,12 @@ def _selected(values: Iterable[str] | None, default: list[str]) -> list[str]:
     return list(values) if values else list(default)
 
 
+def _compressions(values: Iterable[str] | None, root: Path) -> list[str]:
+    """Requested compressions (``raw`` is spelled ``c0``), default every one present."""
+    return [("c0" if c.lower() == "raw" else c.lower())
+            for c in _selected(values, _present_compressions(root))]
+
+
 def index_ffpp(root: Path, compressions: list[str] | None = None,
                methods: list[str] | None = None, dataset: str = "ffpp") -> DatasetIndex:
     """FaceForensics++: ``original_sequences/youtube`` + ``manipulated_sequences/<method>``.
@@ -114,7 +120,7 @@ def index_ffpp(root: Path, compressions: list[str] | None = None,
     """
     index = DatasetIndex()
     ids, pairs = ffpp_split_maps()
-    comps = _selected(compressions, _present_compressions(root))
+    comps = _compressions(compressions, root)
     if not comps:
         index.missing.append(f"no {{raw,c23,c40}}/videos folders under {root}")
         return index
@@ -152,7 +158,7 @@ def index_dfd(root: Path, compressions: list[str] | None = None,
     DeepFakeDetection``. DFD has no official split; every video gets split ``test`` (the paper
     uses it for cross-dataset tests). Fakes are named ``<target>_<source>__<scene>__<code>``."""
     index = DatasetIndex()
-    comps = _selected(compressions, _present_compressions(root))
+    comps = _compressions(compressions, root)
     if not comps:
         index.missing.append(f"no {{raw,c23,c40}}/videos folders under {root}")
         return index
