@@ -113,6 +113,24 @@ def make_image(path: str | Path, face: str | Path | None = None, mode: str = "RG
     return path
 
 
+def write_audio(path: str | Path, seconds: float = 0.5, rate: int = 16000) -> Path:
+    """An mp4 with one silent AAC audio stream and no video stream."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=rate)
+        stream.layout = "mono"
+        for i in range(max(1, int(seconds * rate / 1024))):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = rate, i * 1024
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
 def _png_header_only(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims ``width x height`` (a decompression-bomb style file)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -128,7 +146,7 @@ def make_bad_files(folder: str | Path, size: tuple[int, int] = (320, 240)) -> di
 
     Returns ``{case: path}`` for: ``empty`` (0-byte video), ``truncated`` (mp4 cut in half),
     ``corrupt`` (random bytes), ``unsupported_codec`` (h264 stream relabelled with an unknown
-    codec tag), ``not_a_video`` (text file named .mp4), ``truncated_readable`` (an mkv cut at
+    codec tag), ``audio_only`` (an mp4 without a video stream), ``not_a_video`` (text file named .mp4), ``truncated_readable`` (an mkv cut at
     60%: its first frames decode), ``no_face`` (background only),
     ``several_faces``, ``odd_name`` (spaces, quotes, unicode), ``gray``, ``cmyk``, ``16bit``,
     ``alpha`` images, ``huge_image`` (header claims 30000x30000) and ``bad_image``.
@@ -148,6 +166,7 @@ def make_bad_files(folder: str | Path, size: tuple[int, int] = (320, 240)) -> di
     out["corrupt"].write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
     out["unsupported_codec"] = folder / "unsupported_codec.mp4"
     out["unsupported_codec"].write_bytes(data.replace(b"avc1", b"zzz9").replace(b"avcC", b"zzzC"))
+    out["audio_only"] = write_audio(folder / "audio_only.mp4")
     out["not_a_video"] = folder / "not_a_video.mp4"
     out["not_a_video"].write_text("this is not a video\n")
     mkv = make_video(folder / "_cut.mkv", seconds=2.0, size=size).read_bytes()

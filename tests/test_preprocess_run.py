@@ -72,6 +72,15 @@ def test_ffpp_manifest_rows_labels_splits_landmarks(ffpp_root: Path, tmp_path: P
     assert summary["frames_sampled"] == summary["faces_found"] == len(samples)
     assert "manipulated_sequences/Face2Face/c23" in summary["missing"]
     assert (out / "failures.jsonl").read_text() == ""
+    # The contract with stage 1: the dataset key region from the stored landmarks covers the
+    # face's centre without spanning the whole crop.
+    from lorefd.data.keyregion import dataset_key_region, normalise_landmarks
+
+    pts = np.stack([s.load_landmarks() for s in samples])
+    region = dataset_key_region(normalise_landmarks(pts, SIZE, SIZE), margin=0.02)
+    x0, y0, x1, y1 = region.rect
+    assert 0 < x0 < 0.5 < x1 < 1 and 0 < y0 < 0.5 < y1 <= 1
+    assert 0 < len(region.patch_set(SIZE, 16)) < (SIZE // 16) ** 2
 
 
 def test_eyes_land_on_template(ffpp_root: Path, tmp_path: Path):
@@ -108,7 +117,9 @@ def test_resume_skips_done_and_redoes_interrupted(ffpp_root: Path, tmp_path: Pat
     done[0].unlink()
     (victim / ".000001.jpg.abc.tmp").write_bytes(b"partial")
     (victim / "999999.jpg").write_bytes(b"stale")
+    (out / ".manifest.csv.xyz.tmp").write_text("half a manifest")
     assert _run(*args) == 0
+    assert not list(out.glob(".*.tmp"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["resumed"] == 4 and summary["processed"] == 1
     assert (out / "manifest.csv").read_text() == first
@@ -166,12 +177,13 @@ def test_bad_inputs_are_logged_skips(bad_root: tuple[Path, dict[str, Path]], tmp
     failures = {Path(f["path"]).name: f for f in map(
         json.loads, (out / "failures.jsonl").read_text().splitlines())}
     expect_failed = ["empty", "truncated", "corrupt", "unsupported_codec", "not_a_video",
-                     "huge_image", "bad_image"]
+                     "audio_only", "huge_image", "bad_image"]
     for case in expect_failed:
         f = failures[bad[case].name]
         assert f["status"] == "failed" and f["reason"], case
     assert "empty" in failures[bad["empty"].name]["reason"]
     assert "codec" in failures[bad["unsupported_codec"].name]["reason"]
+    assert "no video stream" in failures[bad["audio_only"].name]["reason"]
     assert "pixels" in failures[bad["huge_image"].name]["reason"]
     assert failures[bad["no_face"].name]["status"] == "no_face"
     produced = {s.video_id.split("/")[-1] for s in load_samples(out)}

@@ -101,6 +101,8 @@ def test_ffpp_adapter_labels_splits_ids(ffpp_names: Path):
     # default: every compression present (raw is called c0)
     comps = {i.compression for i in index_dataset("ffpp", ffpp_names).items}
     assert comps == {"c0", "c23"}
+    raw = index_dataset("ffpp", ffpp_names, compressions=["raw"]).items
+    assert len(raw) == 1 and raw[0].compression == "c0"
     test_only = index_dataset("ffpp", ffpp_names, split="test", compressions=["c23"])
     assert {i.split for i in test_only.items} == {"test"} and len(test_only.items) == 2
     # a missing compression is reported, not fatal
@@ -148,6 +150,9 @@ def test_folder_adapter_any_depth(tmp_path: Path):
     assert by_id["fake/w"].label == 1 and by_id["fake/w"].split == ""
     assert [i.video_id for i in index_dataset("folder", tmp_path, split="val").items] == [
         "val/real/y"]
+    _touch(tmp_path, "val/real/y.avi")  # same stem, another container: ids stay unique
+    ids = [i.video_id for i in index_dataset("folder", tmp_path, split="val").items]
+    assert sorted(ids) == ["val/real/y.avi", "val/real/y.mp4"]
 
 
 def test_missing_root_and_unknown_layout(tmp_path: Path):
@@ -164,3 +169,52 @@ def test_safe_relpath_odd_names():
     assert odd.parts[0] == "real" and all(c.isascii() for c in str(odd))
     assert safe_relpath("real/a b") != safe_relpath("real/a_b")
     assert ".." not in safe_relpath("../x").parts
+
+
+def test_retinaface_backend_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from lorefd.data.landmarks import LandmarkBackendError
+    from lorefd.data.preprocess import retinaface
+
+    with pytest.raises(LandmarkBackendError, match="not found"):
+        retinaface.resolve_weights(tmp_path / "missing.pth")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    monkeypatch.setenv(retinaface.ENV_WEIGHTS, str(weights))
+    assert retinaface.resolve_weights() == weights
+    try:
+        import facexlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(LandmarkBackendError, match="facexlib"):
+            retinaface.RetinaFaceBackend()
+
+
+def test_cli_retinaface_without_backend_exits_2(tmp_path: Path):
+    pytest.importorskip("dlib")
+    try:
+        import facexlib  # noqa: F401
+        pytest.skip("facexlib installed")
+    except ImportError:
+        pass
+    from lorefd.cli import main
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "x.png").write_bytes(b"x")
+    assert main(["preprocess", "folder", str(tmp_path), "--out", str(tmp_path / "o"),
+                 "--detector", "retinaface", "--no-progress"]) == 2
+
+
+def test_finder_small_face_in_large_frame_and_tracking():
+    """A face too small for the 640-px detection copy is found by the retry; later frames are
+    found through the tracked region."""
+    pytest.importorskip("dlib")
+    from media import render_frames, stills
+
+    from lorefd.data.preprocess.faces import FaceFinder, make_backend
+
+    frames = render_frames(stills(1, 4), 3, (1920, 1080), motion=True, face_frac=0.16)
+    finder = FaceFinder(make_backend("dlib"), detect_side=640)
+    found = [finder.find(f) for f in frames]
+    assert all(face is not None for face, _ in found)
+    assert [n for _, n in found][1:] == [1, 1]  # tracked, no full-frame pass
+    assert FaceFinder(make_backend("dlib"), detect_side=640, track_face_side=0).find(
+        frames[0])[0] is not None

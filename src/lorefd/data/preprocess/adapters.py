@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -103,6 +104,12 @@ def _selected(values: Iterable[str] | None, default: list[str]) -> list[str]:
     return list(values) if values else list(default)
 
 
+def _compressions(values: Iterable[str] | None, root: Path) -> list[str]:
+    """Requested compressions (``raw`` is spelled ``c0``), default every one present."""
+    return [("c0" if c.lower() == "raw" else c.lower())
+            for c in _selected(values, _present_compressions(root))]
+
+
 def index_ffpp(root: Path, compressions: list[str] | None = None,
                methods: list[str] | None = None, dataset: str = "ffpp") -> DatasetIndex:
     """FaceForensics++: ``original_sequences/youtube`` + ``manipulated_sequences/<method>``.
@@ -113,7 +120,7 @@ def index_ffpp(root: Path, compressions: list[str] | None = None,
     """
     index = DatasetIndex()
     ids, pairs = ffpp_split_maps()
-    comps = _selected(compressions, _present_compressions(root))
+    comps = _compressions(compressions, root)
     if not comps:
         index.missing.append(f"no {{raw,c23,c40}}/videos folders under {root}")
         return index
@@ -151,7 +158,7 @@ def index_dfd(root: Path, compressions: list[str] | None = None,
     DeepFakeDetection``. DFD has no official split; every video gets split ``test`` (the paper
     uses it for cross-dataset tests). Fakes are named ``<target>_<source>__<scene>__<code>``."""
     index = DatasetIndex()
-    comps = _selected(compressions, _present_compressions(root))
+    comps = _compressions(compressions, root)
     if not comps:
         index.missing.append(f"no {{raw,c23,c40}}/videos folders under {root}")
         return index
@@ -247,6 +254,14 @@ def index_folder(root: Path, compressions: list[str] | None = None,
     return index
 
 
+def _unique_video_ids(items: list[MediaItem], root: Path) -> None:
+    """``x.mp4`` and ``x.avi`` side by side would share ``video_id`` ``x``: keep the suffix."""
+    counts = Counter(i.video_id for i in items)
+    for item in items:
+        if counts[item.video_id] > 1:
+            item.video_id = item.path.relative_to(root).as_posix()
+
+
 ADAPTERS: dict[str, Callable[..., DatasetIndex]] = {
     "ffpp": index_ffpp, "dfd": index_dfd, "celebdf": index_celebdf, "folder": index_folder,
 }
@@ -262,6 +277,11 @@ def index_dataset(kind: str, root: str | Path, split: str = "all",
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root is not a folder: {root}")
     index = ADAPTERS[kind](root, compressions=compressions, methods=methods)
+    _unique_video_ids(index.items, root)
     if split != "all":
+        present = sorted({i.split or "none" for i in index.items})
         index.items = [i for i in index.items if i.split == split]
+        if not index.items and present:
+            index.missing.append(f"no video in split {split!r} (splits present: "
+                                 f"{', '.join(present)})")
     return index

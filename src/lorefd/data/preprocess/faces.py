@@ -1,7 +1,7 @@
 """Finding one face per frame: full-frame detection once, then a cheap tracked region.
 
 The first frame of a video (and any frame where tracking is lost) runs the detector on a copy
-downscaled to ``detect_side``; later frames run it only on a region around the previous box,
+downscaled to ``detect_side`` (then at twice that side if no face is found); later frames run it only on a region around the previous box,
 scaled so the face is about ``track_face_side`` pixels (dlib's HOG window is 80 px). The 68
 landmarks are always predicted on the full-resolution frame.
 """
@@ -103,6 +103,10 @@ class FaceFinder:
                 self.previous = face.box
                 return face, 1
         faces = self.backend.detect(rgb, max_side=self.detect_side)
+        if not faces and self.detect_side and max(rgb.shape[:2]) > self.detect_side:
+            # Faces too small for the downscaled copy (dlib's window is 80 px): one retry at
+            # twice the side. Tracking makes this rare (first frame, lost face).
+            faces = self.backend.detect(rgb, max_side=2 * self.detect_side)
         if not faces:
             return None, 0
         face = nearest_face(faces, self.previous)

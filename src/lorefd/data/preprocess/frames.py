@@ -79,8 +79,8 @@ def probe_video(path: str | Path) -> VideoInfo:
             stream = container.streams.video[0]
             ctx = stream.codec_context
             if ctx is None:
-                tag = getattr(stream, "codec_tag", "") or "unknown"
-                raise VideoError(f"unsupported codec (tag {tag!r})")
+                raise VideoError(f"unsupported codec: no decoder for the video stream "
+                                 f"({container.format.name})")
             fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
             frames = int(stream.frames or 0)
             width, height, codec = ctx.width, ctx.height, ctx.name

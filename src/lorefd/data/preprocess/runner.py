@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
+import multiprocessing.context
 import re
 import shutil
 import time
@@ -63,7 +65,8 @@ class PreprocessOptions:
 
     def fingerprint(self) -> dict[str, Any]:
         """The options a finished video's outputs depend on (a change redoes the video)."""
-        keys = ["frames", "every", "size", "margin", "image_format", "quality", "detector"]
+        keys = ["frames", "every", "size", "margin", "image_format", "quality", "detector",
+                "detect_side", "track_face_side"]
         return {"version": FORMAT_VERSION, **{k: getattr(self, k) for k in keys}}
 
 
@@ -153,28 +156,38 @@ def load_done(unit_dir: Path, item: MediaItem, opts: PreprocessOptions) -> dict 
 
 # ------------------------------------------------------------------------------ one video
 
-_FINDER: FaceFinder | None = None
+_FINDERS: dict[tuple, FaceFinder] = {}
 
 
 def _finder(opts: PreprocessOptions) -> FaceFinder:
-    global _FINDER
-    if _FINDER is None:
+    """This process's face finder for ``opts`` (built once: loading models is slow)."""
+    key = (opts.detector, opts.retinaface_weights, opts.detect_side, opts.track_face_side)
+    if key not in _FINDERS:
         backend = make_backend(opts.detector, opts.retinaface_weights)
-        _FINDER = FaceFinder(backend, detect_side=opts.detect_side,
-                             track_face_side=opts.track_face_side)
-    return _FINDER
+        _FINDERS.clear()
+        _FINDERS[key] = FaceFinder(backend, detect_side=opts.detect_side,
+                                   track_face_side=opts.track_face_side)
+    return _FINDERS[key]
 
 
 def _init_worker(opts: PreprocessOptions) -> None:
-    """Process-pool initializer: one thread per process, detector built once."""
+    """Process-pool initializer: one OpenCV/torch thread per process, detector built once."""
     cv2.setNumThreads(1)
-    try:
+    if opts.detector == "retinaface":
         import torch
 
         torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
     _finder(opts)
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` where available: forking a parent that already ran threaded codecs
+    (PyAV/x264, OpenMP) can deadlock its children; the server imports lorefd once."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["lorefd.data.preprocess.runner"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _frames_of(item: MediaItem, opts: PreprocessOptions, stats: dict, warnings: list[str]):
@@ -287,8 +300,8 @@ def _run_items(items: list[MediaItem], out: Path, opts: PreprocessOptions) -> li
                 _log_record(records[-1])
                 bar.update()
         else:
-            with ProcessPoolExecutor(max_workers=opts.workers, initializer=_init_worker,
-                                     initargs=(opts,)) as pool:
+            with ProcessPoolExecutor(max_workers=opts.workers, mp_context=pool_context(),
+                                     initializer=_init_worker, initargs=(opts,)) as pool:
                 futures = [pool.submit(process_item, item, out, opts) for item in items]
                 for fut in as_completed(futures):
                     records.append(fut.result())
@@ -321,6 +334,8 @@ def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: Preproces
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".*.tmp"):  # a manifest/summary temp file from a killed run
+        stale.unlink(missing_ok=True)
     index: DatasetIndex = index_dataset(kind, root, split, compressions, methods)
     for note in index.missing:
         log.warning("missing: %s", note)
@@ -338,6 +353,8 @@ def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: Preproces
             finished[item.video_id] = record
     if finished:
         log.info("resume: %d already done, %d to do", len(finished), len(todo))
+    if todo:
+        _finder(opts)  # a missing backend or weights fails here, once, with a clear message
     t_run = time.perf_counter()
     for record in _run_items(todo, out, opts):
         finished[record["video_id"]] = record
