@@ -82,9 +82,12 @@ def build_train_dataset(cfg: Config, samples: list[Sample]) -> Dataset:
     from lorefd.data.synth.dataset import SynthDataset, SynthFaceItems
 
     reals = [s for s in samples if s.label == REAL]
+    fakes = len(samples) - len(reals)
+    # synth: as many distinct items as an epoch draws (x4), so repeats within an epoch are rare
+    length = 4 * cfg.train.iters_per_epoch * cfg.train.batch_size if mode == "synth" else fakes
     synth = SynthFaceItems(SynthDataset.from_config(
         reals, cfg.synth, seed=cfg.train.seed, image_size=cfg.data.image_size,
-        fake_ratio=None if mode == "synth" else 1.0), augment=cfg.data.augment)
+        fake_ratio=None if mode == "synth" else 1.0), augment=cfg.data.augment, length=length)
     if mode == "synth":
         return synth
     return _Concat([faces, synth])

@@ -250,14 +250,19 @@ class SynthFaceItems(Dataset):
     ``augment`` a horizontal flip (landmarks mirrored) is drawn from the item's own seed.
     """
 
-    def __init__(self, synth: SynthDataset, augment: bool = False) -> None:
+    def __init__(self, synth: SynthDataset, augment: bool = False,
+                 length: int | None = None) -> None:
         if synth.image_size is None:
             raise ValueError("SynthFaceItems needs a SynthDataset with image_size set")
         self.synth = synth
         self.augment = augment
+        # Item j is made from real j % n with its own random draw (SynthDataset keys the rng by
+        # j), so a length above n gives distinct fakes of each real within one epoch: drawing
+        # the same index twice would show the network the very same fake again (memorisable).
+        self.length = max(len(synth), int(length or 0))
 
     def __len__(self) -> int:
-        return len(self.synth)
+        return self.length
 
     @property
     def samples(self) -> list[Sample]:
