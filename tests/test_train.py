@@ -90,8 +90,9 @@ def test_bad_inputs_fail_before_training(data, tmp_path):
         train(cfg, data["train"], [], data["mae"], tmp_path / "r4")
     with pytest.raises(CheckpointError, match="not found"):
         train(cfg, data["train"], None, tmp_path / "nomae", tmp_path / "r5")
-    with pytest.raises(NotImplementedError, match="synthesised fakes"):
-        train(tiny_config("train.fakes=synth"), data["train"], None, data["mae"], tmp_path / "r6")
+    fakes_only = [s for s in data["train"] if s.label == 1]
+    with pytest.raises(ManifestError, match="needs real faces"):
+        train(tiny_config("train.fakes=synth"), fakes_only, None, data["mae"], tmp_path / "r6")
     (tmp_path / "r7" / "last").mkdir(parents=True)
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, data["train"], None, data["mae"], tmp_path / "r7")
