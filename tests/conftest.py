@@ -18,3 +18,14 @@ ASSETS = Path(__file__).resolve().parents[1] / "src" / "lorefd" / "assets"
 def faces_manifest() -> Path:
     """The bundled 160 real FFHQ faces with landmarks (no ../shared needed)."""
     return ASSETS / "faces" / "manifest.csv"
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_handlers():
+    """`lorefd.cli.main()` attaches a log handler; drop it after each test."""
+    import logging
+
+    logger = logging.getLogger("lorefd")
+    before = list(logger.handlers)
+    yield
+    logger.handlers[:] = before

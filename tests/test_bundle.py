@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +22,6 @@ from lorefd.models.bundle import (
     read_manifest,
 )
 from lorefd.models.detectors import load_detector
-
-
-@pytest.fixture(autouse=True)
-def _keep_log_handlers() -> Iterator[None]:
-    """`main()` attaches a handler to the (captured) stderr; drop it after each test."""
-    logger = logging.getLogger("lorefd")
-    before = list(logger.handlers)
-    yield
-    logger.handlers[:] = before
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -23,15 +21,6 @@ from lorefd.data.preprocess.adapters import MediaItem
 from lorefd.data.preprocess.runner import PreprocessOptions, process_item
 from lorefd.engines.detect import STATUSES, detect_paths
 from lorefd.models.bundle import export_bundle, load_bundle
-
-
-@pytest.fixture(autouse=True)
-def _keep_log_handlers() -> Iterator[None]:
-    """`main()` attaches a handler to the (captured) stderr; drop it after each test."""
-    logger = logging.getLogger("lorefd")
-    before = list(logger.handlers)
-    yield
-    logger.handlers[:] = before
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,12 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("lorefd")
 
@@ -42,6 +44,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 
 def seed_everything(seed: int) -> None:
+    import torch  # lazily: preprocessing workers never need torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -86,6 +90,8 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def pick_device(name: str | None = None) -> torch.device:
+    import torch
+
     if name:
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError(f"--device {name} asked for, but CUDA is not available")

@@ -31,11 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
+    from lorefd.checkpoint import CheckpointError
+    from lorefd.config import ConfigError
+    from lorefd.data.manifest import ManifestError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ManifestError, CheckpointError, ConfigError, FileNotFoundError,
+            FileExistsError) as exc:  # the user's input, not a bug: no traceback
+        print(f"lorefd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lorefd.cli.pretrain import add_config_args
+from lorefd.cli.common import add_config_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -12,14 +12,9 @@ import os
 import sys
 from pathlib import Path
 
+from lorefd.cli.common import add_config_args
+
 log = logging.getLogger("lorefd")
-
-
-def add_config_args(p: argparse.ArgumentParser, default: str | None = "paper") -> None:
-    p.add_argument("--config", default=default,
-                   help="YAML file or bundled name (paper, tiny); default: %(default)s")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set pretrain.max_steps=100)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lorefd.cli.train import add_config_args
+from lorefd.cli.common import add_config_args
 
 PROTOCOLS = ["in-dataset", "cross-manipulation", "gid", "cross-dataset", "ablation"]
 

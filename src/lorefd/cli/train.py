@@ -11,12 +11,7 @@ import argparse
 import os
 import sys
 
-
-def add_config_args(p: argparse.ArgumentParser, default: str | None = "paper") -> None:
-    p.add_argument("--config", default=default,
-                   help="YAML file or bundled name (paper, tiny); default: %(default)s")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override, repeatable (e.g. --set train.epochs=5)")
+from lorefd.cli.common import add_config_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:

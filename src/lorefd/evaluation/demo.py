@@ -47,6 +47,7 @@ BUNDLED_FACES = Path(__file__).resolve().parents[1] / "assets" / "faces"
 # The baseline first: offline there are no ImageNet weights, so the method's frozen feature
 # extractor starts from the trained baseline (Section III-C asks for a pretrained extractor).
 DETECTORS = ("xception", "lre")
+DEMO_MARGIN = 0.1
 LABELS = {"lre": "LRE (ours, Eq. 2 attention)", "xception": "Xception baseline"}
 
 # --quick: the same pipeline, small enough for the test suite (well under 2 minutes).
@@ -128,8 +129,10 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
     clock = Stopwatch()
     t_start = time.perf_counter()
 
-    # 1. align like `lorefd preprocess` (crops stored at 2x the model size for the figures)
-    opts = PreprocessOptions(size=2 * cfg.data.image_size, progress=False)
+    # 1. align like `lorefd preprocess` (crops stored at 2x the model size for the figures).
+    # The bundled faces are tight FFHQ crops: a 0.1 margin keeps the aligned crop inside them
+    # (the default 0.25 would pad black borders). The bundle records both for `detect`.
+    opts = PreprocessOptions(size=2 * cfg.data.image_size, margin=DEMO_MARGIN, progress=False)
     clock.run("preprocess (dlib landmarks + alignment)",
               lambda: run_preprocess("folder", faces, out / "faces", opts))
     from lorefd.data.manifest import read_manifest
@@ -177,7 +180,8 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
                        device=device or "cpu"),
         roc_figure({n: out / n / "eval" for n in DETECTORS}, fig_dir / "roc.png")))
     bundle = out / "model.lorefd"
-    clock.run("export bundle", lambda: export_bundle(out / "lre", bundle))
+    clock.run("export bundle", lambda: export_bundle(
+        out / "lre", bundle, preprocess={"size": opts.size, "margin": opts.margin}))
     detections = clock.run("detect with heatmaps", lambda: detect_paths(
         [test_reals[0], test_fakes[0]], bundle, heatmap_dir=fig_dir / "heatmaps", device=device))
 
