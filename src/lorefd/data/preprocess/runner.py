@@ -120,7 +120,9 @@ def safe_relpath(video_id: str) -> Path:
 
 def write_image_atomic(path: Path, rgb: np.ndarray, quality: int = 95) -> None:
     """PNG or JPEG (by suffix) through a temporary file."""
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.suffix == ".jpg" else []
+    # PNG level 1: ~2x faster to write than OpenCV's default 3, a few % larger, same pixels
+    params = ([cv2.IMWRITE_JPEG_QUALITY, int(quality)] if path.suffix == ".jpg"
+              else [cv2.IMWRITE_PNG_COMPRESSION, 1])
     ok, buf = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise OSError(f"could not encode {path.name}")
@@ -204,7 +206,9 @@ def _frames_of(item: MediaItem, opts: PreprocessOptions, stats: dict, warnings: 
     if not opts.every and info.frames < opts.frames:
         stats["short"] = True
         warnings.append(f"only {info.frames} frames (< --frames {opts.frames}): keeping all")
-    yield from read_frames(item.path, indices, threads=opts.decode_threads)
+    # with several worker processes, one decoder thread each avoids oversubscribing the cores
+    threads = opts.decode_threads or (1 if opts.workers > 1 else 0)
+    yield from read_frames(item.path, indices, threads=threads)
 
 
 def process_item(item: MediaItem, out: str | Path, opts: PreprocessOptions) -> dict:
