@@ -27,7 +27,7 @@ import numpy as np
 
 from lorefd.config import Config, load_config
 from lorefd.data.images import load_rgb
-from lorefd.data.manifest import REAL, Sample, write_manifest
+from lorefd.data.manifest import REAL, Sample, read_manifest, write_manifest
 from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
 from lorefd.data.synth.fakeset import write_fake_set
@@ -101,8 +101,6 @@ def jpeg_reals(samples: list[Sample], out: Path, quality: int) -> list[Sample]:
 def held_out_set(reals: list[Sample], out: Path, seed: int, quality: int = 90) -> list[Sample]:
     """The reals of held-out identities plus one fixed synthesised fake of each (kinds in turn)."""
     summary = write_fake_set(reals, out / "fakes", per_image=1, seed=seed, jpeg=quality)
-    from lorefd.data.manifest import read_manifest
-
     fakes = read_manifest(out / "fakes" / "manifest.csv")
     for f in fakes:  # a fake is its own "video", never grouped with the real it came from
         f.video_id = f"{f.method}:{f.video_id}"
@@ -135,8 +133,6 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
     opts = PreprocessOptions(size=2 * cfg.data.image_size, margin=DEMO_MARGIN, progress=False)
     clock.run("preprocess (dlib landmarks + alignment)",
               lambda: run_preprocess("folder", faces, out / "faces", opts))
-    from lorefd.data.manifest import read_manifest
-
     crops = [s for s in read_manifest(out / "faces" / "manifest.csv") if s.label == REAL]
     if quick:
         crops = crops[:48]
@@ -161,8 +157,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
         extra = [f"detector.name={name}", "train.fakes=synth"]
         if name == "lre":
             extra.append(f"detector.extractor_weights={out / 'xception' / 'best'}")
-        dcfg = load_config("demo", (QUICK_OVERRIDES if quick else []) + list(overrides or [])
-                           + extra)
+        dcfg = demo_config(quick, list(overrides or []) + extra)
         runs[name] = clock.run(f"stage 2: train {name}", lambda dcfg=dcfg, name=name: train(
             dcfg, splits["train"], val, out / "stage1", out / name, device=device))
         metrics[name] = clock.run(f"evaluate {name}", lambda name=name: evaluate(
