@@ -69,6 +69,18 @@ class Bundle:
         return self.manifest["preprocess"]
 
 
+SHIPPED_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "model" / "default.lorefd"
+
+
+def shipped_bundle() -> Path | None:
+    """The trained model shipped in the package (``assets/model/default.lorefd``), if present.
+
+    ``lorefd detect`` (and the other commands that read a detector) use it when no
+    ``--model`` is given; its model card is ``assets/model/MODEL.md``.
+    """
+    return SHIPPED_BUNDLE if SHIPPED_BUNDLE.is_file() else None
+
+
 # ------------------------------------------------------------------------------ file level
 def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     """The safetensors JSON header and the byte offset where tensor data starts."""
@@ -277,4 +289,4 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
 
 __all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "default_preprocess",
            "export_bundle", "load_bundle", "read_manifest",
-           "resolve_detector_checkpoint", "write_bundle"]
+           "resolve_detector_checkpoint", "shipped_bundle", "write_bundle"]
