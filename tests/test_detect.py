@@ -65,19 +65,19 @@ def check_schema(report: dict) -> None:
     assert set(report["summary"]) == {"inputs", "seconds", *STATUSES}
     assert report["summary"]["inputs"] == len(report["results"])
     for r in report["results"]:
-        assert set(r) == {"path", "type", "status", "message", "score", "verdict", "faces",
+        assert set(r) == {"path", "type", "status", "message", "p_fake", "verdict", "faces",
                           "frames", "heatmap", "seconds"}
         assert r["type"] in ("image", "video", None)
         assert r["status"] in STATUSES and isinstance(r["message"], str)
         if r["status"] == "ok":
-            assert 0.0 <= r["score"] <= 1.0 and r["faces"]
-            assert r["verdict"] == ("fake" if r["score"] >= report["threshold"] else "real")
+            assert 0.0 <= r["p_fake"] <= 1.0 and r["faces"]
+            assert r["verdict"] == ("fake" if r["p_fake"] >= report["threshold"] else "real")
         else:
-            assert r["score"] is None and r["verdict"] is None and r["faces"] == []
+            assert r["p_fake"] is None and r["verdict"] is None and r["faces"] == []
             assert r["message"]
         for f in r["faces"]:
-            assert set(f) == {"box", "score", "frame_index"} and len(f["box"]) == 4
-            assert 0.0 <= f["score"] <= 1.0
+            assert set(f) == {"box", "p_fake", "frame_index"} and len(f["box"]) == 4
+            assert 0.0 <= f["p_fake"] <= 1.0
             assert (f["frame_index"] is None) == (r["type"] == "image")
         if r["type"] == "video" and r["frames"] is not None:
             assert {"count", "mean", "share_above_threshold", "sampled", "decoded", "total",
@@ -98,7 +98,7 @@ def test_image_with_heatmap(bundle: Path, face_image: Path, work: Path) -> None:
     check_schema(report)
     (r,) = report["results"]
     assert (r["type"], r["status"], len(r["faces"])) == ("image", "ok", 1)
-    assert r["score"] == r["faces"][0]["score"]
+    assert r["p_fake"] == r["faces"][0]["p_fake"]
     x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
     assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 288
     assert r["heatmap"] == str(heat / "face_heatmap.png")
@@ -122,7 +122,7 @@ def test_scores_match_the_training_crops(bundle: Path, face_image: Path, video: 
         crops = torch.stack([to_tensor(resize_square(load_rgb(tmp_path / "pre" / row["path"]), 64))
                              for row in rec["rows"]])
         expected = det.predict_proba(crops).numpy()
-        got = np.array([f["score"] for f in r["faces"]])
+        got = np.array([f["p_fake"] for f in r["faces"]])
         assert len(got) == len(expected)
         np.testing.assert_allclose(got, expected, atol=1e-5)
         if r["type"] == "video":
@@ -140,7 +140,7 @@ def test_image_without_a_face_is_not_an_error(bundle: Path, no_face_image: Path,
     report = json.loads(out.read_text())
     check_schema(report)
     (r,) = report["results"]
-    assert (r["status"], r["score"], r["verdict"], r["heatmap"]) == ("no face", None, None, None)
+    assert (r["status"], r["p_fake"], r["verdict"], r["heatmap"]) == ("no face", None, None, None)
 
 
 def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None:
@@ -151,9 +151,9 @@ def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None
     assert (r["type"], r["status"]) == ("video", "ok")
     fr = r["frames"]
     assert (fr["total"], fr["sampled"], fr["decoded"], fr["count"]) == (12, 8, 8, 8)
-    scores = np.array([f["score"] for f in r["faces"]])
+    scores = np.array([f["p_fake"] for f in r["faces"]])
     assert [f["frame_index"] for f in r["faces"]] == [0, 2, 3, 5, 6, 8, 9, 11]
-    assert fr["mean"] == pytest.approx(scores.mean(), abs=1e-6) and r["score"] == fr["mean"]
+    assert fr["mean"] == pytest.approx(scores.mean(), abs=1e-6) and r["p_fake"] == fr["mean"]
     assert fr["share_above_threshold"] == pytest.approx((scores >= report["threshold"]).mean())
     frames = decode(Path(r["heatmap"]))
     assert r["heatmap"].endswith("clip_heatmap.mp4") and len(frames) == 8
@@ -216,7 +216,7 @@ def test_several_faces_and_threshold(bundle: Path, work: Path) -> None:
     report = detect_paths([path], bundle, threshold=0.0)
     (r,) = report["results"]
     assert r["status"] == "ok" and len(r["faces"]) == 2
-    assert r["score"] == max(f["score"] for f in r["faces"])
+    assert r["p_fake"] == max(f["p_fake"] for f in r["faces"])
     assert r["verdict"] == "fake" and report["threshold"] == 0.0
     assert "2 faces" in r["message"]
 

@@ -23,32 +23,9 @@ the bundle, so a face is cropped exactly as in training):
 
 Bad inputs never stop a run: each file gets a ``status``.
 
-JSON report (``json_path``; also the return value)::
-
-    {
-      "lorefd_version": "0.1.0",
-      "model": {"path", "detector", "image_size", "bundle_version", "lorefd_version" (export),
-                "created", "payload_sha256", "threshold_source", "preprocess": {...}},
-      "threshold": 0.5,
-      "heatmap_dir": str | null,
-      "summary": {"inputs", "ok", "no face", "unreadable", "unsupported", "no frames", "error",
-                  "seconds"},
-      "results": [{
-        "path": str,
-        "type": "image" | "video" | null,          # null: not an image or video
-        "status": "ok" | "no face" | "unreadable" | "unsupported" | "no frames" | "error",
-        "message": str,                             # reason / warnings, "" when none
-        "score": float | null,                      # P(fake): image max over faces, video mean
-        "verdict": "fake" | "real" | null,
-        "faces": [{"box": [x0, y0, x1, y1], "score": float,
-                   "frame_index": int | null}],     # images: one per face (frame_index null);
-                                                    # videos: one per frame with a face
-        "frames": {"count", "mean", "share_above_threshold", "sampled", "decoded",
-                   "total", "fps"} | null,          # videos only; count = frames scored
-        "heatmap": str | null,                      # PNG (image) or MP4 (video)
-        "seconds": float
-      }]
-    }
+JSON report (``json_path``; also the return value): the schema of
+:mod:`lorefd.engines.report_schema`, shared with ``lorefd serve`` (the score is
+``p_fake``; a non-finite score is an ``error`` status, never a verdict).
 """
 
 from __future__ import annotations
@@ -58,7 +35,6 @@ import logging
 import os
 import shutil
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,24 +44,36 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lorefd import __version__
 from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.images import ImageLoadError, is_image, is_video, load_rgb
 from lorefd.data.landmarks import Face, LandmarkBackendError
 from lorefd.data.preprocess.align import align_face
 from lorefd.data.preprocess.faces import FaceBackend, FaceFinder, make_backend
 from lorefd.data.preprocess.frames import VideoError, probe_video, read_frames, sample_indices
+from lorefd.engines import report_schema as schema
+from lorefd.engines.report_schema import (
+    ERROR,
+    NO_FACE,
+    NO_FRAMES,
+    OK,
+    SCORE,
+    STATUSES,
+    UNREADABLE,
+    UNSUPPORTED,
+    face_entry,
+    file_result,
+    nonfinite_error,
+    verdict,
+)
 from lorefd.models.bundle import Bundle, load_bundle
 from lorefd.models.detectors import Detector
-from lorefd.utils import atomic_path, atomic_write_json, pick_device
+from lorefd.utils import atomic_path, pick_device
 
 log = logging.getLogger("lorefd")
 
-OK, NO_FACE, UNREADABLE, UNSUPPORTED, NO_FRAMES, ERROR = (
-    "ok", "no face", "unreadable", "unsupported", "no frames", "error")
-STATUSES = [OK, NO_FACE, UNREADABLE, UNSUPPORTED, NO_FRAMES, ERROR]
 VIDEO_FPS = 4
 VIDEO_MAX_SIDE = 1280  # heatmap MP4 frames are downscaled to this longer side (memory, size)
+IMAGE_MAX_SIDE = 2048  # image heatmaps are drawn on a copy at most this large (memory)
 # A second, third... face in an image must reach this face-detector score (dlib: HOG margin;
 # RetinaFace: probability); the largest face is always scored.
 EXTRA_FACE_MIN_SCORE = {"dlib": 0.3, "retinaface": 0.8}
@@ -375,17 +363,11 @@ class Context:
 
 
 def _result(item: InputFile, kind: str | None) -> dict[str, Any]:
-    return {"path": str(item.path), "type": kind, "status": OK, "message": "", "score": None,
-            "verdict": None, "faces": [], "frames": None, "heatmap": None, "seconds": 0.0}
+    return file_result(str(item.path), kind)
 
 
 def _face_entry(c: FaceCrop) -> dict[str, Any]:
-    return {"box": [round(v, 1) for v in c.box], "score": round(c.score, 6),
-            "frame_index": c.frame_index}
-
-
-def _verdict(score: float, threshold: float) -> str:
-    return "fake" if score >= threshold else "real"
+    return face_entry(c.box, c.score, c.frame_index)
 
 
 def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
@@ -404,15 +386,21 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
     crops = [ctx.faces.crop(rgb, f) for f in faces]
     score_crops(ctx.bundle.detector, crops, ctx.device, ctx.batch_size,
                 ctx.faces.crop_size if ctx.heatmaps is not None else None)
+    bad = nonfinite_error(c.score for c in crops)
+    if bad:
+        res.update(status=ERROR, message=bad)
+        return res
     score = max(c.score for c in crops)
-    res.update(score=round(score, 6), verdict=_verdict(score, ctx.threshold),
-               faces=[_face_entry(c) for c in crops])
+    res.update({SCORE: round(score, 6), "verdict": verdict(score, ctx.threshold),
+                "faces": [_face_entry(c) for c in crops]})
     if len(crops) > 1:
         notes.append(f"{len(crops)} faces: file score is the highest")
     if ctx.heatmaps is not None:
         out = ctx.heatmaps(item, ".png")
         note = ctx.heat_note(crops)
-        write_png(out, render_overlay(rgb, crops, ctx.threshold, note))
+        small, factor = _shrink(rgb, IMAGE_MAX_SIDE)  # a 9000 px photo is drawn at 2048 px
+        drawn = [c.scaled(factor) for c in crops] if factor != 1.0 else crops
+        write_png(out, render_overlay(small, drawn, ctx.threshold, note))
         res["heatmap"] = str(out)
         if note:
             notes.append(note)
@@ -483,12 +471,16 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
         notes.append(f"several faces in {multi} frame(s): scored the tracked (largest) one")
     score_crops(ctx.bundle.detector, crops, ctx.device, ctx.batch_size,
                 ctx.faces.crop_size if ctx.heatmaps is not None else None)
+    bad = nonfinite_error(c.score for c in crops)
+    if bad:
+        res.update(status=ERROR, message=bad, faces=[])
+        return res
     scores = np.array([c.score for c in crops])
     mean = float(scores.mean())
     frames.update(mean=round(mean, 6),
                   share_above_threshold=round(float((scores >= ctx.threshold).mean()), 6))
-    res.update(score=round(mean, 6), verdict=_verdict(mean, ctx.threshold),
-               faces=[_face_entry(c) for c in crops])
+    res.update({SCORE: round(mean, 6), "verdict": verdict(mean, ctx.threshold),
+                "faces": [_face_entry(c) for c in crops]})
     if ctx.heatmaps is not None:
         by_frame = {c.frame_index: c for c in crops}
         heat_note = ctx.heat_note(crops)
@@ -539,11 +531,7 @@ def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ the run
 def model_info(bundle: Bundle) -> dict[str, Any]:
-    m = bundle.manifest
-    return {"path": str(bundle.path), "detector": m["detector"], "image_size": m["image_size"],
-            "bundle_version": m["bundle_version"], "lorefd_version": m.get("lorefd_version"),
-            "created": m.get("created"), "payload_sha256": m.get("payload_sha256"),
-            "threshold_source": m["threshold"]["source"], "preprocess": m["preprocess"]}
+    return schema.model_info(bundle.manifest, str(bundle.path))
 
 
 def detect_paths(paths: list[str | Path], bundle_path: str | Path,
@@ -575,18 +563,12 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path,
     for item in collect_inputs(paths):
         res = detect_file(item, ctx)
         log.info("%s: %s%s", item.path, res["status"],
-                 f" score {res['score']:.3f}" if res["score"] is not None else "")
+                 f" P(fake) {res[SCORE]:.3f}" if res[SCORE] is not None else "")
         results.append(res)
-    counts = Counter(r["status"] for r in results)
-    report = {
-        "lorefd_version": __version__, "model": model_info(bundle), "threshold": thr,
-        "heatmap_dir": None if heatmap_dir is None else str(heatmap_dir),
-        "summary": {"inputs": len(results), **{s: counts.get(s, 0) for s in STATUSES},
-                    "seconds": round(time.perf_counter() - t0, 3)},
-        "results": results,
-    }
+    report = schema.build_report(results, model_info(bundle), thr, time.perf_counter() - t0,
+                                 None if heatmap_dir is None else str(heatmap_dir))
     if json_path is not None:
-        atomic_write_json(json_path, report)
+        schema.write_json(json_path, report)
         _umask_mode(Path(json_path))
     return report
 
@@ -598,7 +580,7 @@ def processed_any(report: dict[str, Any]) -> bool:
 
 def format_table(report: dict[str, Any], width: int | None = None) -> str:
     """The printed table: path, type, faces/frames, score, verdict, status (and message)."""
-    rows = [("PATH", "TYPE", "FACES/FRAMES", "SCORE", "VERDICT", "STATUS")]
+    rows = [("PATH", "TYPE", "FACES/FRAMES", "P(FAKE)", "VERDICT", "STATUS")]
     for r in report["results"]:
         if r["type"] == "video" and r["frames"] is not None:
             ff = f"{r['frames']['count']}/{r['frames']['decoded']} fr"
@@ -608,14 +590,14 @@ def format_table(report: dict[str, Any], width: int | None = None) -> str:
             ff = "-"
         status = r["status"] + (f": {r['message']}" if r["message"] else "")
         rows.append((r["path"], r["type"] or "-", ff,
-                     "-" if r["score"] is None else f"{r['score']:.3f}", r["verdict"] or "-",
+                     "-" if r[SCORE] is None else f"{r[SCORE]:.3f}", r["verdict"] or "-",
                      status))
     width = width or shutil.get_terminal_size((200, 24)).columns
     pw = min(max(len(r[0]) for r in rows), max(20, width - 60))
     lines = []
     for r in rows:
         path = r[0] if len(r[0]) <= pw else "..." + r[0][-(pw - 3):]
-        lines.append(f"{path:<{pw}}  {r[1]:<5}  {r[2]:>12}  {r[3]:>5}  {r[4]:<7}  {r[5]}")
+        lines.append(f"{path:<{pw}}  {r[1]:<5}  {r[2]:>12}  {r[3]:>7}  {r[4]:<7}  {r[5]}")
     s = report["summary"]
     lines.append(f"{s['inputs']} input(s): " + ", ".join(
         f"{s[k]} {k}" for k in STATUSES if s[k]) + f"; threshold {report['threshold']:.3f}; "

@@ -269,5 +269,5 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
     for item in (summary.get("detect") or {}).get("results", []):
         if item.get("heatmap"):
             rep.figure(Path(item["heatmap"]), f"lorefd detect: {Path(item['path']).name}: "
-                       f"score {item.get('score', float('nan')):.3f} ({item.get('verdict')})")
+                       f"P(fake) {item.get('p_fake', float('nan')):.3f} ({item.get('verdict')})")
     rep.write(out)
