@@ -105,7 +105,16 @@ class XceptionNet(nn.Module):
         return x, feats
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body.forward_head(x)
+        """Global pool, dropout (``drop_rate``, training mode only), classifier.
+
+        Done here rather than by timm's ``forward_head``, which in some timm versions
+        computes the dropout and discards it (``detector.drop_rate`` had no effect).
+        """
+        b = self.body
+        x = b.global_pool(x)
+        if b.drop_rate:
+            x = F.dropout(x, b.drop_rate, training=self.training)
+        return b.fc(x)
 
     def forward(self, images: torch.Tensor, maps: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         x, _ = self.forward_features(images, maps)
