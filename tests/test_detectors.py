@@ -25,7 +25,7 @@ def _params(module):
 
 
 def test_registry_has_both_detectors():
-    assert {"lre", "xception"} <= set(list_detectors())
+    assert {"lre", "baseline"} <= set(list_detectors())
     with pytest.raises(KeyError, match="unknown detector"):
         create_detector("nope")
 
@@ -115,7 +115,7 @@ def test_wrong_checkpoints_are_named(mae_ckpt, tmp_path):
     big = save_tiny_mae(tmp_path / "mae128", image_size=128)
     with pytest.raises(CheckpointError, match="128 px"):
         build_detector(tiny_config(), big)
-    det = build_detector(tiny_config(), None, name="xception")
+    det = build_detector(tiny_config(), None, name="baseline")
     save_detector(tmp_path / "xc", det, tiny_config())
     with pytest.raises(CheckpointError, match="expected a stage-1 'mae'"):
         build_detector(tiny_config(), tmp_path / "xc")
@@ -124,7 +124,7 @@ def test_wrong_checkpoints_are_named(mae_ckpt, tmp_path):
 
 
 def test_baseline_has_no_attention(tmp_path):
-    det = build_detector(tiny_config(), None, name="xception").eval()
+    det = build_detector(tiny_config(), None, name="baseline").eval()
     x = torch.rand(2, 3, 64, 64)
     out = det(x)
     assert out["logits"].shape == (2,) and "attention" not in out
@@ -157,7 +157,7 @@ def test_pretrained_offline_says_so_once_and_continues(monkeypatch, caplog):
 
 def test_local_weights_from_a_trained_baseline(tmp_path):
     torch.manual_seed(1)
-    det = build_detector(tiny_config(), None, name="xception")
+    det = build_detector(tiny_config(), None, name="baseline")
     save_detector(tmp_path / "xc", det, tiny_config())
     net = xmod.create_xception(1, weights=tmp_path / "xc")
     assert torch.equal(net.body.conv1.weight, det.net.body.conv1.weight)

@@ -49,7 +49,7 @@ def test_detector_overfits_a_tiny_set(data):
     assert sum(accs[-3:]) / 3 >= 0.9, accs
 
 
-@pytest.mark.parametrize("name", ["lre", "xception"])
+@pytest.mark.parametrize("name", ["lre", "baseline"])
 def test_one_harness_for_method_and_baseline(data, tmp_path, name):
     cfg = tiny_config(f"detector.name={name}")
     s = train(cfg, data["train"], data["val"], data["mae"], tmp_path / "run")
@@ -116,15 +116,15 @@ def test_train_command(data, tmp_path, capsys):
     manifest = data["manifest"]
     sets = [a for o in TINY for a in ("--set", o)]
     base = ["train", "--config", "tiny", *sets, "--train", manifest, "--filter", "split=train"]
-    assert main([*base, "--detector", "xception", "--val", manifest, "--val-filter", "split=val",
+    assert main([*base, "--detector", "baseline", "--val", manifest, "--val-filter", "split=val",
                  "--out", str(tmp_path / "xc")]) == 0
     assert "best:" in capsys.readouterr().out
-    assert load_detector(tmp_path / "xc" / "best").name == "xception"
-    # clear errors, exit code 1, before any training
-    assert main([*base, "--out", str(tmp_path / "nomae")]) == 1
+    assert load_detector(tmp_path / "xc" / "best").name == "baseline"
+    # clear errors, exit code 2 (user errors), before any training
+    assert main([*base, "--out", str(tmp_path / "nomae")]) == 2
     assert "--mae CKPT is required" in capsys.readouterr().err
-    assert main([*base, "--detector", "xception", "--out", str(tmp_path / "xc")]) == 1
+    assert main([*base, "--detector", "baseline", "--out", str(tmp_path / "xc")]) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(["train", "--config", "tiny", "--train", manifest, "--filter", "split=nope",
-                 "--detector", "xception", "--out", str(tmp_path / "empty")]) == 1
+                 "--detector", "baseline", "--out", str(tmp_path / "empty")]) == 2
     assert "no samples" in capsys.readouterr().err

@@ -13,7 +13,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lorefd.data.images import ImageLoadError, load_rgb
-from lorefd.data.manifest import Sample
+from lorefd.data.manifest import REAL, Sample
+from lorefd.data.perturb import random_perturbation
 
 log = logging.getLogger("lorefd")
 
@@ -68,18 +69,22 @@ class FaceDataset(Dataset):
 
     Each item is a dict: ``image`` (3xSxS float in [0, 1]), ``label`` (float 0/1),
     ``landmarks`` ((68, 2) normalised to [0, 1], zeros when unknown), ``has_landmarks``,
-    ``index``. With ``augment`` a horizontal flip (landmarks mirrored) and light brightness /
+    ``index``, ``mask`` (1xSxS blend-mask target, zeros) and ``has_mask`` (True for reals,
+    whose mask is known to be empty). With ``augment`` a horizontal flip (landmarks mirrored) and light brightness /
     contrast jitter are applied. A file that fails to decode is logged and replaced by the next
     sample, so a long run never dies on one bad crop.
     """
 
-    def __init__(self, samples: list[Sample], image_size: int, augment: bool = False,
-                 seed: int = 0) -> None:
+    def __init__(self, samples: list[Sample], image_size: int, augment: bool | str = False,
+                 seed: int = 0, perturb: bool | None = None) -> None:
         if not samples:
             raise ValueError("empty dataset")
         self.samples = samples
         self.image_size = image_size
         self.augment = augment
+        # "robust": also a random DeeperForensics-style degradation (lorefd.data.perturb),
+        # reals and fakes alike; ``perturb`` alone (stage 1) degrades without flip / jitter
+        self.perturb = augment == "robust" if perturb is None else perturb
         self.seed = seed
         self.epoch = 0
         self.failures: Counter = Counter()
@@ -122,10 +127,15 @@ class FaceDataset(Dataset):
         if self.augment:
             rng = np.random.default_rng((self.seed, self.epoch, index))
             rgb, pts = self._augment(rgb, pts, rng)
+        if self.perturb:
+            rgb = random_perturbation(rgb, np.random.default_rng((self.seed, self.epoch, index, 1)))
         return {
             "image": to_tensor(rgb),
             "label": torch.tensor(float(self.samples[i].label)),
             "landmarks": torch.from_numpy(pts if pts is not None else np.zeros((68, 2), np.float32)).float(),
             "has_landmarks": torch.tensor(pts is not None),
             "index": torch.tensor(i),
+            # the blend mask target: known (empty) for reals, unknown for manifest fakes
+            "mask": torch.zeros(1, self.image_size, self.image_size),
+            "has_mask": torch.tensor(self.samples[i].label == REAL),
         }

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,22 @@ class RunLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, schedule: str = "constant"
+              ) -> Callable[[int], float]:
+    """The learning-rate factor of optimiser step ``s`` (for ``LambdaLR``): linear warm-up over
+    ``warmup_steps``, then constant (the paper) or cosine decay to 0 at ``total_steps``."""
+    warm, total = max(0, int(warmup_steps)), max(1, int(total_steps))
+
+    def factor(s: int) -> float:
+        if warm and s < warm:
+            return (s + 1) / warm
+        if schedule == "cosine":
+            t = min(1.0, (s - warm) / max(1, total - warm))
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return 1.0
+    return factor
 
 
 def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,

@@ -50,6 +50,7 @@ from lorefd.engines.common import (
     check_finite,
     cleanup_distributed,
     init_distributed,
+    lr_lambda,
     restore_training_state,
     save_training_checkpoint,
 )
@@ -185,9 +186,11 @@ class ResumableSampler(DistributedSampler):
 
 def build_pretrain_loader(samples: list[Sample], cfg: Config, dist: DistInfo | None = None
                           ) -> tuple[DataLoader, ResumableSampler]:
-    """Loader of ``[0, 1]`` crops and normalised landmarks; no augmentation in stage 1."""
+    """Loader of ``[0, 1]`` crops and normalised landmarks; no flip or jitter in stage 1, only
+    ``data.augment: robust``'s random degradations (real faces at lower quality)."""
     dist = dist or DistInfo()
-    dataset = FaceDataset(samples, cfg.data.image_size, augment=False, seed=cfg.pretrain.seed)
+    dataset = FaceDataset(samples, cfg.data.image_size, augment=False, seed=cfg.pretrain.seed,
+                          perturb=cfg.data.augment == "robust")
     sampler = ResumableSampler(dataset, num_replicas=dist.world_size, rank=dist.rank,
                                shuffle=True, seed=cfg.pretrain.seed, drop_last=False)
     per_rank = len(sampler)
@@ -239,9 +242,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device
     pc = cfg.pretrain
     opt = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay,
                            fused=device.type == "cuda")
-    warm = max(0, pc.warmup_steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(pc.warmup_steps, 1, "constant"))
     return opt, sched
 
 
@@ -387,6 +388,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
     try:
         while step < max_steps:
             sampler.set_epoch(epoch)
+            loader.dataset.set_epoch(epoch)  # new degradations each epoch (data.augment: robust)
             sampler.set_start(start_batch * pc.batch_size)
             batch_in_epoch = start_batch
             for batch in loader:

@@ -29,7 +29,15 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomS
 from lorefd.checkpoint import save_checkpoint
 from lorefd.config import Config
 from lorefd.data.dataset import FaceDataset
-from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, check_files, describe
+from lorefd.data.manifest import (
+    FAKE,
+    REAL,
+    ManifestError,
+    Sample,
+    check_files,
+    describe,
+    preprocess_record,
+)
 from lorefd.engines.common import (
     DistInfo,
     RunLogger,
@@ -37,6 +45,7 @@ from lorefd.engines.common import (
     check_finite,
     cleanup_distributed,
     init_distributed,
+    lr_lambda,
     restore_training_state,
     save_training_checkpoint,
 )
@@ -136,6 +145,15 @@ def make_eval_loader(samples: list[Sample], image_size: int, batch_size: int,
     ds = FaceDataset(samples, image_size, augment=False)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available())
+
+
+def single_threaded_worker(_worker_id: int) -> None:
+    """DataLoader workers decode and synthesise with one thread each (OpenCV and torch would
+    otherwise start one per core in every worker and starve the training process)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 # ---- prediction ---------------------------------------------------------------------------
@@ -252,11 +270,14 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
     optimizer = torch.optim.Adam(det.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                  fused=dev.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        tc.warmup_steps, tc.epochs * tc.iters_per_epoch, tc.schedule))
 
     start_epoch, step = 0, 0
     extra: dict[str, Any] = {"best_auc": None, "best_epoch": None, "history": []}
     if resuming:
-        state = restore_training_state(out_dir / "last", det, optimizer, kind="detector")
+        state = restore_training_state(out_dir / "last", det, optimizer, scheduler,
+                                       kind="detector")
         start_epoch, step = state["epoch"] + 1, state["step"]
         extra = {**extra, **state["extra"]}
         if dist_info.is_main:
@@ -275,7 +296,8 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
                                   cfg.data.num_workers) if val_samples else None
     uses_mae = getattr(det, "mae", None) is not None
     meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None,
-            "train_counts": {"real": counts[REAL], "fake": counts[FAKE]}}
+            "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
+            "preprocess": preprocess_record(train_samples)}  # `lorefd export` crops alike
     cl = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
     t_run = time.perf_counter()
     images_seen = 0
@@ -288,6 +310,7 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
                                        balance=tc.balance, size=len(dataset))
             loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
                                 num_workers=cfg.data.num_workers,
+                                worker_init_fn=single_threaded_worker,
                                 pin_memory=dev.type == "cuda")
             det.train()
             run_loss = torch.zeros((), device=dev)
@@ -298,10 +321,13 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
                 labels = batch["label"].to(dev, non_blocking=True)
                 with autocast(dev, tc.amp):
                     out = fwd(images)
-                loss = det.loss(out, labels)
+                masks = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
+                has_mask = batch["has_mask"].to(dev) if "has_mask" in batch else None
+                loss = det.loss(out, labels, masks, has_mask)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                scheduler.step()
                 step += 1
                 n_log += images.shape[0]
                 images_seen += images.shape[0]
@@ -339,7 +365,7 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
                     extra["best_auc"], extra["best_epoch"] = auc, epoch
                     save_checkpoint(out_dir / "best", det, cfg,
                                     {**meta, "step": step, "epoch": epoch, "val": record})
-                save_training_checkpoint(out_dir / "last", det, optimizer, None, cfg, meta, step,
+                save_training_checkpoint(out_dir / "last", det, optimizer, scheduler, cfg, meta, step,
                                          epoch, extra=extra)
             if dist_info.distributed:
                 dist.barrier()

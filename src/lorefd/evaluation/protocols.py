@@ -54,7 +54,7 @@ PAPER: dict[str, Any] = {
     "gid": {"Deepfakes": {"c23": {"acc": 79.28, "auc": 87.9}, "c40": {"acc": 70.22, "auc": 78.67}},
             "Face2Face": {"c23": {"acc": 73.62, "auc": 84.29}, "c40": {"acc": 69.25, "auc": 76.5}}},
     "cross-dataset": {"FF++(c23)": 97.24, "Celeb-DF-v2": 77.47, "DFD": 95.23},
-    "ablation": {"xception": {"FF++(c23)": 99.09, "Celeb-DF-v2": 72.15, "DFD": 87.86},
+    "ablation": {"baseline": {"FF++(c23)": 99.09, "Celeb-DF-v2": 72.15, "DFD": 87.86},
                  "lre": {"FF++(c23)": 97.24, "Celeb-DF-v2": 77.47, "DFD": 95.23}},
 }
 
@@ -121,7 +121,7 @@ class Context:
         cfg.detector.name = detector
         require(train_set, f"train set of {key}")
         log.info("protocol: training %s (%s)", key, detector)
-        train(cfg, train_set, val_set or None, self.mae_ckpt if detector != "xception" else None,
+        train(cfg, train_set, val_set or None, self.mae_ckpt if detector != "baseline" else None,
               run, resume=(run / "last").is_dir(), device=self.device)
         return run / "best"
 
@@ -212,7 +212,7 @@ def cross_dataset(ctx: Context, ffpp: list[Sample], celebdf: list[Sample] | None
 
 def ablation(ctx: Context, ffpp: list[Sample], celebdf: list[Sample] | None = None,
              dfd: list[Sample] | None = None, **_: Any) -> tuple[list[str], list[list[str]]]:
-    return _ablation_rows(ctx, ffpp, celebdf, dfd, ["xception", "lre"], "ablation")
+    return _ablation_rows(ctx, ffpp, celebdf, dfd, ["baseline", "lre"], "ablation")
 
 
 def _ablation_rows(ctx, ffpp, celebdf, dfd, detectors, name):
@@ -222,7 +222,7 @@ def _ablation_rows(ctx, ffpp, celebdf, dfd, detectors, name):
     for det in detectors:
         tr, va = _splits(ffpp, None, "c23")
         ckpt = ctx.train(f"{det}_all_c23", det, tr, va)
-        row = ["Baseline (Xception)" if det == "xception" else "Ours"]
+        row = ["Baseline (Xception)" if det == "baseline" else "Ours"]
         for set_name, data in sets:
             paper = PAPER[name][det] if name == "ablation" else PAPER[name]
             if data is None:

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from lorefd.data.images import ImageLoadError, load_rgb
 from lorefd.data.manifest import REAL, ManifestError, Sample
 from lorefd.data.synth import KINDS, NEEDS_DONOR, USES_DONOR, SynthError, synthesize
+from lorefd.data.perturb import random_perturbation
 from lorefd.data.synth.augment import random_jpeg
 from lorefd.data.synth.core import SynthResult
 
@@ -246,16 +247,18 @@ class SynthFaceItems(Dataset):
     """:class:`SynthDataset` items in :class:`~lorefd.data.dataset.FaceDataset`'s format.
 
     ``image`` (3, S, S) in [0, 1], ``label`` float, ``landmarks`` normalised to [0, 1],
-    ``has_landmarks``, ``index`` — so synthesised and manifest faces share one loader. With
+    ``has_landmarks``, ``index``, ``mask`` (the blend mask, flipped with the image) and
+    ``has_mask`` — so synthesised and manifest faces share one loader. With
     ``augment`` a horizontal flip (landmarks mirrored) is drawn from the item's own seed.
     """
 
-    def __init__(self, synth: SynthDataset, augment: bool = False,
+    def __init__(self, synth: SynthDataset, augment: bool | str = False,
                  length: int | None = None) -> None:
         if synth.image_size is None:
             raise ValueError("SynthFaceItems needs a SynthDataset with image_size set")
         self.synth = synth
         self.augment = augment
+        self.perturb = augment == "robust"  # + a random degradation, reals and fakes alike
         # Item j is made from real j % n with its own random draw (SynthDataset keys the rng by
         # j), so a length above n gives distinct fakes of each real within one epoch: drawing
         # the same index twice would show the network the very same fake again (memorisable).
@@ -278,9 +281,22 @@ class SynthFaceItems(Dataset):
         image = item["image"]
         lm = item["landmarks"] / float(self.synth.image_size)
         rng = np.random.default_rng([self.synth.seed, self.synth.epoch, index, 99])
+        mask = item["mask"]
         if self.augment and rng.random() < 0.5:
-            image = image.flip(-1)
+            image, mask = image.flip(-1), mask.flip(-1)
             lm = lm[torch.from_numpy(FLIP_68)]
             lm[:, 0] = 1.0 - lm[:, 0]
+        if self.perturb:  # photometric / occlusion / compression only: the mask stays valid
+            image = perturbed(image, np.random.default_rng([self.synth.seed, self.synth.epoch,
+                                                            index, 98]))
         return {"image": image, "label": item["label"].float(), "landmarks": lm.float(),
-                "has_landmarks": torch.tensor(True), "index": torch.tensor(item["index"])}
+                "has_landmarks": torch.tensor(True), "index": torch.tensor(item["index"]),
+                "mask": mask, "has_mask": torch.tensor(True)}
+
+
+def perturbed(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """A (3, H, W) [0, 1] image with one random perturbation, or unchanged
+    (``data.augment: robust``; :func:`lorefd.data.perturb.random_perturbation`)."""
+    u8 = np.ascontiguousarray((image.numpy().transpose(1, 2, 0) * 255.0).round().astype(np.uint8))
+    out = random_perturbation(u8, rng)
+    return image if out is u8 else to_tensor(out)

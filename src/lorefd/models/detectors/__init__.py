@@ -1,6 +1,6 @@
 """Stage-2 detectors; importing this package registers them (one file per detector)."""
 
-from lorefd.models.detectors import lre, xception  # noqa: F401  (registration)
+from lorefd.models.detectors import baseline, lre  # noqa: F401  (registration)
 from lorefd.models.detectors.base import (
     Detector,
     build_detector,

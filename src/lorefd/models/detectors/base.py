@@ -51,6 +51,7 @@ class Detector(nn.Module):
     def __init__(self, image_size: int) -> None:
         super().__init__()
         self.image_size = image_size
+        self.mask_weight, self.mask_layer, self.mask_head = 0.0, None, None
 
     # ---- to implement --------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -66,10 +67,62 @@ class Detector(nn.Module):
     def extra_meta(self) -> dict[str, Any]:
         return {}
 
+    # ---- the dense blend-mask head (beyond the paper; off unless detector.mask_weight > 0) --
+    def init_mask_head(self, net: nn.Module, layer: str, weight: float) -> None:
+        """A 1x1 convolution on ``net``'s ``layer`` predicting the synthesis blend mask.
+
+        The forged region as a dense target beside the image label, as in Face X-ray
+        (Li et al., CVPR 2020): it tells a network trained from scratch *where* to look.
+        """
+        from lorefd.models.backbone import resolve_layers
+
+        self.mask_weight = float(weight)
+        self.mask_layer: str | None = None
+        self.mask_head: nn.Module | None = None
+        if self.mask_weight > 0:
+            (self.mask_layer,) = resolve_layers(net, [layer])[-1:]
+            with torch.no_grad():
+                was = net.training
+                _, f = net.eval().forward_features(torch.zeros(1, 3, 64, 64),
+                                                   return_layers=[self.mask_layer],
+                                                   stop_at=self.mask_layer)
+                net.train(was)
+            self.mask_head = nn.Conv2d(f[self.mask_layer].shape[1], 1, kernel_size=1)
+
+    def classify(self, net: nn.Module, images: torch.Tensor,
+                 maps: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``net``'s logits (and the blend-mask logits when the head is on)."""
+        wanted = [self.mask_layer] if self.mask_head is not None else []
+        x, feats = net.forward_features(images, maps, return_layers=wanted)
+        out = {"logits": net.forward_head(x).squeeze(1)}
+        if self.mask_head is not None:
+            out["mask_logits"] = self.mask_head(feats[self.mask_layer])
+        return out
+
+    def forgery_map(self, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The predicted blend mask ``{"blend mask": (B, 1, h, w)}`` in [0, 1], if any."""
+        if "mask_logits" not in out:
+            return {}
+        return {"blend mask": torch.sigmoid(out["mask_logits"].float())}
+
     # ---- shared --------------------------------------------------------------------------
-    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
-        """Eq. (3): binary cross-entropy, label 1 = fake (computed on logits, float32)."""
-        return F.binary_cross_entropy_with_logits(out["logits"].float(), labels.float())
+    def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor,
+             masks: torch.Tensor | None = None, has_mask: torch.Tensor | None = None
+             ) -> torch.Tensor:
+        """Eq. (3): binary cross-entropy, label 1 = fake (computed on logits, float32).
+
+        With the mask head on and ``masks`` (B, 1, S, S) given, plus ``mask_weight`` times the
+        per-pixel BCE between the predicted and the (area-averaged) blend mask, over the items
+        whose mask is known (``has_mask``; manifest fakes have none).
+        """
+        loss = F.binary_cross_entropy_with_logits(out["logits"].float(), labels.float())
+        if getattr(self, "mask_head", None) is None or masks is None or "mask_logits" not in out:
+            return loss
+        pred = out["mask_logits"].float()
+        target = F.adaptive_avg_pool2d(masks.float(), pred.shape[-2:])
+        per_item = F.binary_cross_entropy_with_logits(pred, target, reduction="none").mean((1, 2, 3))
+        w = torch.ones_like(per_item) if has_mask is None else has_mask.float()
+        return loss + self.mask_weight * (per_item * w).sum() / w.sum().clamp(min=1.0)
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,11 @@ import torch
 
 from lorefd.config import Config
 from lorefd.models.attention import attention_maps
+from lorefd.models.backbone import create_backbone, resolve_layers
 from lorefd.models.detectors.base import Detector
 from lorefd.models.mae import KeyRegionMAE
 from lorefd.models.registry import register_detector
-from lorefd.models.xception import check_layers, create_xception, freeze
+from lorefd.models.xception import freeze
 
 
 class LREDetector(Detector):
@@ -37,15 +38,13 @@ class LREDetector(Detector):
     def __init__(self, mae: KeyRegionMAE, image_size: int, layers: list[str],
                  pretrained: bool = True, weights: str | None = None, drop_rate: float = 0.5,
                  eval_masks: int = 1, mask_seed: int = 0,
-                 extractor_weights: str | None = None) -> None:
+                 extractor_weights: str | None = None, backbone: str = "legacy_xception",
+                 mask_weight: float = 0.0, mask_layer: str = "stride16") -> None:
         super().__init__(image_size)
         if mae.image_size != image_size:
             raise ValueError(f"MAE image size {mae.image_size} != detector image size {image_size}")
         if eval_masks < 1:
             raise ValueError(f"detector.eval_masks must be >= 1, got {eval_masks}")
-        self.layers = check_layers(layers)
-        if not self.layers:
-            raise ValueError("detector.layers is empty; the lre detector needs at least one layer")
         self.eval_masks = eval_masks
         self.mask_seed = mask_seed
         self.mae = freeze(mae)
@@ -53,8 +52,13 @@ class LREDetector(Detector):
         # Frozen feature extractor (pretrained when available) and the detection network,
         # same architecture so the maps match its layers (Section III-C).
         # ``extractor_weights`` (e.g. a trained baseline, offline) overrides ``weights`` for it.
-        self.extractor = freeze(create_xception(0, 0.0, pretrained, extractor_weights or weights))
-        self.net = create_xception(1, drop_rate, pretrained, weights)
+        self.backbone = backbone
+        self.extractor = freeze(create_backbone(backbone, 0, 0.0, pretrained,
+                                                extractor_weights or weights))
+        self.net = create_backbone(backbone, 1, drop_rate, pretrained, weights)
+        # [] / strideN: the stages whose grid matches the MAE patch grid (models/backbone.py)
+        self.layers = resolve_layers(self.net, layers, mae.patch_size)
+        self.init_mask_head(self.net, mask_layer, mask_weight)
 
     def load_state_dict(self, *args: Any, **kwargs: Any):
         self._mask_cache.clear()  # T may change with the weights
@@ -64,7 +68,8 @@ class LREDetector(Detector):
         return [self.mae, self.extractor]
 
     def extra_meta(self) -> dict[str, Any]:
-        return {"layers": self.layers, "eval_masks": self.eval_masks, "mask_seed": self.mask_seed}
+        return {"layers": self.layers, "eval_masks": self.eval_masks, "mask_seed": self.mask_seed,
+                "backbone": self.backbone, "mask_layer": self.mask_layer}
 
     # ---- step 1: masked reconstruction ---------------------------------------------------
     def eval_mask(self, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,15 +122,14 @@ class LREDetector(Detector):
     # ---- step 3: guided classification (Eq. 3 in Detector.loss) --------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         maps = self.attention(images)
-        logits = self.net(images, maps=maps).squeeze(1)
-        return {"logits": logits, "attention": maps}
+        return {**self.classify(self.net, images, maps), "attention": maps}
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor) -> dict[str, Any]:
         maps, recon = self.attention(images, return_recon=True)
-        logits = self.net(images, maps=maps).squeeze(1)
-        return {"prob": torch.sigmoid(logits.float()), "recon": recon,
-                "diff": (images - recon).abs(), "attention": maps}
+        out = self.classify(self.net, images, maps)
+        return {"prob": torch.sigmoid(out["logits"].float()), "recon": recon,
+                "diff": (images - recon).abs(), "attention": {**maps, **self.forgery_map(out)}}
 
 
 @register_detector("lre")
@@ -136,5 +140,5 @@ def build_lre(cfg: Config, mae: KeyRegionMAE | None = None, pretrained: bool = T
                          "train one with `lorefd pretrain`)")
     d = cfg.detector
     return LREDetector(mae, cfg.data.image_size, d.layers, pretrained, weights, d.drop_rate,
-                       d.eval_masks, d.mask_seed,
-                       extractor_weights=d.extractor_weights)
+                       d.eval_masks, d.mask_seed, extractor_weights=d.extractor_weights,
+                       backbone=d.backbone, mask_weight=d.mask_weight, mask_layer=d.mask_layer)
