@@ -91,8 +91,8 @@ def test_evaluate_and_explain_commands(env, proto, tmp_path, capsys):
     assert one["overall"]["frame"]["auc"] == "n/a"
     # wrong checkpoint kind: a clear error, no output
     capsys.readouterr()
-    assert main(["evaluate", "--ckpt", str(env["mae"]), "--data", str(env["manifest"]),
-                 "--out", str(tmp_path / "bad")]) == 1
+    assert main(["evaluate", "--model", str(env["mae"]), "--data", str(env["manifest"]),
+                 "--out", str(tmp_path / "bad")]) == 2
     assert "expected a detector" in capsys.readouterr().err
     faces = [s.path for s in read_manifest(env["manifest"]) if s.split == "test"][:2]
     assert main(["explain", "--ckpt", str(ckpt), *faces, "--out", str(tmp_path / "x.png")]) == 0

@@ -3,16 +3,22 @@
 A checkpoint is a folder::
 
     model.safetensors   weights (safetensors, loadable without pickle)
-    config.json         the full Config, plus ``meta`` (kind, step, key region, ...)
+    config.json         the full Config, plus ``meta`` (kind, step, key region, ...) and
+                        ``checksums`` (SHA-256 of model.safetensors and state.pt)
     state.pt            optimiser, scheduler, scaler, RNG states and counters (resume only)
 
 It is written into a temporary sibling folder and renamed into place, so a killed run leaves
 the previous checkpoint intact. ``meta["kind"]`` names what it holds ("mae", "detector").
+Loading verifies the checksums (checkpoints of older lorefd versions have none) and refuses
+weights that are not finite, so a damaged file is a :class:`CheckpointError` naming it, never
+a model that scores NaN.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -25,12 +31,30 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lorefd.config import Config, config_from_dict
+from lorefd.errors import UserError
 
 WEIGHTS, CONFIG, STATE = "model.safetensors", "config.json", "state.pt"
+_CHUNK = 1 << 22
+log = logging.getLogger("lorefd")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint that is missing, corrupt, or of the wrong kind."""
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def nonfinite_tensors(weights: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or infinity."""
+    return [k for k, v in weights.items()
+            if v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def rng_state() -> dict[str, Any]:
@@ -62,10 +86,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.T
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         save_file(_contiguous(weights), str(tmp / WEIGHTS))
-        (tmp / CONFIG).write_text(json.dumps({"config": config.to_dict(), "meta": meta},
-                                             indent=2, sort_keys=True, default=str))
         if state is not None:
             torch.save(state, tmp / STATE)
+        sums = {name: file_sha256(tmp / name) for name in (WEIGHTS, STATE)
+                if (tmp / name).is_file()}
+        (tmp / CONFIG).write_text(json.dumps(
+            {"config": config.to_dict(), "meta": meta, "checksums": sums},
+            indent=2, sort_keys=True, default=str))
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -81,45 +108,78 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.T
     return path
 
 
-def read_checkpoint_info(path: str | Path) -> tuple[Config, dict[str, Any]]:
-    """``(config, meta)`` of a checkpoint folder, without loading weights."""
+def _checkpoint_json(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder actually holding the files, and its parsed ``config.json``."""
     path = Path(path)
-    if path.is_file() and path.name in (WEIGHTS, CONFIG):
+    if path.is_file() and path.name in (WEIGHTS, CONFIG, STATE):
         path = path.parent
-    cfg_file = path / CONFIG
-    if not cfg_file.is_file():
+    folder = path
+    if not (folder / CONFIG).is_file():
         # an interrupted replace leaves the previous checkpoint in ".NAME.old"
-        old = path.with_name(f".{path.name}.old") / CONFIG
-        if old.is_file():
-            cfg_file = old
-        else:
+        folder = path.with_name(f".{path.name}.old")
+        if not (folder / CONFIG).is_file():
             raise CheckpointError(f"not a lorefd checkpoint (no {CONFIG}): {path}")
     try:
-        data = json.loads(cfg_file.read_text())
+        data = json.loads((folder / CONFIG).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"corrupt checkpoint {path}: {folder / CONFIG}: {exc}") from exc
+    if not isinstance(data, dict) or "config" not in data or "meta" not in data:
+        raise CheckpointError(f"corrupt checkpoint {path}: {folder / CONFIG} lacks config/meta")
+    return folder, data
+
+
+def verify_file(folder: Path, name: str, checksums: dict[str, str] | None) -> None:
+    """Check ``folder/name`` against the checksum stored with the checkpoint (if any)."""
+    f = folder / name
+    if not f.is_file():
+        raise CheckpointError(f"checkpoint file missing: {f}")
+    expected = (checksums or {}).get(name)
+    if expected is None:
+        log.debug("%s: no checksum recorded (checkpoint of an older lorefd)", f)
+        return
+    if file_sha256(f) != expected:
+        raise CheckpointError(f"corrupt checkpoint file {f}: SHA-256 does not match the checksum "
+                              f"in {folder / CONFIG} (damaged or changed after saving)")
+
+
+def read_checkpoint_info(path: str | Path) -> tuple[Config, dict[str, Any]]:
+    """``(config, meta)`` of a checkpoint folder, without loading weights."""
+    _, data = _checkpoint_json(path)
+    try:
         return config_from_dict(data["config"]), data["meta"]
-    except (json.JSONDecodeError, KeyError, ValueError) as exc:
+    except (KeyError, ValueError) as exc:
         raise CheckpointError(f"corrupt checkpoint {path}: {exc}") from exc
 
 
 def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str = "cpu"
                     ) -> tuple[dict[str, torch.Tensor], Config, dict[str, Any]]:
-    """``(weights, config, meta)``; checks ``meta["kind"]`` when ``kind`` is given."""
+    """``(weights, config, meta)``; checks ``meta["kind"]`` when ``kind`` is given.
+
+    The weights file is verified against its stored checksum and must hold finite numbers.
+    """
     path = Path(path)
     if path.is_file():
         path = path.parent
     config, meta = read_checkpoint_info(path)
     if kind is not None and meta.get("kind") != kind:
         raise CheckpointError(f"{path} holds a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    folder, data = _checkpoint_json(path)
+    verify_file(folder, WEIGHTS, data.get("checksums"))
     try:
-        weights = load_file(str(path / WEIGHTS), device=map_location)
+        weights = load_file(str(folder / WEIGHTS), device=map_location)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"cannot read weights of {path}: {exc}") from exc
+    bad = nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(f"corrupt checkpoint file {folder / WEIGHTS}: non-finite values "
+                              f"(NaN/inf) in {len(bad)} tensor(s), e.g. {bad[0]}")
     return weights, config, meta
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
     """The resume state (optimiser, scheduler, RNG, counters) of a checkpoint."""
-    f = Path(path) / STATE
-    if not f.is_file():
+    folder, data = _checkpoint_json(path)
+    if not (folder / STATE).is_file():
         raise CheckpointError(f"{path} has no resume state ({STATE})")
-    return torch.load(f, map_location="cpu", weights_only=False)
+    verify_file(folder, STATE, data.get("checksums"))
+    return torch.load(folder / STATE, map_location="cpu", weights_only=False)

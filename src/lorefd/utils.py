@@ -78,8 +78,10 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
+def atomic_write_json(path: str | Path, obj: Any, allow_nan: bool = True) -> None:
+    """``obj`` as indented JSON; ``allow_nan=False``: strict JSON (a NaN raises ValueError)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str,
+                                       allow_nan=allow_nan))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -94,6 +96,13 @@ def pick_device(name: str | None = None) -> torch.device:
 
     if name:
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name} asked for, but CUDA is not available")
-        return torch.device(name)
+            from lorefd.errors import DeviceError
+
+            raise DeviceError(f"--device {name} asked for, but CUDA is not available")
+        try:
+            return torch.device(name)
+        except RuntimeError as exc:
+            from lorefd.errors import DeviceError
+
+            raise DeviceError(f"--device {name}: {exc}") from None
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

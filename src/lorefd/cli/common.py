@@ -1,13 +1,104 @@
-"""Arguments shared by several commands."""
+"""Arguments shared by several commands, and the checks every command makes before working.
+
+Kept free of heavy imports: ``lorefd --help`` builds every parser without torch or OpenCV.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
 
 
 def add_config_args(p: argparse.ArgumentParser, default: str | None = "paper") -> None:
     """``--config`` (a YAML file or a bundled name) and repeatable ``--set KEY=VALUE``."""
     p.add_argument("--config", default=default,
-                   help="YAML file or bundled name (paper, tiny, demo); default: %(default)s")
+                   help="YAML file, or a bundled config by bare name (paper, tiny, demo); "
+                        "default: %(default)s")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (e.g. --set train.epochs=5)")
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option spelling: works as ``new`` does, and says it is deprecated."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        kwargs.setdefault("help", f"deprecated alias of {new}")
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(f"{parser.prog}: warning: {option_string} is deprecated; use {self.new}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_alias(p: argparse.ArgumentParser | argparse._ActionsContainer, old: str, new: str,
+              dest: str, **kwargs: Any) -> None:
+    """``old`` as a deprecated spelling of ``new`` (same ``dest``)."""
+    p.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, default=argparse.SUPPRESS,
+                   **kwargs)
+
+
+def _option_with_alias(p: argparse.ArgumentParser, new: str, old: str, dest: str,
+                       required: bool, help: str, metavar: str) -> None:
+    """``new`` and its deprecated spelling ``old``; when ``required``, one of the two."""
+    group = p.add_mutually_exclusive_group(required=True) if required else p
+    group.add_argument(new, dest=dest, default=None, metavar=metavar, help=help)
+    add_alias(group, old, new, dest, metavar=metavar)
+
+
+def add_model_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """``--model``: a detector as a bundle, a run folder or a checkpoint folder (``--ckpt``:
+    deprecated alias). Optional: when omitted, the model shipped with lorefd."""
+    _option_with_alias(p, "--model", "--ckpt", "model", required, metavar="MODEL",
+                       help="trained detector: a .lorefd bundle, a `lorefd train` run folder or "
+                            "a checkpoint folder (RUN/best)"
+                            + ("" if required else "; default: the model shipped with lorefd"))
+
+
+def add_mae_arg(p: argparse.ArgumentParser, required: bool = False, help: str = "") -> None:
+    """``--mae``: the stage-1 model (``--ckpt``: deprecated alias)."""
+    _option_with_alias(p, "--mae", "--ckpt", "mae", required, metavar="MAE",
+                       help=help or "stage-1 model: a `lorefd pretrain` run folder or its mae/")
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return parent
+    return Path(".")
+
+
+def check_output_file(path: str | Path | None, option: str) -> None:
+    """Before any work: ``path`` can be written as a file (not a folder; its nearest existing
+    ancestor is a writable folder). Raises a user error naming ``option``."""
+    from lorefd.errors import UserError
+
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{option} {path} is a folder; give a file name")
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        raise UserError(f"{option} {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write into {base}")
+
+
+def check_output_dir(path: str | Path | None, option: str) -> None:
+    """Before any work: ``path`` can be a folder (not an existing file; writable)."""
+    from lorefd.errors import UserError
+
+    if path is None:
+        return
+    path = Path(path)
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise UserError(f"{option} {path}: {base} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path}: cannot write into {base}")

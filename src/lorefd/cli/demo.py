@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.evaluation.demo import run_demo
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,10 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorefd.evaluation.demo import run_demo
+
     kwargs = {"faces": args.faces} if args.faces else {}
-    try:
-        run_demo(args.out, quick=args.quick, overrides=args.overrides, device=args.device,
-                 **kwargs)
-    except FileExistsError as exc:
-        raise SystemExit(f"lorefd demo: {exc}") from None
+    run_demo(args.out, quick=args.quick, overrides=args.overrides, device=args.device, **kwargs)
     return 0

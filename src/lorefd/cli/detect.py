@@ -7,14 +7,17 @@ above the threshold. A file that cannot be used gets a status line; the others s
 
     lorefd detect photo.jpg clips/ --model model.lorefd --heatmap heat/ --json report.json
 
+MODEL is a bundle, a training run folder or a checkpoint folder (default: the shipped model).
 Exit status: 0 when at least one input was processed (scored, or searched for a face), 1 when
-none was, 2 for a bad bundle.
+none was, 2 for a user error (unusable model, bad output path).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+from lorefd.cli.common import add_model_arg, check_output_dir, check_output_file
 
 
 def _positive(value: str) -> int:
@@ -35,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="real/fake scores and heatmaps for images and videos",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders")
-    p.add_argument("--model", required=True, help="bundle from `lorefd export` (model.lorefd)")
+    add_model_arg(p)
     p.add_argument("--heatmap", metavar="OUT_DIR", default=None,
                    help="write attention overlays: PNG per image, MP4 per video")
     p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
@@ -54,25 +57,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.data.landmarks import LandmarkBackendError
     from lorefd.engines.detect import detect_paths, format_table, processed_any
-    from lorefd.models.bundle import BundleError
+    from lorefd.models.bundle import resolve_model
 
+    check_output_file(args.json, "--json")  # before the work, not after it
+    check_output_dir(args.heatmap, "--heatmap")
+    model = resolve_model(args.model)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        report = detect_paths(args.paths, args.model, heatmap_dir=args.heatmap,
-                              device=args.device, json_path=args.json, frames=args.frames,
-                              threshold=args.threshold, batch_size=args.batch_size,
-                              retinaface_weights=args.retinaface_weights)
-    except BundleError as exc:
-        print(f"lorefd detect: error: {exc}", file=sys.stderr)
-        return 2
-    except (LandmarkBackendError, RuntimeError) as exc:
-        print(f"lorefd detect: error: {exc}", file=sys.stderr)
-        return 2
+    report = detect_paths(args.paths, model, heatmap_dir=args.heatmap,
+                          device=args.device, json_path=args.json, frames=args.frames,
+                          threshold=args.threshold, batch_size=args.batch_size,
+                          retinaface_weights=args.retinaface_weights)
     print(format_table(report))
     if args.json:
         print(f"wrote {args.json}")

@@ -3,12 +3,15 @@
 RUN is a training run folder (uses RUN/best, else RUN/last) or a detector checkpoint folder.
 The bundle holds the weights of every network (MAE with its key region T, feature Xception,
 detection Xception), the training config, the preprocessing parameters and the threshold.
+The face pipeline (crop size, margin, face detector) is the one the run recorded for its
+training data; giving one that differs is a warning.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from lorefd.cli.common import check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,26 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decision threshold (default: the run's validation threshold if it "
                         "recorded one, else train.threshold of its config, 0.5)")
     p.add_argument("--size", type=int, default=None,
-                   help="face crop side used by `lorefd preprocess` for the training data "
-                        "(default: its default, 224)")
+                   help="face crop side of the training data (default: what the run recorded, "
+                        "else lorefd preprocess's 224)")
     p.add_argument("--margin", type=float, default=None,
-                   help="template margin used by `lorefd preprocess` (default: its default, 0.25)")
+                   help="template margin of the training data (default: what the run "
+                        "recorded, else lorefd preprocess's 0.25)")
     p.add_argument("--face-detector", choices=["dlib", "retinaface"], default=None,
-                   help="face detector used by `lorefd preprocess` (default: dlib)")
+                   help="face detector of the training data (default: what the run recorded, "
+                        "else dlib)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.checkpoint import CheckpointError
-    from lorefd.models.bundle import BundleError, export_bundle
+    from lorefd.models.bundle import export_bundle
 
+    check_output_file(args.out, "--out")
     pre = {k: v for k, v in (("size", args.size), ("margin", args.margin),
                              ("face_detector", args.face_detector)) if v is not None}
-    try:
-        manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre)
-    except (CheckpointError, BundleError, ValueError, OSError) as exc:
-        print(f"lorefd export: error: {exc}", file=sys.stderr)
-        return 2
+    manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre)
     print(f"wrote {args.out}: {manifest['detector']} detector, {manifest['image_size']} px, "
           f"{manifest['num_tensors']} tensors, threshold {manifest['threshold']['value']:.3f} "
           f"({manifest['threshold']['source']}), from {manifest['source']['checkpoint']}")

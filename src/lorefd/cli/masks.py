@@ -1,7 +1,7 @@
 """`lorefd masks`: draw the key region of a dataset and one sampled mask (Fig. 2).
 
     lorefd masks --data FACES --out key_region.png [--config tiny] [--index 3]
-    lorefd masks --data FACES --ckpt runs/stage1 --out fig.png   # the region a run saved
+    lorefd masks --data FACES --mae runs/stage1 --out fig.png   # the region a run saved
 
 Panels: landmarks with P1..P4 and the expanded rectangle; the key patch set T; one mask.
 """
@@ -9,12 +9,9 @@ Panels: landmarks with P1..P4 and the expanded rectangle; the key patch set T; o
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import torch
-
-from lorefd.cli.common import add_config_args
+from lorefd.cli.common import add_config_args, add_mae_arg, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,16 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--data", required=True, help="manifest or folder of real face crops")
     p.add_argument("--out", required=True, help="output PNG")
-    p.add_argument("--ckpt", default=None,
-                   help="use the key region and config of this stage-1 checkpoint/run")
+    add_mae_arg(p, help="use the key region and config of this stage-1 run (or its mae/)")
     p.add_argument("--index", type=int, default=0, help="which face to draw")
     p.add_argument("--seed", type=int, default=0, help="mask seed")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.checkpoint import CheckpointError, read_checkpoint_info
-    from lorefd.config import ConfigError, load_config
+    import torch
+
+    from lorefd.checkpoint import read_checkpoint_info
+    from lorefd.config import load_config
     from lorefd.data.dataset import FaceDataset
     from lorefd.data.keyregion import (
         KeyRegion,
@@ -40,31 +38,23 @@ def run(args: argparse.Namespace) -> int:
         key_region_masking,
         sample_key_masks,
     )
-    from lorefd.data.manifest import ManifestError
-    from lorefd.engines.pretrain import (
-        EmptyDatasetError,
-        compute_key_region,
-        prepare_pretrain_samples,
-    )
+    from lorefd.engines.pretrain import compute_key_region, prepare_pretrain_samples
     from lorefd.evaluation.figures import key_region_figure, resolve_mae_dir
 
     out = Path(args.out)
-    try:
-        if args.ckpt:
-            cfg, meta = read_checkpoint_info(resolve_mae_dir(args.ckpt))
-            region, patch_set = KeyRegion.from_dict(meta["key_region"]), meta["key_patches"]
-        else:
-            cfg = load_config(args.config, args.overrides)
-        # landmarks of plain folders: the run's cache when drawing a run's region
-        cache_root = out.parent / ".lorefd"
-        if args.ckpt and (Path(args.ckpt) / "landmarks").is_dir():
-            cache_root = Path(args.ckpt)
-        samples, _ = prepare_pretrain_samples(args.data, cfg, cache_root)
-        if not args.ckpt:
-            region, patch_set = compute_key_region(samples, cfg)
-    except (ConfigError, ManifestError, EmptyDatasetError, CheckpointError) as exc:
-        print(f"lorefd masks: error: {exc}", file=sys.stderr)
-        return 1
+    check_output_file(out, "--out")
+    if args.mae:
+        cfg, meta = read_checkpoint_info(resolve_mae_dir(args.mae))
+        region, patch_set = KeyRegion.from_dict(meta["key_region"]), meta["key_patches"]
+    else:
+        cfg = load_config(args.config, args.overrides)
+    # landmarks of plain folders: the run's cache when drawing a run's region
+    cache_root = out.parent / ".lorefd"
+    if args.mae and (Path(args.mae) / "landmarks").is_dir():
+        cache_root = Path(args.mae)
+    samples, _ = prepare_pretrain_samples(args.data, cfg, cache_root)
+    if not args.mae:
+        region, patch_set = compute_key_region(samples, cfg)
     item = FaceDataset(samples, cfg.data.image_size)[args.index % len(samples)]
     size, patch = cfg.data.image_size, cfg.mask.patch_size
     if cfg.mask.region == "sample":  # the face's own T

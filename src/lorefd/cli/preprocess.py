@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from lorefd.data.landmarks import LandmarkBackendError
-from lorefd.data.preprocess.adapters import ADAPTERS, COMPRESSIONS
-from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
+from lorefd.cli.common import add_alias, check_output_dir
 from lorefd.utils import log
+
+# as in lorefd.data.preprocess.adapters (not imported here: it loads OpenCV; a test keeps
+# them equal), so that `lorefd --help` starts fast
+LAYOUTS = ["celebdf", "dfd", "ffpp", "folder"]
+COMPRESSIONS = ["c0", "c23", "c40"]
 
 
 def _csv(value: str) -> list[str]:
@@ -31,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "preprocess", help="sample frames, detect/align/crop faces, write a manifest",
         description="Sample video frames, find and align one face per frame, write crops, "
                     "68-point landmarks in crop coordinates and OUT/manifest.csv. Resumable.")
-    p.add_argument("layout", choices=sorted(ADAPTERS),
+    p.add_argument("layout", choices=LAYOUTS,
                    help="dataset layout: ffpp (FaceForensics++), dfd (DeepFakeDetection), "
                         "celebdf (Celeb-DF-v2), folder (real/ and fake/ sub-folders)")
     p.add_argument("root", help="dataset root folder")
@@ -56,8 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (95)")
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="processes (default: CPU count, at most 4)")
-    p.add_argument("--detector", choices=["dlib", "retinaface"], default="dlib",
+    p.add_argument("--face-detector", dest="detector", choices=["dlib", "retinaface"],
+                   default="dlib",
                    help="dlib HOG (offline default) or RetinaFace (needs facexlib + weights)")
+    add_alias(p, "--detector", "--face-detector", "detector", choices=["dlib", "retinaface"])
     p.add_argument("--retinaface-weights", default=None, metavar="PATH",
                    help="local detection_Resnet50_Final.pth (or $LOREFD_RETINAFACE_WEIGHTS)")
     p.add_argument("--detect-side", type=int, default=640,
@@ -75,20 +80,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build options from ``args``, run, and pick the exit code."""
+    """Build options from ``args``, run, and pick the exit code (0 at least one crop; 1 none,
+    or ``--strict`` and a skip; 2 a user error: missing root, detector backend, ...)."""
+    from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
+
+    check_output_dir(args.out, "--out")
     opts = PreprocessOptions(
         frames=args.frames, every=args.every, size=args.size, margin=args.margin,
         image_format=args.image_format, quality=args.quality, detector=args.detector,
         retinaface_weights=args.retinaface_weights, detect_side=args.detect_side,
         track_face_side=args.track_face_side, workers=max(1, args.workers),
         progress=False if args.no_progress else None)
-    try:
-        summary = run_preprocess(args.layout, args.root, args.out, opts, split=args.split,
-                                 compressions=args.compression, methods=args.methods,
-                                 overwrite=args.overwrite, limit=args.limit)
-    except (LandmarkBackendError, FileNotFoundError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    summary = run_preprocess(args.layout, args.root, args.out, opts, split=args.split,
+                             compressions=args.compression, methods=args.methods,
+                             overwrite=args.overwrite, limit=args.limit)
     if summary.crops == 0:
         log.error("nothing produced: no face crop in %d videos/images (see %s/failures.jsonl)",
                   summary.videos, args.out)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args
+from lorefd.cli.common import add_config_args, check_output_dir
 
 log = logging.getLogger("lorefd")
 
@@ -34,18 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.config import ConfigError, load_config
-    from lorefd.data.manifest import ManifestError
-    from lorefd.engines.common import NonFiniteLossError
-    from lorefd.engines.pretrain import EmptyDatasetError, pretrain
+    from lorefd.config import load_config
+    from lorefd.engines.pretrain import pretrain
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        summary = pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device)
-    except (ConfigError, ManifestError, EmptyDatasetError, FileExistsError,
-            NonFiniteLossError) as exc:
-        print(f"lorefd pretrain: error: {exc}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, args.overrides)  # bad values fail before any model
+    check_output_dir(args.out, "--out")
+    summary = pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device)
     if not args.no_figure and int(os.environ.get("RANK", "0")) == 0:
         from lorefd.data.manifest import REAL, load_samples
         from lorefd.evaluation.figures import reconstruct_figure

@@ -14,10 +14,9 @@ shared between protocols using the same OUT (cross-dataset and ablation share th
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args
+from lorefd.cli.common import add_config_args, add_mae_arg, check_output_dir
 
 PROTOCOLS = ["in-dataset", "cross-manipulation", "gid", "cross-dataset", "ablation"]
 
@@ -25,40 +24,35 @@ PROTOCOLS = ["in-dataset", "cross-manipulation", "gid", "cross-dataset", "ablati
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("protocol", help="run a paper protocol and write its table",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=PROTOCOLS)
+    p.add_argument("name", choices=PROTOCOLS, help="the protocol: " + ", ".join(PROTOCOLS))
     add_config_args(p)
     p.add_argument("--ffpp", required=True, help="FF++ manifest (splits train/val/test)")
     p.add_argument("--celebdf", default=None, help="Celeb-DF-v2 manifest (test split or all)")
     p.add_argument("--dfd", default=None, help="DFD manifest (test split or all)")
-    p.add_argument("--mae", required=True, help="stage-1 checkpoint (MAE folder or pretrain run)")
-    p.add_argument("--compression", default="c23,c40", help="for in-dataset and gid")
+    add_mae_arg(p, required=True)
+    p.add_argument("--compression", default="c23,c40",
+                   help="compressions, comma-separated, for in-dataset and gid (c23,c40)")
     p.add_argument("--out", required=True, help="folder for NAME.md, NAME.csv, runs/, evals/")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.checkpoint import CheckpointError
-    from lorefd.config import ConfigError, load_config
-    from lorefd.data.manifest import ManifestError, check_files, load_samples
-    from lorefd.engines.common import NonFiniteLossError
-    from lorefd.evaluation.protocols import ProtocolError, run_protocol
+    from lorefd.config import load_config
+    from lorefd.data.manifest import check_files, load_samples
+    from lorefd.evaluation.protocols import run_protocol
 
-    try:
-        cfg = load_config(args.config, args.overrides)
-        sets = {}
-        for key in ("ffpp", "celebdf", "dfd"):
-            path = getattr(args, key)
-            if path:
-                sets[key] = load_samples(path)
-                check_files(sets[key], f"--{key} {path}")
-        res = run_protocol(args.name, sets["ffpp"], args.mae, cfg, args.out,
-                           celebdf=sets.get("celebdf"), dfd=sets.get("dfd"),
-                           compressions=[c.strip() for c in args.compression.split(",") if c.strip()],
-                           device=args.device)
-    except (ConfigError, ManifestError, CheckpointError, ProtocolError, FileExistsError,
-            NonFiniteLossError, ValueError) as exc:
-        print(f"lorefd protocol: error: {exc}", file=sys.stderr)
-        return 1
+    cfg = load_config(args.config, args.overrides)
+    check_output_dir(args.out, "--out")
+    sets = {}
+    for key in ("ffpp", "celebdf", "dfd"):
+        path = getattr(args, key)
+        if path:
+            sets[key] = load_samples(path)
+            check_files(sets[key], f"--{key} {path}")
+    res = run_protocol(args.name, sets["ffpp"], args.mae, cfg, args.out,
+                       celebdf=sets.get("celebdf"), dfd=sets.get("dfd"),
+                       compressions=[c.strip() for c in args.compression.split(",") if c.strip()],
+                       device=args.device)
     print(Path(res["markdown"]).read_text())
     return 0

@@ -1,6 +1,6 @@
 """`lorefd reconstruct`: masked reconstructions by a stage-1 checkpoint (the paper's Fig. 4).
 
-    lorefd reconstruct --ckpt runs/stage1 face1.png face2.jpg faces_dir/ --out fig.png
+    lorefd reconstruct --mae runs/stage1 face1.png face2.jpg faces_dir/ --out fig.png
 
 Rows: original, masked input, reconstruction (visible patches pasted back), |difference|.
 """
@@ -8,31 +8,27 @@ Rows: original, masked input, reconstruction (visible patches pasted back), |dif
 from __future__ import annotations
 
 import argparse
-import sys
 
-from lorefd.evaluation.figures import collect_images, reconstruct_figure
+from lorefd.cli.common import add_mae_arg, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reconstruct", help="figure of stage-1 masked reconstructions (Fig. 4)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="stage-1 checkpoint or run folder")
+    add_mae_arg(p, required=True)
     p.add_argument("images", nargs="+", help="image files, folders or manifests")
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--max", type=int, default=8, help="at most this many faces (rows)")
     p.add_argument("--seed", type=int, default=0, help="mask seed")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.checkpoint import CheckpointError
+    from lorefd.evaluation.figures import collect_images, reconstruct_figure
 
-    try:
-        images = collect_images(args.images, args.max)
-        out = reconstruct_figure(args.ckpt, images, args.out, args.seed, args.device)
-    except (CheckpointError, FileNotFoundError, ValueError) as exc:
-        print(f"lorefd reconstruct: error: {exc}", file=sys.stderr)
-        return 1
+    check_output_file(args.out, "--out")
+    images = collect_images(args.images, args.max)
+    out = reconstruct_figure(args.mae, images, args.out, args.seed, args.device)
     print(out)
     return 0

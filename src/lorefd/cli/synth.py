@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.data.manifest import ManifestError, load_samples
-from lorefd.data.synth import KINDS
-from lorefd.data.synth.fakeset import write_fake_set
+from lorefd.cli.common import check_output_dir
+
+KINDS = ["sbi", "swap", "local"]  # lorefd.data.synth.KINDS (not imported: OpenCV; tested equal)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kinds", default=",".join(KINDS),
                    help=f"comma-separated kinds, taken in turn (default {','.join(KINDS)})")
     p.add_argument("--per-image", type=int, default=1, help="fakes per real image (default 1)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
     p.add_argument("--limit", type=int, default=None, help="use the first N usable reals only")
     p.add_argument("--jpeg", type=int, default=None, metavar="Q",
@@ -38,12 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        samples = load_samples(args.reals)
-        summary = write_fake_set(
-            samples, args.out, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
-            per_image=args.per_image, seed=args.seed, workers=args.workers, limit=args.limit,
-            jpeg=args.jpeg, reals_mode=args.reals_mode, detect_landmarks=args.detect_landmarks)
-    except (ManifestError, ValueError) as exc:
-        raise SystemExit(f"lorefd synth: {exc} ({args.reals})") from None
+    """0 when fakes were written, 1 when none could be, 2 for a user error."""
+    from lorefd.data.manifest import load_samples
+    from lorefd.data.synth.fakeset import write_fake_set
+
+    check_output_dir(args.out, "--out")
+    samples = load_samples(args.reals)
+    summary = write_fake_set(
+        samples, args.out, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],
+        per_image=args.per_image, seed=args.seed, workers=args.workers, limit=args.limit,
+        jpeg=args.jpeg, reals_mode=args.reals_mode, detect_landmarks=args.detect_landmarks)
     return 0 if summary["fakes"] else 1

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from lorefd.cli.common import add_config_args
+from lorefd.cli.common import add_config_args, check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--mae", default=None,
-                   help="stage-1 checkpoint (MAE folder or `lorefd pretrain` run); needed for lre")
+                   help="stage-1 model (`lorefd pretrain` run or its mae/ folder); needed for lre")
     p.add_argument("--train", required=True, help="training manifest (CSV or folder)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=V1,V2",
                    help="keep matching training rows, repeatable (e.g. split=train)")
@@ -34,29 +33,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.checkpoint import CheckpointError
     from lorefd.config import ConfigError, load_config
-    from lorefd.data.manifest import ManifestError, filter_samples, load_samples
-    from lorefd.engines.common import NonFiniteLossError
+    from lorefd.data.manifest import filter_samples, load_samples
     from lorefd.engines.train import train
 
-    try:
-        overrides = list(args.overrides)
-        if args.detector:
-            overrides.append(f"detector.name={args.detector}")
-        cfg = load_config(args.config, overrides)
-        if cfg.detector.name == "lre" and not args.mae:
-            raise ConfigError("--mae CKPT is required for the lre detector "
-                              "(or pass --detector xception for the baseline)")
-        train_samples = filter_samples(load_samples(args.train), args.filter)
-        val_samples = (filter_samples(load_samples(args.val), args.val_filter)
-                       if args.val else None)
-        summary = train(cfg, train_samples, val_samples, args.mae, args.out, resume=args.resume,
-                        device=args.device)
-    except (ConfigError, ManifestError, CheckpointError, FileExistsError, NotImplementedError,
-            NonFiniteLossError, ValueError) as exc:
-        print(f"lorefd train: error: {exc}", file=sys.stderr)
-        return 1
+    overrides = list(args.overrides)
+    if args.detector:
+        overrides.append(f"detector.name={args.detector}")
+    cfg = load_config(args.config, overrides)
+    if cfg.detector.name == "lre" and not args.mae:
+        raise ConfigError("--mae CKPT is required for the lre detector "
+                          "(or pass --detector xception for the baseline)")
+    check_output_dir(args.out, "--out")
+    train_samples = filter_samples(load_samples(args.train), args.filter)
+    val_samples = (filter_samples(load_samples(args.val), args.val_filter)
+                   if args.val else None)
+    summary = train(cfg, train_samples, val_samples, args.mae, args.out, resume=args.resume,
+                    device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     auc = summary["best_auc"]

@@ -69,3 +69,39 @@ def load_rgb(path: str | Path) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[0] < 8 or arr.shape[1] < 8:
         raise ImageLoadError(f"image too small {arr.shape}: {path}")
     return arr
+
+
+def walk_files(root: str | Path, skip_hidden: bool = True) -> tuple[list[Path], list[Path]]:
+    """Every file under ``root`` (sorted as ``sorted(root.rglob("*"))`` would) and the
+    dangling symbolic links found there.
+
+    Symbolic links to folders are followed (each real folder once, so link loops end);
+    entries starting with ``.`` are skipped with ``skip_hidden``. Callers report the dangling
+    links: nothing is skipped without a word.
+    """
+    root = Path(root)
+    files: list[Path] = []
+    broken: list[Path] = []
+    seen: set[Path] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        real = folder.resolve()
+        if real in seen:
+            continue
+        seen.add(real)
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            broken.append(folder)
+            continue
+        for entry in entries:
+            if skip_hidden and entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                stack.append(entry)
+            elif entry.is_file():
+                files.append(entry)
+            elif entry.is_symlink():
+                broken.append(entry)
+    return sorted(files), sorted(broken)

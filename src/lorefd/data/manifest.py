@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import logging
 import os
 from collections import Counter
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lorefd.data.images import is_image
+from lorefd.data.images import is_image, walk_files
 
 log = logging.getLogger("lorefd")
 
@@ -180,11 +181,16 @@ def label_from_path(path: Path, root: Path) -> int | None:
 
 
 def scan_folder(root: str | Path, default_label: int | None = REAL) -> list[Sample]:
-    """Images under ``root`` (any depth); label from ``real/`` / ``fake/`` folders."""
+    """Images under ``root`` (any depth, symbolic links to folders followed); label from
+    ``real/`` / ``fake/`` folders. Dangling links are logged."""
     root = Path(root)
     samples = []
-    for p in sorted(root.rglob("*")):
-        if not (p.is_file() and is_image(p)) or any(part.startswith(".") for part in p.parts):
+    files, broken = walk_files(root)
+    if broken:
+        log.warning("%s: %d dangling symbolic link(s) or unreadable folder(s) skipped, e.g. %s",
+                    root, len(broken), broken[0])
+    for p in files:
+        if not is_image(p):
             continue
         label = label_from_path(p, root)
         if label is None:
@@ -216,3 +222,44 @@ def describe(samples: list[Sample]) -> str:
     if methods:
         text += " (" + ", ".join(f"{m} {n}" for m, n in sorted(methods.items())) + ")"
     return text
+
+
+def preprocess_record(samples: list[Sample], max_folders: int = 8) -> dict[str, object] | None:
+    """How the crops of ``samples`` were made, for ``lorefd export`` to reproduce.
+
+    The options of the ``summary.json`` that ``lorefd preprocess`` wrote above the crops (crop
+    ``size``, template ``margin``, face detector, ...), found from the first few crop folders
+    upwards; else the crop side read from the first image's header (margin unknown); None
+    when neither can be read.
+    """
+    seen: set[Path] = set()
+    for s in samples:
+        folder = Path(s.path).parent
+        if folder in seen:
+            continue
+        seen.add(folder)
+        if len(seen) > max_folders:
+            break
+        for parent in [folder, *folder.parents][:4]:
+            summary = parent / "summary.json"
+            if not summary.is_file():
+                continue
+            try:
+                opts = json.loads(summary.read_text()).get("options") or {}
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(opts, dict) and "size" in opts and "margin" in opts:
+                names = {"detector": "face_detector"}
+                keys = ("size", "margin", "detector", "detect_side", "track_face_side", "frames")
+                return {names.get(k, k): opts[k] for k in keys if opts.get(k) is not None} | {
+                    "source": str(summary)}
+    for s in samples[:1]:
+        try:
+            from PIL import Image
+
+            with Image.open(s.path) as img:
+                w, h = img.size
+        except (OSError, ValueError):
+            return None
+        return {"size": w, "source": f"crop size of {s.path}"} if w == h else None
+    return None

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from lorefd.data.dataset import resize_square, to_tensor
-from lorefd.data.images import ImageLoadError, is_image, is_video, load_rgb
+from lorefd.data.images import ImageLoadError, is_image, is_video, load_rgb, walk_files
 from lorefd.data.landmarks import Face, LandmarkBackendError
 from lorefd.data.preprocess.align import align_face
 from lorefd.data.preprocess.faces import FaceBackend, FaceFinder, make_backend
@@ -65,7 +65,7 @@ from lorefd.engines.report_schema import (
     nonfinite_error,
     verdict,
 )
-from lorefd.models.bundle import Bundle, load_bundle
+from lorefd.models.bundle import Bundle, load_model
 from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, pick_device
 
@@ -306,15 +306,15 @@ class InputFile:
 
 
 def collect_inputs(paths: list[str | Path]) -> list[InputFile]:
-    """Files of the arguments: a file as is, a folder recursively (hidden entries skipped),
-    in argument order then sorted; a missing path is kept (reported as unreadable)."""
+    """Files of the arguments: a file as is, a folder recursively (hidden entries skipped,
+    symbolic links to folders followed), in argument order then sorted; a missing path or a
+    dangling link is kept (reported as unreadable)."""
     out: list[InputFile] = []
     for p in map(Path, paths):
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                rel = f.relative_to(p)
-                if f.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    out.append(InputFile(f, Path(p.name or "input") / rel))
+            files, broken = walk_files(p)
+            for f in sorted(files + broken):
+                out.append(InputFile(f, Path(p.name or "input") / f.relative_to(p)))
         else:
             out.append(InputFile(p, Path(p.name)))
     return out
@@ -510,7 +510,8 @@ def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
     try:
         if not item.path.exists():
             res = _result(item, _kind(item.path))
-            res.update(status=UNREADABLE, message="not found")
+            res.update(status=UNREADABLE, message="broken symbolic link (target missing)"
+                       if item.path.is_symlink() else "not found")
         elif is_image(item.path):
             res = detect_image(item, ctx)
         elif is_video(item.path):
@@ -553,7 +554,7 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path,
     batch_size = batch_size or (32 if dev.type == "cuda" else 4)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    bundle = load_bundle(bundle_path, dev)
+    bundle = load_model(bundle_path, dev)  # a bundle, a run folder or a checkpoint folder
     thr = bundle.threshold if threshold is None else float(threshold)
     pipeline = FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
     ctx = Context(bundle=bundle, faces=pipeline, device=dev, threshold=thr,

@@ -6,6 +6,8 @@ Callable from Python::
 
 Writes ``metrics.json`` (frame- and video-level Acc@0.5, best-threshold Acc and its threshold,
 AUC, EER, AP; overall and per manipulation method), ``predictions.csv`` and ``roc.png``.
+Rows that cannot be scored (an image that does not decode, a non-finite score) are left out of
+every metric and listed with their reason in ``excluded.csv`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -18,32 +20,73 @@ from typing import Any
 import numpy as np
 import torch
 
+from lorefd.data.images import ImageLoadError, load_rgb
 from lorefd.data.manifest import FAKE, REAL, Sample, describe, filter_samples
-from lorefd.engines.train import check_split, make_eval_loader, predict
+from lorefd.engines.common import autocast
+from lorefd.engines.train import check_split, make_eval_loader
+from lorefd.errors import NothingProcessedError
 from lorefd.evaluation.metrics import fmt, report
-from lorefd.models.detectors import Detector, load_detector
+from lorefd.models.bundle import load_model
+from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, pick_device
 
 log = logging.getLogger("lorefd")
 
 
+@torch.no_grad()
 def score_samples(detector: Detector, samples: list[Sample], batch_size: int = 64,
                   device: torch.device | None = None, num_workers: int = 0, amp: bool = True
-                  ) -> np.ndarray:
-    """Fake probability of every sample, in order (deterministic masks)."""
+                  ) -> tuple[np.ndarray, dict[int, str]]:
+    """Fake probability of every sample, in order (deterministic masks, eval mode), and
+    ``{row: reason}`` for the rows that could not be scored (their probability is NaN).
+
+    The data loader replaces an image that does not decode by the next readable one (training
+    must not stop); here such a row is detected by the index of the item it got, never
+    scored with another image's score.
+    """
     device = device or next(detector.parameters()).device
     loader = make_eval_loader(samples, detector.image_size, batch_size, num_workers)
-    probs, _ = predict(detector, loader, device, amp)
-    return probs
+    was_training = detector.training
+    detector.eval()
+    probs, got = [], []
+    try:
+        for batch in loader:
+            with autocast(device, amp):
+                logits = detector(batch["image"].to(device, non_blocking=True))["logits"]
+            probs.append(torch.sigmoid(logits.float()).cpu())
+            got.append(batch["index"])
+    except RuntimeError as exc:
+        if "no readable sample" not in str(exc):
+            raise
+        raise NothingProcessedError(f"evaluation set: not one of {len(samples)} images could be "
+                                    "read") from None
+    finally:
+        detector.train(was_training)
+    p = torch.cat(probs).numpy().astype(np.float64) if probs else np.zeros(0)
+    index = torch.cat(got).numpy() if got else np.zeros(0, dtype=int)
+    excluded: dict[int, str] = {}
+    for row in np.flatnonzero(index != np.arange(len(samples))):
+        try:
+            load_rgb(samples[row].path)
+            reason = "unreadable image"
+        except ImageLoadError as exc:
+            reason = str(exc)
+        excluded[int(row)] = reason
+    for row in np.flatnonzero(~np.isfinite(p)):
+        excluded.setdefault(int(row), "non-finite score (NaN/inf): the model is damaged")
+    p[list(excluded)] = np.nan
+    return p, excluded
 
 
 def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: str | Path | None = None,
              filters: list[str] | None = None, batch_size: int = 64, device: str | None = None,
              threshold: float | None = None, num_workers: int = 0, amp: bool = True
              ) -> dict[str, Any]:
-    """Metrics of ``detector`` (a module or a checkpoint path) on ``samples``.
+    """Metrics of ``detector`` on ``samples``: a module, or what ``--model`` accepts (a
+    bundle, a run folder or a checkpoint folder; :func:`lorefd.models.bundle.load_model`).
 
-    ``threshold`` (for Acc): default the training config's ``train.threshold`` (0.5).
+    ``threshold`` (for Acc): default the bundle's, else the training config's
+    ``train.threshold`` (0.5). Unreadable rows are excluded and listed (``excluded``).
     """
     samples = filter_samples(samples, filters)
     counts = check_split(samples, "evaluation set" + (f" ({' '.join(filters)})" if filters else ""),
@@ -53,7 +96,10 @@ def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: st
     dev = pick_device(device)
     if isinstance(detector, (str, Path)):
         ckpt = str(detector)
-        detector = load_detector(detector, dev)
+        loaded = load_model(detector, dev)
+        detector = loaded.detector
+        if threshold is None and loaded.source == "bundle":
+            threshold = loaded.threshold
     else:
         ckpt = None
         detector = detector.to(dev)
@@ -61,22 +107,44 @@ def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: st
         cfg = getattr(detector, "config", None)
         threshold = cfg.train.threshold if cfg is not None else 0.5
     log.info("evaluating %s on %s", ckpt or detector.name, describe(samples))
-    probs = score_samples(detector, samples, batch_size, dev, num_workers, amp)
+    all_probs, excluded = score_samples(detector, samples, batch_size, dev, num_workers, amp)
+    rows = [i for i in range(len(samples)) if i not in excluded]
+    if excluded:
+        log.warning("left %d of %d rows out of every metric (listed in excluded.csv): %s",
+                    len(excluded), len(samples), "; ".join(
+                        f"{samples[i].path}: {r}" for i, r in list(excluded.items())[:3]))
+    if not rows:
+        raise NothingProcessedError(f"evaluation set: not one of {len(samples)} rows could be "
+                                    f"scored (e.g. {next(iter(excluded.values()))})")
+    gone = [{"path": samples[i].path, "label": samples[i].label, "method": samples[i].method,
+             "reason": r} for i, r in sorted(excluded.items())]
+    rows_all, samples = samples, [samples[i] for i in rows]
+    probs = all_probs[rows]
     labels = [s.label for s in samples]
     metrics = report(labels, probs, [s.group for s in samples], [s.method for s in samples],
                      threshold)
     metrics.update({"checkpoint": ckpt, "detector": detector.name, "filters": filters or [],
-                    "data": describe(samples)})
+                    "data": describe(samples), "rows": len(rows_all), "scored": len(samples),
+                    "excluded": gone})
     fr, vi = metrics["overall"]["frame"], metrics["overall"]["video"]
     log.info("frame: acc %s auc %s eer %s ap %s | video: acc %s auc %s", fmt(fr["acc"]),
              fmt(fr["auc"]), fmt(fr["eer"]), fmt(fr["ap"]), fmt(vi["acc"]), fmt(vi["auc"]))
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(out / "metrics.json", metrics, allow_nan=False)
         write_predictions(out / "predictions.csv", samples, probs)
+        write_excluded(out / "excluded.csv", gone)
         plot_roc(out / "roc.png", samples, probs)
     return metrics
+
+
+def write_excluded(path: Path, rows: list[dict[str, Any]]) -> None:
+    """The rows left out of the metrics, with their reason (a header only when none was)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["path", "label", "method", "reason"])
+        w.writeheader()
+        w.writerows(rows)
 
 
 def write_predictions(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
@@ -127,4 +195,4 @@ def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
     plt.close(fig)
 
 
-__all__ = ["evaluate", "plot_roc", "score_samples", "write_predictions"]
+__all__ = ["evaluate", "plot_roc", "score_samples", "write_excluded", "write_predictions"]

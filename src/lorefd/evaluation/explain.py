@@ -16,7 +16,9 @@ import torch.nn.functional as F
 
 from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.images import load_rgb
-from lorefd.models.detectors import Detector, load_detector
+from lorefd.errors import NonFiniteScoreError
+from lorefd.models.bundle import load_model
+from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path
 
 
@@ -36,7 +38,11 @@ def _img(t: torch.Tensor) -> np.ndarray:
 
 def explain_figure(detector: Detector | str | Path, images: list[str | Path], out: str | Path,
                    device: str = "cpu") -> dict[str, object]:
-    """Write the figure to ``out`` (PNG); returns the probabilities and map statistics."""
+    """Write the figure to ``out`` (PNG); returns the probabilities and map statistics.
+
+    ``detector``: a module, or what ``--model`` accepts (bundle, run or checkpoint folder).
+    A non-finite score (a damaged model) raises :class:`NonFiniteScoreError`, naming the file.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,12 +51,17 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
     if not images:
         raise ValueError("no images to explain")
     if isinstance(detector, (str, Path)):
-        detector = load_detector(detector, device)
+        detector = load_model(detector, device).detector
     detector.eval()
     dev = next(detector.parameters()).device
     batch = load_images(images, detector.image_size).to(dev)
     with torch.no_grad():
         ex = detector.explain(batch)
+    bad = [str(p) for p, ok in zip(images, torch.isfinite(ex["prob"]).tolist(), strict=True)
+           if not ok]
+    if bad:
+        raise NonFiniteScoreError(f"the model gave a non-finite score (NaN/inf) for "
+                                  f"{', '.join(bad[:3])}: the model is damaged or unusable")
     maps: dict[str, torch.Tensor] = ex.get("attention") or {}
     has_recon = ex.get("recon") is not None
     cols = ["input"] + (["reconstruction", "|difference|"] if has_recon else []) + \

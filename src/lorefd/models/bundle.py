@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lorefd import __version__
-from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+from lorefd.checkpoint import (
+    CONFIG,
+    WEIGHTS,
+    CheckpointError,
+    load_checkpoint,
+    nonfinite_tensors,
+    read_checkpoint_info,
+)
 from lorefd.config import config_from_dict
+from lorefd.errors import UserError
 from lorefd.models.detectors.base import KIND as DETECTOR_KIND
 from lorefd.models.detectors.base import Detector, detector_from_state
 from lorefd.utils import atomic_path
@@ -46,9 +55,12 @@ BUNDLE_VERSION = 1
 SUFFIX = ".lorefd"
 _CHUNK = 1 << 22
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+log = logging.getLogger("lorefd")
+# preprocessing parameters a training run records (``meta["preprocess"]``) and a bundle keeps
+PREPROCESS_KEYS = ("face_detector", "detect_side", "track_face_side", "frames", "size", "margin")
 
 
-class BundleError(ValueError):
+class BundleError(UserError, ValueError):
     """A bundle that is missing, corrupted, of another version, or not a bundle at all."""
 
 
@@ -59,6 +71,7 @@ class Bundle:
     detector: Detector
     manifest: dict[str, Any]
     path: Path
+    source: str = "bundle"  # "bundle" (a .lorefd file) or "checkpoint" (a run/checkpoint folder)
 
     @property
     def threshold(self) -> float:
@@ -185,9 +198,14 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     path = Path(path)
     manifest = read_manifest(path, verify=True)
     try:
+        weights = load_file(str(path), device="cpu")
+        bad = nonfinite_tensors(weights)
+        if bad:
+            raise BundleError(f"corrupted bundle {path}: non-finite values (NaN/inf) in "
+                              f"{len(bad)} tensor(s), e.g. {bad[0]}; re-export it from an "
+                              "intact checkpoint")
         cfg = config_from_dict(manifest["config"])
         meta = manifest["checkpoint_meta"]
-        weights = load_file(str(path), device="cpu")
         det = detector_from_state(weights, cfg, meta)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise BundleError(f"corrupted or incompatible bundle {path}: "
@@ -241,23 +259,35 @@ def default_preprocess() -> dict[str, Any]:
             "resize": "area (shrink) / linear (enlarge) to image_size"}
 
 
-def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None = None,
-                  preprocess: dict[str, Any] | None = None, verify: bool = True
-                  ) -> dict[str, Any]:
-    """Write the single-file bundle of a training run or detector checkpoint.
+def bundle_preprocess(meta: dict[str, Any], given: dict[str, Any] | None = None,
+                      warn: bool = True) -> dict[str, Any]:
+    """The face pipeline a bundle must reproduce: what the training data was preprocessed
+    with (``meta["preprocess"]``, recorded by ``lorefd train``), else ``lorefd preprocess``'s
+    defaults (said once); entries of ``given`` win, with a warning where they differ."""
+    recorded = {k: v for k, v in (meta.get("preprocess") or {}).items()
+                if k in PREPROCESS_KEYS and v is not None}
+    pre = {**default_preprocess(), **recorded}
+    for key, value in (given or {}).items():
+        if warn and key in recorded and recorded[key] != value:
+            log.warning("export: %s=%s differs from the training data's %s=%s (recorded from "
+                        "%s): faces will be cropped unlike in training", key, value, key,
+                        recorded[key], meta["preprocess"].get("source", "the run"))
+        pre[key] = value
+    missing = [k for k in ("size", "margin") if k not in recorded and k not in (given or {})]
+    if warn and missing:
+        log.warning("export: the run recorded no %s of its training crops; assuming lorefd "
+                    "preprocess's default%s (%s); pass --%s if the crops were made otherwise",
+                    " or ".join(missing), "s" if len(missing) > 1 else "",
+                    ", ".join(f"{k} {pre[k]}" for k in missing), " / --".join(missing))
+    if "source" in (meta.get("preprocess") or {}):
+        pre["recorded_from"] = meta["preprocess"]["source"]
+    return pre
 
-    ``threshold`` overrides the decision threshold (else the run's validation threshold if it
-    recorded one, else ``train.threshold`` of its config, 0.5 by default; the source is
-    stored). ``preprocess`` overrides entries of :func:`default_preprocess` (e.g. a crop
-    ``size`` or ``margin`` other than ``lorefd preprocess``'s defaults). With ``verify`` the
-    written bundle is loaded back once. Returns the stored manifest.
-    """
-    ckpt = resolve_detector_checkpoint(run)
-    cfg, meta = read_checkpoint_info(ckpt)
-    if meta.get("kind") != DETECTOR_KIND:
-        raise CheckpointError(f"{ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
-                              "'detector' (from `lorefd train`)")
-    weights, cfg, meta = load_checkpoint(ckpt, kind=DETECTOR_KIND)
+
+def _detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
+                       meta: dict[str, Any], threshold: float | None,
+                       preprocess: dict[str, Any] | None, warn: bool = True) -> dict[str, Any]:
+    """The manifest of a bundle made from a detector checkpoint (without file checksums)."""
     if threshold is not None:
         thr = (float(threshold), "given at export")
     else:
@@ -268,9 +298,9 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
     if not 0.0 <= thr[0] <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {thr[0]}")
     key = weights.get("mae.key_patches")
-    pre = {**default_preprocess(), **(preprocess or {})}
+    pre = bundle_preprocess(meta, preprocess, warn)
     mae_meta = (meta.get("mae") or {}).get("meta") or {}
-    manifest = {
+    return {
         "detector": meta["detector"], "image_size": int(meta.get("image_size",
                                                                  cfg.data.image_size)),
         "config": cfg.to_dict(), "checkpoint_meta": meta,
@@ -281,12 +311,85 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
         "source": {"checkpoint": str(ckpt.resolve()), "epoch": meta.get("epoch"),
                    "step": meta.get("step")},
     }
+
+
+def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None = None,
+                  preprocess: dict[str, Any] | None = None, verify: bool = True,
+                  half: bool = False) -> dict[str, Any]:
+    """Write the single-file bundle of a training run or detector checkpoint.
+
+    ``threshold`` overrides the decision threshold (else the run's validation threshold if it
+    recorded one, else ``train.threshold`` of its config, 0.5 by default; the source is
+    stored). The face pipeline (crop ``size``, template ``margin``, face detector) is the one
+    the run recorded for its training data (:func:`bundle_preprocess`); ``preprocess``
+    overrides entries (a warning where they differ from the recorded ones). With ``verify``
+    the written bundle is loaded back once. ``half`` stores float weights as float16 (half
+    the size; loading casts them back to float32). Returns the stored manifest.
+    """
+    ckpt = resolve_detector_checkpoint(run)
+    cfg, meta = read_checkpoint_info(ckpt)
+    if meta.get("kind") != DETECTOR_KIND:
+        raise CheckpointError(f"{ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
+                              "'detector' (from `lorefd train`)")
+    weights, cfg, meta = load_checkpoint(ckpt, kind=DETECTOR_KIND)  # checksums, finite values
+    manifest = _detector_manifest(ckpt, weights, cfg, meta, threshold, preprocess)
+    if half:
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+        manifest["weights_dtype"] = "float16"
     stored = write_bundle(out_path, weights, manifest)
     if verify:
         load_bundle(out_path)
     return stored
 
 
-__all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "default_preprocess",
-           "export_bundle", "load_bundle", "read_manifest",
-           "resolve_detector_checkpoint", "shipped_bundle", "write_bundle"]
+# ------------------------------------------------------------------------------ --model
+def resolve_model(spec: str | Path | None) -> Path:
+    """What ``--model`` names: a ``.lorefd`` bundle file, a training run folder or a detector
+    checkpoint folder (returned as the checkpoint folder). ``None``: the shipped bundle."""
+    if spec is None or str(spec) == "":
+        shipped = shipped_bundle()
+        if shipped is None:
+            raise BundleError("--model is required: no trained model is shipped with this "
+                              "installation (give a .lorefd bundle, a run folder or a "
+                              "checkpoint folder)")
+        return shipped
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path.parent if path.name in (WEIGHTS, CONFIG) else path
+    if path.is_dir():
+        return resolve_detector_checkpoint(path)
+    raise BundleError(f"model not found: {spec} (a .lorefd bundle, a run folder or a "
+                      "checkpoint folder)")
+
+
+def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
+               warn: bool = False) -> Bundle:
+    """The detector ``--model`` names (see :func:`resolve_model`) as a :class:`Bundle`.
+
+    A checkpoint folder is verified and wrapped in memory exactly as ``lorefd export`` would
+    write it (threshold, recorded preprocessing; ``source`` "checkpoint"), so every command
+    that reads a detector accepts all three forms alike.
+    """
+    path = resolve_model(spec)
+    if path.is_file():
+        return load_bundle(path, device)
+    cfg, meta = read_checkpoint_info(path)
+    if meta.get("kind") != DETECTOR_KIND:
+        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} checkpoint, expected a "
+                              "detector (a run of `lorefd train`, its best/ or a bundle)")
+    weights, cfg, meta = load_checkpoint(path, kind=DETECTOR_KIND)
+    manifest = {"format": FORMAT, "bundle_version": BUNDLE_VERSION,
+                "lorefd_version": __version__, "created": None, "payload_sha256": None,
+                "num_tensors": len(weights),
+                **_detector_manifest(path, weights, cfg, meta, None, None, warn)}
+    try:
+        det = detector_from_state(weights, cfg, meta, device)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"incompatible detector checkpoint {path}: "
+                              f"{type(exc).__name__}: {exc}") from exc
+    return Bundle(detector=det, manifest=manifest, path=path, source="checkpoint")
+
+
+__all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "bundle_preprocess",
+           "default_preprocess", "export_bundle", "load_bundle", "load_model", "read_manifest",
+           "resolve_detector_checkpoint", "resolve_model", "shipped_bundle", "write_bundle"]

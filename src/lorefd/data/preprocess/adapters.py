@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from lorefd.data.images import is_image, is_video
+from lorefd.data.images import is_image, is_video, walk_files
 from lorefd.data.manifest import FAKE, FAKE_FOLDER_NAMES, REAL, label_from_path
 
 FFPP_METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"]
@@ -224,14 +224,18 @@ def index_folder(root: Path, compressions: list[str] | None = None,
     """Any tree with ``real/`` and ``fake/`` folders (any depth) of images or videos.
 
     A ``train``/``val``/``test`` folder on the path sets the split; a folder between ``fake/``
-    and the file (``fake/<method>/...``) names the method.
+    and the file (``fake/<method>/...``) names the method. Symbolic links to folders are
+    followed; dangling links are listed under ``missing``.
     """
     index = DatasetIndex()
     dataset = dataset or root.name
-    for p in sorted(root.rglob("*")):
+    files, broken = walk_files(root)
+    for p in broken:
+        index.missing.append(f"{p.relative_to(root)} (dangling symbolic link or unreadable "
+                             "folder)")
+    for p in files:
         rel_parts = p.relative_to(root).parts
-        if (not p.is_file() or not (is_video(p) or is_image(p))
-                or any(part.startswith(".") for part in rel_parts)):
+        if not (is_video(p) or is_image(p)):
             continue
         label = label_from_path(p, root)
         if label is None:
