@@ -13,7 +13,7 @@ from lorefd.utils import setup_logging
 # Order shown in --help: the paper's pipeline first, then the beyond-the-paper tools.
 COMMANDS = [
     "preprocess", "masks", "pretrain", "reconstruct", "train", "evaluate", "protocol", "explain",
-    "synth", "export", "detect", "demo",
+    "synth", "export", "detect", "serve", "demo",
 ]
 
 

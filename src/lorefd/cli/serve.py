@@ -1,0 +1,138 @@
+"""`lorefd serve`: an HTTP API and a web page for screening faces (FastAPI + uvicorn).
+
+    lorefd serve --model model.lorefd                  # http://127.0.0.1:8000/  (docs: /docs)
+    lorefd serve --host 0.0.0.0 --token "$(openssl rand -hex 16)"
+
+The same scores, heatmaps and statuses as `lorefd detect`, answered in its JSON schema.
+Binds 127.0.0.1 by default; any other address needs a token (`--token` or
+$LOREFD_SERVE_TOKEN), and then every /v1 call needs `Authorization: Bearer TOKEN`.
+Uploads are deleted when their request ends; heatmaps after --keep-minutes.
+
+Exit status: 2 when it cannot start (no model, unusable bundle, no token on a public address).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+
+TOKEN_ENV = "LOREFD_SERVE_TOKEN"
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def _probability(value: str) -> float:
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
+    return x
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``: addresses only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="HTTP API and web page for screening faces",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="bundle from `lorefd export` (default: the model shipped in the package)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other needs --token)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token", default=None,
+                   help=f"require `Authorization: Bearer TOKEN` on every API call "
+                        f"(default: ${TOKEN_ENV})")
+    p.add_argument("--max-upload-mb", type=_positive_float, default=200.0,
+                   help="largest request body in MB (MiB); larger gets 413 (default 200)")
+    p.add_argument("--workers", type=_positive, default=1,
+                   help="inferences at a time, in threads sharing the model (default 1)")
+    p.add_argument("--queue", type=_non_negative, default=8,
+                   help="requests that may wait beyond --workers; more get 503 (default 8)")
+    p.add_argument("--keep-minutes", type=_positive_float, default=10.0,
+                   help="how long heatmaps stay downloadable (default 10)")
+    p.add_argument("--frames", type=_positive, default=None,
+                   help="frames sampled evenly per video (default: the bundle's, 32)")
+    p.add_argument("--threshold", type=_probability, default=None,
+                   help="decision threshold (default: the bundle's)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="CPU threads for torch (default: torch's)")
+    p.add_argument("--batch-size", type=_positive, default=None,
+                   help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
+    p.add_argument("--retinaface-weights", default=None, metavar="PATH",
+                   help="for bundles preprocessed with RetinaFace")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lorefd.models.bundle import shipped_bundle
+
+    def fail(msg: str) -> int:
+        print(f"lorefd serve: error: {msg}", file=sys.stderr)
+        return 2
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if not is_loopback(args.host) and not token:
+        return fail(f"binding {args.host} makes the service reachable from other machines: "
+                    f"set a token with --token or ${TOKEN_ENV} (or bind 127.0.0.1)")
+    model = args.model or shipped_bundle()
+    if model is None:
+        return fail("no model is shipped in this package yet: --model is required "
+                    "(a bundle from `lorefd export`)")
+    import uvicorn
+
+    from lorefd.data.landmarks import LandmarkBackendError
+    from lorefd.engines.serve import ServeOptions, Service, create_app
+    from lorefd.models.bundle import BundleError
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    opts = ServeOptions(max_upload_mb=args.max_upload_mb, workers=args.workers,
+                        queue=args.queue, keep_minutes=args.keep_minutes, token=token,
+                        frames=args.frames, threshold=args.threshold, device=args.device,
+                        batch_size=args.batch_size, retinaface_weights=args.retinaface_weights)
+    try:
+        service = Service.load(model, opts)
+    except (BundleError, LandmarkBackendError, RuntimeError, FileNotFoundError) as exc:
+        return fail(str(exc))
+    app = create_app(service)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"lorefd serve: {service.bundle.path.name} ({service.bundle.manifest['detector']}, "
+          f"threshold {service.threshold:.3f}) on http://{shown}:{args.port}/  "
+          f"(API docs: /docs{'; token required' if token else ''})", flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning",
+                    timeout_graceful_shutdown=5)
+    finally:
+        service.close()
+    return 0
