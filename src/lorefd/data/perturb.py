@@ -189,9 +189,14 @@ def h264(frames: Sequence[np.ndarray], crf: int, fps: int = H264_FPS) -> list[np
     video's rows hold, in order. One frame works (intra-coded only); the robustness sweep
     requires two or more so that the setting is video compression.
     """
-    data = encode_h264(frames, crf, fps)
-    h, w = frames[0].shape[:2]
-    out = decode_video(data, (w, h))
+    import av
+
+    try:
+        data = encode_h264(frames, crf, fps)
+        h, w = frames[0].shape[:2]
+        out = decode_video(data, (w, h))
+    except av.FFmpegError as exc:  # e.g. a frame too small for the encoder
+        raise PerturbationError(f"H.264 round trip failed: {exc}") from exc
     if len(out) != len(frames):
         raise PerturbationError(f"H.264 round trip gave {len(out)} of {len(frames)} frames")
     return out
@@ -225,9 +230,9 @@ ROBUST_P = 0.5  # share of training items that get one perturbation
 def draw_perturbation(rng: np.random.Generator, p: float = ROBUST_P) -> tuple[str, float] | None:
     """A random ``(kind, parameter)`` for training, or None (probability ``1 - p``).
 
-    Kinds are drawn uniformly from :data:`TYPES`; parameters continuously from mild to past
-    DeeperForensics level 5 rather than its five values, so training does not see exactly
-    the evaluation settings. ``h264`` on a single face is intra-coded.
+    Kinds are drawn uniformly from :data:`TYPES`; parameters continuously from mild up to
+    DeeperForensics level 5 rather than its five values only, so training does not see just
+    the evaluation settings. ``h264`` on a single face is intra-coded (CRF 23-40).
     """
     if rng.random() >= p:
         return None

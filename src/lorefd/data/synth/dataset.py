@@ -18,8 +18,8 @@ from torch.utils.data import Dataset
 
 from lorefd.data.images import ImageLoadError, load_rgb
 from lorefd.data.manifest import REAL, ManifestError, Sample
-from lorefd.data.synth import KINDS, NEEDS_DONOR, USES_DONOR, SynthError, synthesize
 from lorefd.data.perturb import random_perturbation
+from lorefd.data.synth import KINDS, NEEDS_DONOR, USES_DONOR, SynthError, synthesize
 from lorefd.data.synth.augment import random_jpeg
 from lorefd.data.synth.core import SynthResult
 

@@ -1,0 +1,541 @@
+"""``lorefd robustness``: detectors under the DeeperForensics-1.0 perturbations and JPEG.
+
+The standard robustness sweep (DeeperForensics-1.0, Jiang et al., CVPR 2020; used by
+LipForensics and later work): the clean set, then each of 7 perturbation types at 5 levels
+(:mod:`lorefd.data.perturb`), plus real JPEG recompression at 5 qualities -- 41 settings. For
+each model and setting: frame- and video-level AUC and Acc, the mean over the 35
+DeeperForensics settings (comparable with published numbers) and over the JPEG levels, and
+the drop from clean. Callable from Python::
+
+    result = robustness({"lre": "model.lorefd"}, samples, "rob/")
+
+Manifests hold aligned face crops, so the perturbations apply to the crop as stored, before it
+is resized to the model's input (``applied_to`` in the outputs); DeeperForensics perturbed
+whole frames before face detection. ``h264`` encodes each video's crops (its manifest rows in
+frame order) as one video. An item a perturbation cannot apply to (a one-frame video for
+``h264``, an unreadable image) is left out of that setting and counted. Results are written
+after every setting; a re-run with the same data, seed and models resumes from them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import time
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from lorefd import __version__
+from lorefd.checkpoint import CheckpointError
+from lorefd.data.dataset import resize_square, to_tensor
+from lorefd.data.images import ImageLoadError, load_rgb
+from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, describe
+from lorefd.data.perturb import (
+    DEEPERFORENSICS,
+    LEVELS,
+    PARAMETER_NAMES,
+    TYPES,
+    VIDEO_TYPES,
+    PerturbationError,
+    apply,
+    h264,
+    parameter,
+)
+from lorefd.engines.common import autocast
+from lorefd.evaluation.metrics import NA, accuracy_at, fmt, video_level
+from lorefd.models.bundle import Bundle, BundleError, load_model
+from lorefd.models.detectors import Detector
+from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device
+
+log = logging.getLogger("lorefd")
+
+CLEAN = "clean"
+APPLIED_TO = ("aligned face crop as stored in the manifest, before resizing to the model input "
+              "(DeeperForensics-1.0 perturbs whole frames before face detection)")
+# Bump when a perturbation's output changes: rows written by another version are recomputed.
+PERTURBATION_VERSION = 1
+FILES = ("robustness.json", "robustness.csv", "robustness.md", "robustness.png")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One column of the sweep: ``clean`` (level 0) or a perturbation type at a level."""
+
+    kind: str
+    level: int = 0
+
+    @property
+    def key(self) -> str:
+        return CLEAN if self.kind == CLEAN else f"{self.kind}/{self.level}"
+
+    @property
+    def param(self) -> float | None:
+        return None if self.kind == CLEAN else parameter(self.kind, self.level)
+
+
+def sweep_settings(types: Sequence[str] | None = None, levels: Sequence[int] | None = None
+                   ) -> list[Setting]:
+    """Clean first, then every type (in :data:`TYPES` order) at every level."""
+    types = list(TYPES) if types is None else list(types)
+    levels = list(LEVELS) if levels is None else sorted(set(levels))
+    bad = [t for t in types if t not in TYPES] + [str(x) for x in levels if x not in LEVELS]
+    if bad:
+        raise ValueError(f"unknown perturbation types/levels {bad}: types are "
+                         f"{', '.join(TYPES)}; levels 1-5")
+    return [Setting(CLEAN)] + [Setting(t, lv) for t in TYPES if t in types for lv in levels]
+
+
+def item_rng(seed: int, setting: Setting, sample: Sample) -> np.random.Generator:
+    """The generator of one item in one setting: independent of order, filters and workers."""
+    key = zlib.crc32(f"{sample.group}|{Path(sample.path).name}".encode())
+    kind = TYPES.index(setting.kind) if setting.kind in TYPES else len(TYPES)
+    return np.random.default_rng([seed, kind, setting.level, key])
+
+
+def order_samples(samples: Sequence[Sample]) -> list[Sample]:
+    """Samples grouped by video, frames in order (a video's frames are encoded together)."""
+    return sorted(samples, key=lambda s: (s.group, s.frame_index, s.path))
+
+
+class PerturbedCrops(Dataset):
+    """Crops of ``samples`` under one setting, resized to ``image_size``.
+
+    Items: ``image`` (3xSxS in [0, 1]), ``ok`` (False: left out, with ``reason``), ``index``.
+    Unlike training datasets no sample stands in for another: a failed item is marked.
+    """
+
+    def __init__(self, samples: Sequence[Sample], setting: Setting, image_size: int,
+                 seed: int = 0) -> None:
+        self.samples = list(samples)
+        self.setting = setting
+        self.image_size = image_size
+        self.seed = seed
+        self.videos: dict[str, list[int]] = defaultdict(list)
+        for i, s in enumerate(self.samples):
+            self.videos[s.group].append(i)
+        for idx in self.videos.values():
+            idx.sort(key=lambda i: (self.samples[i].frame_index, self.samples[i].path))
+        self._cache: tuple[str, dict[int, np.ndarray | Exception]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def _video(self, group: str) -> dict[int, np.ndarray | Exception]:
+        """Every frame of ``group`` after video compression (or the reason it failed)."""
+        if self._cache is not None and self._cache[0] == group:
+            return self._cache[1]
+        out: dict[int, np.ndarray | Exception] = {}
+        frames: dict[int, np.ndarray] = {}
+        for i in self.videos[group]:
+            try:
+                frames[i] = load_rgb(self.samples[i].path)
+            except ImageLoadError as exc:
+                out[i] = exc
+        if len(frames) < 2:
+            err: Exception | None = PerturbationError("one-frame video: no video to compress")
+        elif len({f.shape for f in frames.values()}) > 1:
+            err = PerturbationError("frames of different sizes: not one video")
+        else:
+            err = None
+            coded = h264(list(frames.values()), int(parameter(self.setting.kind, self.setting.level)))
+            out.update(zip(frames, coded, strict=True))
+        if err is not None:
+            out.update(dict.fromkeys(frames, err))
+        self._cache = (group, out)
+        return out
+
+    def perturbed(self, index: int) -> np.ndarray:
+        """The crop of item ``index`` under this setting, at its stored size."""
+        s, st = self.samples[index], self.setting
+        if st.kind in VIDEO_TYPES:
+            got = self._video(s.group)[index]
+            if isinstance(got, Exception):
+                raise got
+            return got
+        rgb = load_rgb(s.path)
+        if st.kind == CLEAN:
+            return rgb
+        return apply(st.kind, rgb, st.param, item_rng(self.seed, st, s))
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            rgb, ok, reason = resize_square(self.perturbed(index), self.image_size), True, ""
+        except ImageLoadError:
+            rgb, ok, reason = None, False, "unreadable image"
+        except PerturbationError as exc:
+            rgb, ok, reason = None, False, str(exc)
+        if rgb is None:
+            rgb = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+        return {"image": to_tensor(rgb), "ok": ok, "reason": reason, "index": index}
+
+
+@torch.no_grad()
+def score_models(detectors: Sequence[Detector], loader: DataLoader, device: torch.device,
+                 amp: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
+    """Fake probabilities of every item for each detector (one pass over the loader), the
+    ``ok`` flags and the reasons of the failed items."""
+    probs: list[list[torch.Tensor]] = [[] for _ in detectors]
+    oks, reasons = [], []
+    cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    for batch in loader:
+        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=cl)
+        for out, det in zip(probs, detectors, strict=True):
+            with autocast(device, amp):
+                out.append(torch.sigmoid(det(images)["logits"].float()).cpu())
+        oks.append(batch["ok"])
+        reasons.extend(batch["reason"])
+    ok = torch.cat(oks).numpy().astype(bool) if oks else np.zeros(0, bool)
+    return ([torch.cat(p).numpy().astype(np.float64) if p else np.zeros(0) for p in probs],
+            ok, reasons)
+
+
+def auc_acc(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
+    """AUC (n/a with one class) and Acc at ``threshold`` (n/a when empty), as
+    :func:`lorefd.evaluation.metrics.binary_metrics` reports them, without its other metrics."""
+    from sklearn.metrics import roc_auc_score
+
+    both = len(set(y.tolist())) == 2
+    return {"auc": float(roc_auc_score(y, p)) if both else NA,
+            "acc": accuracy_at(y, p, threshold) if len(y) else NA}
+
+
+def setting_row(setting: Setting, samples: Sequence[Sample], probs: np.ndarray, ok: np.ndarray,
+                reasons: Sequence[str], threshold: float) -> dict[str, Any]:
+    """Frame- and video-level AUC / Acc of one model in one setting (failed items left out)."""
+    kept = [s for s, k in zip(samples, ok, strict=True) if k]
+    y = np.array([s.label for s in kept], dtype=int)
+    p = probs[ok]
+    frame = auc_acc(y, p, threshold)
+    vy, vp, _ = video_level(y, p, [s.group for s in kept])
+    video = auc_acc(vy, vp, threshold)
+    skipped = Counter(r for r, k in zip(reasons, ok, strict=True) if not k)
+    return {"type": setting.kind, "level": setting.level, "param": setting.param,
+            "param_name": PARAMETER_NAMES.get(setting.kind, ""), "n": int(len(y)),
+            "n_real": int((y == REAL).sum()), "n_fake": int((y == FAKE).sum()),
+            "n_videos": int(len(vy)), "skipped": int(sum(skipped.values())),
+            "skip_reasons": dict(skipped), "threshold": threshold,
+            "frame_auc": frame["auc"], "frame_acc": frame["acc"],
+            "video_auc": video["auc"], "video_acc": video["acc"]}
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows with their drop from clean, and the model's summary: clean, the mean over the
+    DeeperForensics settings and over the JPEG levels (n/a values left out of the means and
+    the count of those averaged given)."""
+    clean = next((r for r in rows if r["type"] == CLEAN), None)
+    out = []
+    for r in rows:
+        r = dict(r)
+        for lv in ("frame", "video"):
+            a, c = _num(r[f"{lv}_auc"]), _num(clean[f"{lv}_auc"]) if clean else None
+            r[f"{lv}_auc_drop"] = NA if a is None or c is None else c - a
+        out.append(r)
+
+    def mean_of(kinds: Sequence[str]) -> dict[str, Any]:
+        sel = [r for r in out if r["type"] in kinds]
+        res: dict[str, Any] = {"settings": len(sel)}
+        for m in ("frame_auc", "frame_acc", "video_auc", "video_acc", "frame_auc_drop",
+                  "video_auc_drop"):
+            vals = [v for v in (_num(r[m]) for r in sel) if v is not None]
+            res[m] = float(np.mean(vals)) if vals else NA
+            res[f"{m}_n"] = len(vals)
+        return res
+
+    summary = {"clean": {m: clean[m] for m in ("frame_auc", "frame_acc", "video_auc",
+                                               "video_acc", "n", "n_videos")} if clean else None,
+               "deeperforensics": mean_of(list(DEEPERFORENSICS)), "jpeg": mean_of(["jpeg"])}
+    return out, summary
+
+
+# ---- the sweep ----------------------------------------------------------------------------
+@dataclass
+class _Model:
+    name: str
+    spec: str
+    loaded: Bundle  # a .lorefd file, or a checkpoint wrapped alike (source "checkpoint")
+    fingerprint: dict[str, Any]
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def model_names(specs: Sequence[str]) -> list[tuple[str, str]]:
+    """``(name, path)`` per ``--model``: ``NAME=PATH`` or a path named after its file or run
+    folder; repeated names get ``-2``, ``-3``."""
+    out, seen = [], Counter()
+    for spec in specs:
+        name, path = "", spec
+        head, sep, tail = spec.partition("=")
+        if sep and head and "/" not in head and not Path(spec).exists():
+            name, path = head, tail
+        if not name:
+            p = Path(path.rstrip("/"))
+            name = (p.stem if p.suffix == ".lorefd" else
+                    p.parent.name if p.name in ("best", "last") and p.parent.name else p.name)
+        seen[name] += 1
+        out.append((name if seen[name] == 1 else f"{name}-{seen[name]}", path))
+    return out
+
+
+def _fingerprint(loaded: Bundle) -> dict[str, Any]:
+    f = loaded.path if loaded.path.is_file() else loaded.path / "model.safetensors"
+    st = f.stat()
+    return {"path": str(f.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def load_models(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path]],
+                device: torch.device) -> list[_Model]:
+    """Load every model (:func:`lorefd.models.bundle.load_model`: what ``--model`` takes in
+    every command) before any scoring; a failure names the model (CheckpointError)."""
+    items = list(models.items()) if isinstance(models, Mapping) else list(models)
+    out = []
+    for name, spec in items:
+        try:
+            loaded = load_model(spec, device)
+        except (CheckpointError, BundleError, OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"cannot load model {name!r} ({spec}): {exc}") from exc
+        out.append(_Model(name, str(spec), loaded, _fingerprint(loaded)))
+    return out
+
+
+def data_signature(samples: Sequence[Sample], seed: int) -> dict[str, Any]:
+    """What the stored rows depend on besides the model: the rows scored, the seed, the code."""
+    h = hashlib.sha1()
+    for s in samples:
+        h.update(f"{s.path}\0{s.label}\0{s.group}\0{s.frame_index}\n".encode())
+    return {"samples": len(samples), "samples_sha1": h.hexdigest(), "seed": seed,
+            "perturbation_version": PERTURBATION_VERSION, "applied_to": APPLIED_TO}
+
+
+def _resume(path: Path, signature: dict[str, Any], models: list[_Model]) -> None:
+    """Take the rows a previous run wrote for the same data, seed and model files."""
+    import json
+
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+        if old.get("signature") != signature:
+            log.warning("%s was written for other data, seed or lorefd perturbations: "
+                        "recomputing every setting", path)
+            return
+        stored = {m["name"]: m for m in old.get("models", [])}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        log.warning("cannot resume from %s (%s): recomputing", path, exc)
+        return
+    for m in models:
+        prev = stored.get(m.name)
+        if prev and prev.get("fingerprint") == m.fingerprint and \
+                prev.get("threshold") == m.loaded.threshold:
+            m.rows = {r["key"]: r for r in prev.get("rows", []) if "key" in r}
+            if m.rows:
+                log.info("%s: resuming, %d setting(s) already written", m.name, len(m.rows))
+        elif prev:
+            log.warning("%s: the model file changed since %s was written: recomputing",
+                        m.name, path.name)
+
+
+def robustness(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path]],
+               samples: Sequence[Sample], out_dir: str | Path,
+               types: Sequence[str] | None = None, levels: Sequence[int] | None = None,
+               seed: int = 0, batch_size: int = 64, device: str | None = None,
+               num_workers: int = 0, amp: bool = True, filters: Sequence[str] | None = None,
+               figure: bool = True) -> dict[str, Any]:
+    """Score ``models`` (name -> bundle / run / checkpoint) on ``samples`` under every setting.
+
+    Writes ``robustness.json``, ``.csv``, ``.md`` after each setting and ``.png`` at the end
+    into ``out_dir``; returns the JSON's content.
+    """
+    settings = sweep_settings(types, levels)
+    samples = order_samples(samples)
+    if not samples:
+        raise ManifestError("robustness: no samples" + (f" ({' '.join(filters)})" if filters
+                                                         else ""))
+    labels = Counter(s.label for s in samples)
+    if labels[REAL] == 0 or labels[FAKE] == 0:
+        log.warning("robustness: one class only (%s): AUC reported as n/a", describe(samples))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = pick_device(device)
+    loaded = load_models(models, dev)
+    signature = data_signature(samples, seed)
+    _resume(out / "robustness.json", signature, loaded)
+    header = {"lorefd_version": __version__, "data": describe(samples),
+              "filters": list(filters or []), "seed": seed, "applied_to": APPLIED_TO,
+              "signature": signature, "settings": [s.key for s in settings],
+              "levels_metric": "frame: every crop; video: mean frame probability per video_id"}
+    total = len(settings)
+    for k, st in enumerate(settings, 1):
+        todo = [m for m in loaded if st.key not in m.rows]
+        if not todo:
+            continue
+        t0 = time.perf_counter()
+        by_size: dict[int, list[_Model]] = defaultdict(list)
+        for m in todo:
+            by_size[m.loaded.detector.image_size].append(m)
+        for size, group in by_size.items():
+            ds = PerturbedCrops(samples, st, size, seed)
+            loader = DataLoader(ds, batch_size=batch_size, shuffle=False,
+                                num_workers=num_workers)
+            probs, ok, reasons = score_models([m.loaded.detector for m in group], loader, dev, amp)
+            for m, p in zip(group, probs, strict=True):
+                if not np.isfinite(p[ok]).all():
+                    raise CheckpointError(f"model {m.name!r} ({m.spec}) gives non-finite scores "
+                                          f"under {st.key}: damaged weights?")
+                row = setting_row(st, samples, p, ok, reasons, m.loaded.threshold)
+                row.update(key=st.key, seconds=round(time.perf_counter() - t0, 3))
+                m.rows[st.key] = row
+        log.info("[%d/%d] %s%s: %s (%.1f s)", k, total, st.key,
+                 f" ({PARAMETER_NAMES[st.kind]} {st.param:g})" if st.param is not None else "",
+                 ", ".join(f"{m.name} AUC {fmt(m.rows[st.key]['frame_auc'])}" for m in todo),
+                 time.perf_counter() - t0)
+        write_outputs(out, header, loaded, settings, complete=False, figure=False)
+    return write_outputs(out, header, loaded, settings, complete=True, figure=figure)
+
+
+def write_outputs(out: Path, header: dict[str, Any], models: Sequence[_Model],
+                  settings: Sequence[Setting], complete: bool, figure: bool = True
+                  ) -> dict[str, Any]:
+    """``robustness.json``, ``.csv``, ``.md`` (and ``.png`` when ``figure``)."""
+    entries = []
+    for m in models:
+        rows, summary = summarise([m.rows[s.key] for s in settings if s.key in m.rows])
+        det = m.loaded.detector
+        entries.append({"name": m.name, "source": m.spec, "kind": m.loaded.source,
+                        "path": str(m.loaded.path), "detector": det.name,
+                        "image_size": det.image_size, "threshold": m.loaded.threshold,
+                        "fingerprint": m.fingerprint, "summary": summary, "rows": rows})
+    result = {**header, "complete": complete, "models": entries}
+    atomic_write_json(out / "robustness.json", result)
+    write_csv(out / "robustness.csv", entries)
+    atomic_write_text(out / "robustness.md", markdown(result))
+    if figure:
+        plot_robustness(out / "robustness.png", result)
+    return result
+
+
+CSV_COLUMNS = ["model", "type", "level", "param_name", "param", "n", "n_real", "n_fake",
+               "n_videos", "skipped", "frame_auc", "frame_acc", "video_auc", "video_acc",
+               "frame_auc_drop", "video_auc_drop"]
+
+
+def write_csv(path: Path, entries: Sequence[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_COLUMNS)
+        for e in entries:
+            for r in e["rows"]:
+                w.writerow([e["name"]] + [_cell(r.get(c, "")) for c in CSV_COLUMNS[1:]])
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    return f"{v:.6f}" if isinstance(v, float) else v
+
+
+def _pct(v: Any) -> str:
+    return fmt(v, 100.0, 1)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The report: a summary table per model, then every setting."""
+    n_df = len(DEEPERFORENSICS) * len(LEVELS)
+    lines = ["# Robustness: DeeperForensics-1.0 perturbations and JPEG", "",
+             f"Data: {result['data']}" + (f" (filters: {' '.join(result['filters'])})"
+                                          if result["filters"] else "") + f"; seed {result['seed']}.",
+             f"Perturbations applied to: {result['applied_to']}.",
+             "AUC and Acc in %; Acc at each model's threshold; drop = clean AUC minus perturbed "
+             "AUC (points). Video level: mean frame probability per video.", ""]
+    if not result["complete"]:
+        lines += ["**Incomplete: the sweep was interrupted; re-run the command to resume.**", ""]
+    lines += ["| model | level | clean AUC | clean Acc | mean AUC, DeeperForensics | drop | "
+              "mean AUC, JPEG | drop |", "|---|---|---|---|---|---|---|---|"]
+    for e in result["models"]:
+        s = e["summary"]
+        for lv in ("frame", "video"):
+            df, jp, cl = s["deeperforensics"], s["jpeg"], s["clean"] or {}
+            lines.append(
+                f"| {e['name']} | {lv} | {_pct(cl.get(f'{lv}_auc', NA))} | "
+                f"{_pct(cl.get(f'{lv}_acc', NA))} | {_pct(df[f'{lv}_auc'])} "
+                f"({df[f'{lv}_auc_n']}/{n_df}) | {_pct(df[f'{lv}_auc_drop'])} | "
+                f"{_pct(jp[f'{lv}_auc'])} ({jp[f'{lv}_auc_n']}/{len(LEVELS)}) | "
+                f"{_pct(jp[f'{lv}_auc_drop'])} |")
+    lines += ["", "(k/N): settings with an AUC among those of the full sweep (n/a: one class "
+              "left, or nothing the perturbation could apply to). h264 scores only videos of two "
+              "or more frames (n, skipped); its drop is against the clean AUC of all items.", ""]
+    for e in result["models"]:
+        lines += [f"## {e['name']}", "",
+                  f"`{e['source']}` ({e['kind']}, {e['detector']}, {e['image_size']} px, "
+                  f"threshold {e['threshold']:g})", "",
+                  "| type | level | parameter | n | videos | skipped | frame AUC | frame Acc | "
+                  "video AUC | video Acc | AUC drop (frame) | AUC drop (video) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e["rows"]:
+            param = "" if r["param"] is None else f"{r['param_name']} {r['param']:g}"
+            why = "; ".join(f"{k}: {v}" for k, v in r.get("skip_reasons", {}).items())
+            lines.append(
+                f"| {r['type']} | {r['level'] or ''} | {param} | {r['n']} | {r['n_videos']} | "
+                f"{r['skipped']}{f' ({why})' if why else ''} | {_pct(r['frame_auc'])} | "
+                f"{_pct(r['frame_acc'])} | {_pct(r['video_auc'])} | {_pct(r['video_acc'])} | "
+                f"{_pct(r['frame_auc_drop'])} | {_pct(r['video_auc_drop'])} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_robustness(path: Path, result: dict[str, Any]) -> None:
+    """AUC against level, one line per type, one panel per model, clean AUC dashed.
+
+    Video-level AUC when some video has several frames, else frame level (the axis says).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = result["models"]
+    level = "video" if any(
+        (e["summary"]["clean"] or {}).get("n_videos", 0) < (e["summary"]["clean"] or {}).get("n", 0)
+        for e in models) else "frame"
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4), squeeze=False,
+                             sharey=True)
+    for ax, e in zip(axes[0], models, strict=True):
+        for kind in TYPES:
+            pts = [(r["level"], _num(r[f"{level}_auc"])) for r in e["rows"] if r["type"] == kind]
+            pts = [(x, y) for x, y in pts if y is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.2,
+                        ls="--" if kind == "jpeg" else "-", label=kind)
+        clean = _num((e["summary"]["clean"] or {}).get(f"{level}_auc"))
+        if clean is not None:
+            ax.axhline(clean, color="k", ls=":", lw=1, label="clean")
+        ax.axhline(0.5, color="0.6", lw=0.6)
+        ax.set(title=e["name"] + (f" (clean AUC {clean:.3f})" if clean is not None else ""),
+               xlabel="perturbation level", xticks=list(LEVELS), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{level}-level AUC")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("AUC under DeeperForensics-1.0 perturbations and JPEG", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+__all__ = ["APPLIED_TO", "CLEAN", "FILES", "PerturbedCrops", "Setting", "data_signature",
+           "item_rng", "load_models", "markdown", "model_names", "order_samples",
+           "plot_robustness", "robustness", "score_models", "setting_row", "summarise",
+           "sweep_settings"]
