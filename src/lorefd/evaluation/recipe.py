@@ -1,0 +1,195 @@
+"""``lorefd recipe``: the shipped model, reproduced end to end from a folder of real faces.
+
+Stages (each resumable: a finished stage is skipped, an interrupted training continues from
+its last checkpoint, so a killed run re-run with the same arguments ends with the same model):
+
+1. ``faces``    align the reals like ``lorefd preprocess`` (dlib landmarks, 5-point template);
+2. ``split``    identity-disjoint train / validation / test; the faces bundled with lorefd (the
+                demo set) always go to test, so nothing reported on them was trained on;
+3. ``heldout``  validation and test sets: their reals and one fixed synthesised fake per real,
+                both JPEG-recompressed alike (quality 90);
+4. ``stage1``   the key-region MAE on the training reals (Section III-B);
+5. ``baseline`` the plain detector on fakes synthesised on the fly (Table V);
+6. ``lre``      the method (Section III-C), its frozen extractor = the trained baseline;
+7. ``evaluate`` both on the held-out test set (and ``--gan`` fakes if given);
+8. ``export``   the detector with the better *validation* AUC as an fp16 ``model.lorefd``.
+
+``--stages`` runs a subset (the later stages need the earlier ones' outputs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from lorefd.config import load_config
+from lorefd.data.manifest import FAKE, REAL, Sample, read_manifest, write_manifest
+from lorefd.utils import atomic_write_json
+
+log = logging.getLogger("lorefd")
+
+STAGES = ("faces", "split", "heldout", "stage1", "baseline", "lre", "evaluate", "export")
+DETECTORS = ("baseline", "lre")
+BUNDLED_FACES = Path(__file__).resolve().parents[1] / "assets" / "faces"
+MARGIN = 0.1  # FFHQ-style tight crops: a wider template would pad black borders
+
+
+def reserved_ids() -> set[str]:
+    """File stems of the faces bundled with lorefd (the demo set): test-only."""
+    return {p.stem for p in (BUNDLED_FACES / "real").glob("*.jpg")}
+
+
+def split_reals(samples: list[Sample], val: float, test: float, seed: int = 0
+                ) -> dict[str, list[Sample]]:
+    """Identity-disjoint split by hashed identity (``Sample.group``); reserved ids -> test."""
+    reserved = reserved_ids()
+    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for s in samples:
+        h = int(hashlib.sha1(f"{seed}:{s.group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if Path(s.video_id or s.path).name in reserved:
+            split = "test"
+        else:
+            split = "test" if h < test else "val" if h < test + val else "train"
+        s.split = split
+        out[split].append(s)
+    return out
+
+
+def _gan_set(gan_dir: Path, reals: list[Sample], out: Path, size: int, limit: int = 500
+             ) -> list[Sample]:
+    """Whole-face GAN images (aligned like the reals) against as many held-out reals."""
+    from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
+
+    root = out / "gan_src"
+    (root / "fake").mkdir(parents=True, exist_ok=True)
+    files = sorted(p for p in Path(gan_dir).iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
+    for p in files:
+        link = root / "fake" / p.name
+        if not link.exists():
+            link.symlink_to(p.resolve())
+    opts = PreprocessOptions(size=size, margin=MARGIN, progress=False)
+    run_preprocess("folder", root, out / "gan_faces", opts)
+    fakes = [s for s in read_manifest(out / "gan_faces" / "manifest.csv") if s.label == FAKE]
+    for f in fakes:
+        f.method = "stylegan"
+    return reals[:len(fakes)] + fakes
+
+
+def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
+               overrides: list[str] | None = None, stages: list[str] | None = None,
+               val_fraction: float = 0.08, test_fraction: float = 0.12,
+               gan: str | Path | None = None, device: str | None = None) -> dict[str, Any]:
+    """Run the recipe's ``stages`` (default all) into ``out_dir``; returns the summary."""
+    from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
+    from lorefd.engines.pretrain import pretrain
+    from lorefd.engines.train import train
+    from lorefd.evaluation.demo import held_out_set
+    from lorefd.evaluation.evaluate import evaluate
+    from lorefd.models.bundle import export_bundle
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = list(stages or STAGES)
+    unknown = [s for s in todo if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown recipe stage(s) {unknown}; stages: {', '.join(STAGES)}")
+    cfg = load_config(config, overrides)
+    size = cfg.data.image_size
+    summary_path = out / "recipe.json"
+    summary: dict[str, Any] = {}
+    if summary_path.exists():
+        import json
+
+        summary = json.loads(summary_path.read_text())
+    times = summary.setdefault("seconds", {})
+
+    def timed(name: str, fn):  # noqa: ANN001, ANN202
+        t0 = time.perf_counter()
+        result = fn()
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+        summary["config"] = cfg.to_dict()
+        atomic_write_json(summary_path, summary)
+        print(f"[recipe] {name}: {time.perf_counter() - t0:.1f} s", flush=True)
+        return result
+
+    faces = out / "faces"
+    if "faces" in todo:
+        opts = PreprocessOptions(size=size, margin=MARGIN, progress=False)
+        res = timed("faces", lambda: run_preprocess("folder", reals_root, faces, opts))
+        summary["faces"] = {k: getattr(res, k) for k in ("ok", "no_face", "failed")
+                            if hasattr(res, k)}
+    split_dir = out / "splits"
+    if "split" in todo:
+        reals = [s for s in read_manifest(faces / "manifest.csv") if s.label == REAL]
+        parts = split_reals(reals, val_fraction, test_fraction, seed=cfg.train.seed)
+        split_dir.mkdir(exist_ok=True)
+        for name, rows in parts.items():
+            write_manifest(split_dir / f"{name}_reals.csv", rows)
+        summary["identities"] = {k: len(v) for k, v in parts.items()}
+        atomic_write_json(summary_path, summary)
+    if "heldout" in todo:
+        for name, seed in (("val", 1), ("test", 2)):
+            if not (out / name / "manifest.csv").exists():
+                reals = read_manifest(split_dir / f"{name}_reals.csv")
+                timed(f"heldout {name}", lambda r=reals, n=name, sd=seed: held_out_set(
+                    r, out / n, seed=sd))
+        if gan and not (out / "gan" / "manifest.csv").exists():
+            reals = [s for s in read_manifest(out / "test" / "manifest.csv") if s.label == REAL]
+            rows = timed("heldout gan", lambda: _gan_set(Path(gan), reals, out / "gan", size))
+            write_manifest(out / "gan" / "manifest.csv", rows)
+
+    train_reals = (read_manifest(split_dir / "train_reals.csv")
+                   if (split_dir / "train_reals.csv").exists() else [])
+    if "stage1" in todo and not (out / "stage1" / "summary.json").exists():
+        summary["stage1"] = timed("stage1", lambda: pretrain(
+            cfg, train_reals, out / "stage1", resume=True, device=device))
+    for name in DETECTORS:
+        if name not in todo or (out / name / "summary.json").exists():
+            continue
+        extra = [f"detector.name={name}"]
+        if name == "lre":
+            extra.append(f"detector.extractor_weights={out / 'baseline' / 'best'}")
+        dcfg = load_config(config, list(overrides or []) + extra)
+        val = read_manifest(out / "val" / "manifest.csv")
+        summary[name] = timed(name, lambda d=dcfg, n=name, v=val: train(
+            d, train_reals, v, out / "stage1" if n == "lre" else None, out / n, resume=True,
+            device=device))
+    if "evaluate" in todo:
+        sets = {"test": out / "test" / "manifest.csv", "gan": out / "gan" / "manifest.csv"}
+        metrics = summary.setdefault("metrics", {})
+        for name in DETECTORS:
+            if not (out / name / "best").exists():
+                continue
+            for set_name, manifest in sets.items():
+                if manifest.exists():
+                    metrics.setdefault(name, {})[set_name] = timed(
+                        f"evaluate {name} {set_name}", lambda n=name, s=set_name, m=manifest:
+                        evaluate(out / n / "best", read_manifest(m), out / n / f"eval_{s}",
+                                 device=device))
+    if "export" in todo:
+        best = choose_detector(out)
+        summary["shipped"] = best
+        timed("export", lambda: export_bundle(out / best, out / "model.lorefd", half=True))
+    atomic_write_json(summary_path, summary)
+    return summary
+
+
+def choose_detector(out: Path) -> str:
+    """The trained detector with the higher validation AUC (never the test set's)."""
+    import json
+
+    aucs = {}
+    for name in DETECTORS:
+        path = out / name / "summary.json"
+        if path.exists():
+            aucs[name] = json.loads(path.read_text()).get("best_auc") or 0.0
+    if not aucs:
+        raise FileNotFoundError(f"{out}: no trained detector to export (run the baseline stage)")
+    return max(aucs, key=lambda n: (aucs[n], n == "lre"))
+
+
+__all__ = ["DETECTORS", "STAGES", "choose_detector", "reserved_ids", "run_recipe", "split_reals"]
