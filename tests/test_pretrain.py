@@ -250,15 +250,15 @@ def test_cli_pretrain_resume_reconstruct_and_masks(small_manifest, tmp_path):
     args += [f"--set={o}" for o in TINY + ["pretrain.max_steps=2"]]
     assert cli_main(args) == 0
     assert (run / "reconstruction.png").stat().st_size > 1000
-    assert cli_main(args) == 1  # the folder holds a run: refused without --resume
+    assert cli_main(args) == 2  # the folder holds a run: refused without --resume
     assert cli_main(args[:-1] + ["--set=pretrain.max_steps=3", "--resume", "--no-figure"]) == 0
     assert load_state(run / "checkpoints" / "last")["step"] == 3
     fig = tmp_path / "rec.png"
     faces = [s.path for s in read_manifest(small_manifest)[:2]]
-    assert cli_main(["reconstruct", "--ckpt", str(run), *faces, "--out", str(fig)]) == 0
+    assert cli_main(["reconstruct", "--mae", str(run), *faces, "--out", str(fig)]) == 0
     assert Image.open(fig).size[0] > 300
     fig2 = tmp_path / "masks.png"
-    assert cli_main(["masks", "--data", str(small_manifest), "--ckpt", str(run),
+    assert cli_main(["masks", "--data", str(small_manifest), "--mae", str(run),
                      "--out", str(fig2)]) == 0
     assert Image.open(fig2).size[0] > 300
     assert cli_main(["masks", "--config", "tiny", "--set", "mask.region=sample",
