@@ -125,8 +125,11 @@ def reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, mask: torch.T
         for j, panel in enumerate(panels):
             ax = axes[i, j]
             if j == 3:
-                ax.imshow(panel, cmap="inferno", vmin=0, vmax=max(0.25, float(panel.max())))
+                im = ax.imshow(panel, cmap="inferno", vmin=0, vmax=max(0.25, float(panel.max())))
                 ax.set_xlabel(f"mean {diff[pm].mean() if pm.any() else 0:.3f}", fontsize=7)
+                bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+                bar.set_label("|original - reconstruction|\n(mean over RGB, 0-1)", fontsize=6)
+                bar.ax.tick_params(labelsize=6)
             else:
                 ax.imshow(panel)
             if i == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class Report:
         self.blocks.append(("img", (Path(path), caption)))
 
     def to_markdown(self, base: Path) -> str:
+        """Markdown whose image links are relative to ``base`` (the report's folder)."""
         out = [f"# {self.title}", ""]
         for kind, value in self.blocks:
             if kind == "h2":
@@ -44,7 +46,8 @@ class Report:
                 out.append("")
             elif kind == "img":
                 path, caption = value
-                rel = path.relative_to(base) if path.is_relative_to(base) else path
+                # relative to the report's own folder, whatever the working directory
+                rel = Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
                 out += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
         return "\n".join(out)
 
