@@ -100,8 +100,15 @@ def strict_json(text: str) -> dict:
     return json.loads(text, parse_constant=no_constants)
 
 
+@pytest.fixture()
+def loaded(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`detect_paths` reuses the service's loaded model (loading it again costs seconds)."""
+    monkeypatch.setattr("lorefd.engines.detect.load_model", lambda *a, **k: service.bundle)
+
+
 def test_image_same_scores_as_detect_with_heatmap(client: TestClient, service: Service,
-                                                  bundle: Path, media: dict) -> None:
+                                                  bundle: Path, media: dict,
+                                                  loaded: None) -> None:
     r = client.post("/v1/detect?heatmap=true", files=upload(media["face"]))
     assert r.status_code == 200, r.text
     report = strict_json(r.text)
@@ -279,7 +286,7 @@ def test_no_path_traversal(client: TestClient, service: Service, media: dict) ->
 
 
 def test_nonfinite_score_is_an_error(client: TestClient, service: Service, media: dict,
-                                     bundle: Path, tmp_path: Path,
+                                     bundle: Path, tmp_path: Path, loaded: None,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     det = type(service.bundle.detector)
     explain, proba = det.explain, det.predict_proba

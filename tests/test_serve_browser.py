@@ -48,8 +48,9 @@ def _post(url: str, paths: list[Path]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`lorefd serve` as a user starts it, on a free port of 127.0.0.1."""
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen, Path]]:
+    """`lorefd serve` as a user starts it, on a free port of 127.0.0.1 (not yet ready:
+    see :func:`live`)."""
     bundle = serve_bundle(tmp_path_factory)
     port = _free_port()
     log = tmp_path_factory.mktemp("serve-live") / "serve.log"
@@ -58,18 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc = subprocess.Popen([sys.executable, "-m", "lorefd.cli", "serve", "--model",
                                  str(bundle), "--port", str(port), "--threads", "1"],
                                 stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"lorefd serve exited: {log.read_text()}"
-            try:
-                assert _get(f"{url}/health")["status"] == "ok"
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"no answer: {log.read_text()}"
-                time.sleep(0.3)
-        yield url
+        yield f"http://127.0.0.1:{port}", proc, log
     finally:
         proc.terminate()
         try:
@@ -80,7 +71,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def browser(server: tuple, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Headless Chromium (started while the server loads its model)."""
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service as DriverService
 
@@ -99,13 +91,28 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         driver.quit()
 
 
-def test_page_scores_a_real_and_a_fake(server: str, browser, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def live(server: tuple, browser: object) -> str:
+    """The server's URL once it answers /health."""
+    url, proc, log = server
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, f"lorefd serve exited: {log.read_text()}"
+        try:
+            assert _get(f"{url}/health")["status"] == "ok"
+            return url
+        except OSError:
+            assert time.monotonic() < deadline, f"no answer: {log.read_text()}"
+            time.sleep(0.3)
+
+
+def test_page_scores_a_real_and_a_fake(live: str, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     real, fake = bundled_real(0), bundled_fake(tmp_path / "fake_swap.jpg")
     driver, wait = browser, WebDriverWait(browser, 90, poll_frequency=0.2)
-    driver.get(server + "/")
+    driver.get(live + "/")
     wait.until(lambda d: d.find_element(By.ID, "model").text.startswith("Model:"))
     driver.find_element(By.ID, "files").send_keys(f"{real}\n{fake}")
 
@@ -113,7 +120,7 @@ def test_page_scores_a_real_and_a_fake(server: str, browser, tmp_path: Path) -> 
     wait.until(lambda d: d.execute_script(
         "const imgs = [...document.querySelectorAll('img.heatmap')];"
         "return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0);"))
-    api = {r["path"]: r for r in _post(server, [real, fake])["results"]}
+    api = {r["path"]: r for r in _post(live, [real, fake])["results"]}
     cards = driver.find_elements(By.CSS_SELECTOR, ".card")
     assert sorted(c.get_attribute("data-name") for c in cards) == sorted(api)
     for card in cards:

@@ -8,7 +8,8 @@ Binds 127.0.0.1 by default; any other address needs a token (`--token` or
 $LOREFD_SERVE_TOKEN), and then every /v1 call needs `Authorization: Bearer TOKEN`.
 Uploads are deleted when their request ends; heatmaps after --keep-minutes.
 
-Exit status: 2 when it cannot start (no model, unusable bundle, no token on a public address).
+MODEL is a bundle, a training run folder or a checkpoint folder (default: the shipped model).
+Exit status: 2 when it cannot start (no model, unusable model, no token on a public address).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import argparse
 import ipaddress
 import os
 import sys
+
+from lorefd.cli.common import add_model_arg
 
 TOKEN_ENV = "LOREFD_SERVE_TOKEN"
 
@@ -62,8 +65,7 @@ def is_loopback(host: str) -> bool:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="HTTP API and web page for screening faces",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None,
-                   help="bundle from `lorefd export` (default: the model shipped in the package)")
+    add_model_arg(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; any other needs --token)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -93,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.models.bundle import shipped_bundle
+    from lorefd.models.bundle import resolve_model
 
     def fail(msg: str) -> int:
         print(f"lorefd serve: error: {msg}", file=sys.stderr)
@@ -103,15 +105,10 @@ def run(args: argparse.Namespace) -> int:
     if not is_loopback(args.host) and not token:
         return fail(f"binding {args.host} makes the service reachable from other machines: "
                     f"set a token with --token or ${TOKEN_ENV} (or bind 127.0.0.1)")
-    model = args.model or shipped_bundle()
-    if model is None:
-        return fail("no model is shipped in this package yet: --model is required "
-                    "(a bundle from `lorefd export`)")
+    model = resolve_model(args.model)  # BundleError ("--model is required" when none shipped)
     import uvicorn
 
-    from lorefd.data.landmarks import LandmarkBackendError
     from lorefd.engines.serve import ServeOptions, Service, create_app
-    from lorefd.models.bundle import BundleError
 
     if args.threads:
         import torch
@@ -121,10 +118,7 @@ def run(args: argparse.Namespace) -> int:
                         queue=args.queue, keep_minutes=args.keep_minutes, token=token,
                         frames=args.frames, threshold=args.threshold, device=args.device,
                         batch_size=args.batch_size, retinaface_weights=args.retinaface_weights)
-    try:
-        service = Service.load(model, opts)
-    except (BundleError, LandmarkBackendError, RuntimeError, FileNotFoundError) as exc:
-        return fail(str(exc))
+    service = Service.load(model, opts)  # a bad model: a user error, exit 2 (cli.main)
     app = create_app(service)
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"lorefd serve: {service.bundle.path.name} ({service.bundle.manifest['detector']}, "

@@ -44,7 +44,7 @@ from python_multipart.multipart import parse_options_header
 from lorefd import __version__
 from lorefd.engines import report_schema as schema
 from lorefd.engines.detect import Context, FacePipeline, InputFile, detect_file
-from lorefd.models.bundle import Bundle, load_bundle, shipped_bundle
+from lorefd.models.bundle import Bundle, load_model, shipped_bundle
 from lorefd.utils import pick_device
 
 log = logging.getLogger("lorefd")
@@ -283,9 +283,10 @@ class Service:
 
     @classmethod
     def load(cls, bundle_path: str | Path, opts: ServeOptions) -> Service:
-        """Load the bundle once (BundleError if unusable) and make the private work folder."""
+        """Load the model once (a bundle, run or checkpoint folder; BundleError if unusable)
+        and make the private work folder."""
         dev = pick_device(opts.device)
-        bundle = load_bundle(bundle_path, dev)
+        bundle = load_model(bundle_path, dev)
         thr = bundle.threshold if opts.threshold is None else float(opts.threshold)
         root = Path(tempfile.mkdtemp(prefix="lorefd-serve-", dir=opts.workdir))
         (root / "uploads").mkdir(mode=0o700)
