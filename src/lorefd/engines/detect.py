@@ -67,6 +67,7 @@ from lorefd.engines.report_schema import (
 )
 from lorefd.models.bundle import Bundle, load_model
 from lorefd.models.detectors import Detector
+from lorefd.models.detectors.base import BLEND_MASK
 from lorefd.utils import atomic_path, pick_device
 
 log = logging.getLogger("lorefd")
@@ -149,9 +150,16 @@ class FacePipeline:
 # ------------------------------------------------------------------------------ scoring
 def attention_heat(attention: dict[str, torch.Tensor], size: int) -> np.ndarray | None:
     """Mean over layers of the attention maps, upsampled to ``size``, each face scaled to
-    ``[0, 1]`` by its own maximum: ``(B, size, size)``; None without maps."""
+    ``[0, 1]`` by its own maximum: ``(B, size, size)``; None without maps.
+
+    A detector with a blend-mask head gives ``"blend mask"``: the probability that each pixel
+    was blended in, shown as it is (not rescaled, so a clean real face stays dark)."""
     if not attention:
         return None
+    if BLEND_MASK in attention:
+        m = F.interpolate(attention[BLEND_MASK].float(), size=(size, size), mode="bilinear",
+                          align_corners=False)[:, 0]
+        return m.clamp(0, 1).cpu().numpy().astype(np.float32)
     ups = [F.interpolate(a.float(), size=(size, size), mode="bilinear", align_corners=False)
            for a in attention.values()]
     heat = torch.stack(ups).mean(0)[:, 0]

@@ -40,9 +40,43 @@ def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
     return float((fpr[i] + fnr[i]) / 2)
 
 
+def _auc_by_ranks(y: np.ndarray, p: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    r = rankdata(p)
+    pos = y == 1
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_interval(labels: np.ndarray, probs: np.ndarray, level: float = 0.95,
+                 n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """Bootstrap percentile interval of the AUC (reals and fakes resampled separately, so
+    every resample holds both classes); deterministic for a seed."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probs, dtype=np.float64)
+    real, fake = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    rng = np.random.default_rng(seed)
+    aucs = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(real, len(real)), rng.choice(fake, len(fake))])
+        aucs[b] = _auc_by_ranks(y[idx], p[idx])
+    a = (1 - level) / 2
+    return float(np.quantile(aucs, a)), float(np.quantile(aucs, 1 - a))
+
+
+def at_chance(metrics: dict[str, Any]) -> bool | None:
+    """True when the AUC's 95 % interval contains 0.5 (None when there is no AUC)."""
+    ci = metrics.get("auc_ci")
+    if not isinstance(ci, (list, tuple)):
+        return None
+    return bool(ci[0] <= 0.5 <= ci[1])
+
+
 def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray,
                    threshold: float = 0.5) -> dict[str, Any]:
-    """``n, n_real, n_fake, acc, best_threshold, best_acc, auc, eer, ap`` (fake = positive)."""
+    """``n, n_real, n_fake, acc, best_threshold, best_acc, auc, auc_ci, eer, ap`` (fake =
+    positive); ``auc_ci``: the bootstrap 95 % interval of the AUC (:func:`auc_interval`)."""
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=np.float64)
     if y.shape != p.shape:
@@ -50,13 +84,15 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | 
     out: dict[str, Any] = {"n": int(len(y)), "n_real": int((y == 0).sum()),
                            "n_fake": int((y == 1).sum()), "threshold": threshold}
     if len(y) == 0:
-        return {**out, "acc": NA, "best_threshold": NA, "best_acc": NA, "auc": NA, "eer": NA,
-                "ap": NA}
+        return {**out, "acc": NA, "best_threshold": NA, "best_acc": NA, "auc": NA,
+                "auc_ci": NA, "eer": NA, "ap": NA}
     out["acc"] = accuracy_at(y, p, threshold)
     if out["n_real"] == 0 or out["n_fake"] == 0:
-        return {**out, "best_threshold": NA, "best_acc": NA, "auc": NA, "eer": NA, "ap": NA}
+        return {**out, "best_threshold": NA, "best_acc": NA, "auc": NA, "auc_ci": NA, "eer": NA,
+                "ap": NA}
     t, acc = best_threshold(y, p)
     out.update(best_threshold=t, best_acc=acc, auc=float(roc_auc_score(y, p)),
+               auc_ci=list(auc_interval(y, p)),
                eer=equal_error_rate(y, p), ap=float(average_precision_score(y, p)))
     return out
 

@@ -42,10 +42,11 @@ def reserved_ids() -> set[str]:
     return {p.stem for p in (BUNDLED_FACES / "real").glob("*.jpg")}
 
 
-def split_reals(samples: list[Sample], val: float, test: float, seed: int = 0
-                ) -> dict[str, list[Sample]]:
-    """Identity-disjoint split by hashed identity (``Sample.group``); reserved ids -> test."""
-    reserved = reserved_ids()
+def split_reals(samples: list[Sample], val: float, test: float, seed: int = 0,
+                reserve_bundled: bool = True) -> dict[str, list[Sample]]:
+    """Identity-disjoint split by hashed identity (``Sample.group``); with ``reserve_bundled``
+    the faces bundled with lorefd go to test whatever their hash."""
+    reserved = reserved_ids() if reserve_bundled else set()
     out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for s in samples:
         h = int(hashlib.sha1(f"{seed}:{s.group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
@@ -82,8 +83,11 @@ def _gan_set(gan_dir: Path, reals: list[Sample], out: Path, size: int, limit: in
 def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
                overrides: list[str] | None = None, stages: list[str] | None = None,
                val_fraction: float = 0.08, test_fraction: float = 0.12,
-               gan: str | Path | None = None, device: str | None = None) -> dict[str, Any]:
-    """Run the recipe's ``stages`` (default all) into ``out_dir``; returns the summary."""
+               gan: str | Path | None = None, device: str | None = None,
+               reserve_bundled: bool = True) -> dict[str, Any]:
+    """Run the recipe's ``stages`` (default all) into ``out_dir``; returns the summary.
+
+    ``reserve_bundled=False`` lets the bundled faces train (toy runs on the bundle only)."""
     from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
     from lorefd.engines.pretrain import pretrain
     from lorefd.engines.train import train
@@ -125,7 +129,8 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     split_dir = out / "splits"
     if "split" in todo:
         reals = [s for s in read_manifest(faces / "manifest.csv") if s.label == REAL]
-        parts = split_reals(reals, val_fraction, test_fraction, seed=cfg.train.seed)
+        parts = split_reals(reals, val_fraction, test_fraction, seed=cfg.train.seed,
+                            reserve_bundled=reserve_bundled)
         split_dir.mkdir(exist_ok=True)
         for name, rows in parts.items():
             write_manifest(split_dir / f"{name}_reals.csv", rows)

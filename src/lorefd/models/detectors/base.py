@@ -41,6 +41,7 @@ from lorefd.models.registry import create_detector, list_detectors
 
 log = logging.getLogger("lorefd")
 KIND = "detector"
+BLEND_MASK = "blend mask"  # key of the predicted blend mask among explain()'s maps
 
 
 class Detector(nn.Module):
@@ -103,7 +104,7 @@ class Detector(nn.Module):
         """The predicted blend mask ``{"blend mask": (B, 1, h, w)}`` in [0, 1], if any."""
         if "mask_logits" not in out:
             return {}
-        return {"blend mask": torch.sigmoid(out["mask_logits"].float())}
+        return {BLEND_MASK: torch.sigmoid(out["mask_logits"].float())}
 
     # ---- shared --------------------------------------------------------------------------
     def loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor,
@@ -261,6 +262,6 @@ def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dic
     return det.to(device).eval()
 
 
-__all__ = ["KIND", "Detector", "build_detector", "detector_from_state", "detector_meta",
+__all__ = ["BLEND_MASK", "KIND", "Detector", "build_detector", "detector_from_state", "detector_meta",
            "load_detector",
            "load_mae_for_detector", "resolve_mae_checkpoint", "save_detector"]

@@ -1,0 +1,70 @@
+"""`lorefd recipe` end to end at toy size: every stage, the exported bundle, and resume."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from media import stills
+
+from lorefd.evaluation.recipe import STAGES, reserved_ids, run_recipe, split_reals
+from lorefd.models.bundle import load_bundle
+
+TOY = ["data.image_size=64", "data.num_workers=0", "mae.encoder_depth=1", "mae.decoder_depth=1",
+       "pretrain.max_steps=3", "pretrain.batch_size=8", "pretrain.log_every=1",
+       "train.epochs=1", "train.iters_per_epoch=2", "train.batch_size=4", "train.log_every=1",
+       "train.warmup_steps=1"]
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("faces")
+    (root / "real").mkdir()
+    for p in stills(24):
+        shutil.copy(p, root / "real" / p.name)
+    return root
+
+
+def test_recipe_runs_every_stage_and_resumes(faces: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    s = run_recipe(faces, out, "cpu", TOY, val_fraction=0.25, test_fraction=0.25,
+                   reserve_bundled=False, device="cpu")
+    assert set(s["seconds"]) >= {"faces", "stage1", "baseline", "lre", "export"}
+    ids = s["identities"]
+    assert ids["train"] > 0 and ids["val"] > 0 and ids["test"] > 0
+    assert sum(ids.values()) == 24
+    # identity-disjoint splits, fixed fakes for val and test
+    splits = {n: {r.split(",")[4] for r in (out / "splits" / f"{n}_reals.csv").read_text()
+                  .splitlines()[1:]} for n in ("train", "val", "test")}
+    assert not (splits["train"] & splits["test"]) and not (splits["train"] & splits["val"])
+    for name in ("baseline", "lre"):
+        auc = s["metrics"][name]["test"]["overall"]["frame"]["auc"]
+        assert 0.0 <= auc <= 1.0
+    bundle = load_bundle(out / "model.lorefd")
+    assert bundle.manifest["weights_dtype"] == "float16"
+    assert bundle.detector.name == s["shipped"]
+    assert bundle.preprocess["size"] == 64 and bundle.preprocess["margin"] == 0.1
+    # a re-run resumes: finished stages are skipped, the same model comes out
+    before = (out / "model.lorefd").read_bytes()
+    s2 = run_recipe(faces, out, "cpu", TOY, stages=["stage1", "baseline", "lre"],
+                    reserve_bundled=False, device="cpu")
+    assert json.loads((out / "baseline" / "summary.json").read_text())["steps"] == 2
+    assert s2["seconds"]["baseline"] == pytest.approx(s["seconds"]["baseline"])
+    assert (out / "model.lorefd").read_bytes() == before
+
+
+def test_bundled_faces_are_always_test(faces: Path) -> None:
+    from lorefd.data.manifest import Sample
+
+    rows = [Sample(path=str(p), label=0, video_id=f"real/{p.stem}") for p in stills(40)]
+    parts = split_reals(rows, val=0.4, test=0.0)
+    assert len(parts["test"]) == 40 and not parts["train"]
+    assert {Path(r.path).stem for r in parts["test"]} <= reserved_ids()
+
+
+def test_unknown_stage_is_an_error(tmp_path: Path, faces: Path) -> None:
+    with pytest.raises(ValueError, match="unknown recipe stage"):
+        run_recipe(faces, tmp_path / "x", stages=["nope"])
+    assert STAGES[0] == "faces" and STAGES[-1] == "export"
