@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from media import make_video, stills
 from serve_helpers import bundled_fake, bundled_real, serve_bundle
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -137,6 +138,19 @@ def test_page_scores_a_real_and_a_fake(live: str, browser, tmp_path: Path) -> No
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copyfile(shot, os.environ[SCREENSHOT_ENV])
+
+    # a video: its verdict, the per-frame plot and a heatmap video the browser can decode
+    clip = make_video(tmp_path / "clip.mp4", faces=stills(1, 2), seconds=0.5, fps=12,
+                      size=(320, 240))
+    driver.find_element(By.ID, "files").send_keys(str(clip))
+    card = wait.until(lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, ".card")
+                                      if c.get_attribute("data-name") == "clip.mp4"
+                                      and c.find_elements(By.CSS_SELECTOR, ".verdict")), None))
+    assert card.find_element(By.CSS_SELECTOR, ".verdict").text.startswith("This video is")
+    assert len(card.find_elements(By.CSS_SELECTOR, "svg.plot circle")) >= 1
+    video = card.find_element(By.CSS_SELECTOR, "video.heatmap")
+    wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1", video))
+    assert driver.execute_script("return arguments[0].videoWidth", video) > 0
 
     # plain-word errors, and a phone-sized window without sideways scrolling
     text = tmp_path / "notes.jpg"
