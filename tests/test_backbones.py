@@ -30,7 +30,7 @@ def _batch():
 @pytest.mark.parametrize("name", ["baseline", "lre"])
 def test_backbone_trains_a_step_in_both_detectors(backbone, name, mae_ckpt):
     cfg = tiny_config(f"detector.backbone={backbone}", f"detector.name={name}",
-                      "detector.mask_weight=1.0", "detector.drop_rate=0.0")
+                      "detector.mask_weight=1.0", "detector.drop_rate=0.0", "detector.layers=[]")
     det = build_detector(cfg, mae_ckpt if name == "lre" else None)
     x, y, masks, has = _batch()
     det.train()

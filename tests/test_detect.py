@@ -223,7 +223,7 @@ def test_several_faces_and_threshold(bundle: Path, work: Path) -> None:
 
 def test_baseline_heatmap_says_it_has_no_attention(work: Path, face_image: Path) -> None:
     out = work / "xception.lorefd"
-    export_bundle(make_detector_checkpoint(work, name="xception", sub="xception"), out,
+    export_bundle(make_detector_checkpoint(work, name="baseline", sub="baseline"), out,
                   verify=False)
     report = detect_paths([face_image], out, heatmap_dir=work / "heat_xception")
     (r,) = report["results"]

@@ -16,9 +16,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+from lorefd.errors import UserError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -31,7 +33,10 @@ class DataConfig:
     num_workers: int = 4
     # ImageNet normalisation is applied inside the models, images travel as [0, 1] floats.
     landmark_cache: str | None = None  # folder for cached landmarks of plain image folders
-    augment: bool = True  # horizontal flip + light colour jitter (stage 2 only)
+    # true: horizontal flip + light colour jitter (stage 2 only); "robust": also random
+    # DeeperForensics-style degradations (lorefd.data.perturb) in stage 2, reals and fakes
+    # alike, and in stage 1 (degraded real faces to reconstruct, no flip)
+    augment: bool | Literal["robust"] = True
 
 
 @dataclass
@@ -42,7 +47,8 @@ class MaskConfig:
     mask_ratio: float = 0.75
     # Pixels the P1..P4 rectangle is expanded outward by, as a fraction of the image side.
     margin: float = 0.02
-    region: str = "dataset"  # "dataset": one rectangle for all faces (paper); "sample": per face
+    # "dataset": one rectangle for all faces (paper); "sample": per face
+    region: Literal["dataset", "sample"] = "dataset"
     random_fraction: float = 0.0  # share of samples masked purely at random (option, off)
 
 
@@ -72,7 +78,8 @@ class PretrainConfig:
     warmup_steps: int = 0
     amp: bool = True  # bf16 autocast on CUDA, ignored on CPU
     compile: bool = False
-    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead, max-autotune
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune",
+                          "max-autotune-no-cudagraphs"] = "default"  # torch.compile mode
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 500  # steps; a checkpoint is also written at the end of every epoch
@@ -82,16 +89,22 @@ class PretrainConfig:
 class DetectorConfig:
     """Stage-2 detector (Section III-C)."""
 
-    name: str = "lre"  # registry name: "lre" (the method) or "xception" (baseline, Table V)
+    name: str = "lre"  # registry name: "lre" (the method) or "baseline" (Table V; alias "xception")
     backbone: str = "legacy_xception"
     pretrained: bool = True  # ImageNet weights when reachable; else said once, random init
     weights: str | None = None  # local weights for the feature extractor (and detector init)
     # local weights for the frozen feature extractor only (e.g. a trained baseline's best/)
     extractor_weights: str | None = None
-    layers: list[str] = field(default_factory=lambda: ["block3", "block7", "block11"])
+    # attention layers: module names or "strideN"; [] = the stages whose stride is the MAE
+    # patch size (block3/7/11 for Xception with 16-px patches; models/backbone.py)
+    layers: list[str] = field(default_factory=list)
     eval_masks: int = 1  # reconstructions averaged at evaluation (deterministic seeds)
     mask_seed: int = 0
     drop_rate: float = 0.5
+    # Dense auxiliary target (beyond the paper, as in Face X-ray): a 1x1 head on mask_layer
+    # predicts the synthesis blend mask; loss = BCE + mask_weight * BCE(mask). 0: off (paper).
+    mask_weight: float = 0.0
+    mask_layer: str = "stride16"
 
 
 @dataclass
@@ -104,7 +117,11 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     balance: bool = True  # sample real and fake equally (FF++ is 1 real : 4 fake)
-    fakes: str = "manifest"  # "manifest" | "synth" | "both"
+    fakes: Literal["manifest", "synth", "both"] = "manifest"
+    # learning rate per step: constant (paper) or cosine decay to 0 over the run,
+    # after warmup_steps of linear warm-up
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
     amp: bool = True
     compile: bool = False
     seed: int = 0
@@ -116,7 +133,8 @@ class TrainConfig:
 class SynthConfig:
     """Forgery synthesis from real faces (beyond the paper)."""
 
-    kinds: list[str] = field(default_factory=lambda: ["sbi", "swap", "local"])
+    kinds: list[Literal["sbi", "swap", "local"]] = field(
+        default_factory=lambda: ["sbi", "swap", "local"])
     weights: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.25])
     fake_ratio: float = 0.5  # share of training samples that are synthesised fakes
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 100])
@@ -139,13 +157,78 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not fit the schema."""
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers for a config field: ``lo <= x <= hi`` (strict where ``open_*``).
+
+    A field gets one from :data:`RANGES` (by dotted key) or from its own
+    ``field(metadata={"range": Range(...)})``; list fields are checked element by element.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return (f"in {'(' if self.open_lo else '['}{self.lo:g}, {self.hi:g}"
+                    f"{')' if self.open_hi else ']'}")
+        if self.lo is not None:
+            return f"{'>' if self.open_lo else '>='} {self.lo:g}"
+        return f"{'<' if self.open_hi else '<='} {self.hi:g}"
+
+    def check(self, key: str, value: Any) -> None:
+        for v in value if isinstance(value, list) else [value]:
+            if v is None or isinstance(v, (str, bool)):
+                continue
+            low_bad = self.lo is not None and (v <= self.lo if self.open_lo else v < self.lo)
+            high_bad = self.hi is not None and (v >= self.hi if self.open_hi else v > self.hi)
+            if low_bad or high_bad or v != v:  # v != v: NaN
+                raise ConfigError(f"{key}: must be {self}, got {v!r}")
+
+
+AT_LEAST_1, AT_LEAST_0, POSITIVE, FRACTION = Range(1), Range(0), Range(0, open_lo=True), Range(0, 1)
+# Bounds of the numeric fields, by dotted key (a new field joins with one line here or with
+# field(metadata={"range": ...})). Checked whenever a config is built: file, --set, checkpoint.
+RANGES: dict[str, Range] = {
+    "data.image_size": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
+    "mask.patch_size": AT_LEAST_1, "mask.mask_ratio": Range(0, 1, open_lo=True, open_hi=True),
+    "mask.margin": FRACTION, "mask.random_fraction": FRACTION,
+    **{f"mae.{k}": AT_LEAST_1 for k in ("encoder_dim", "encoder_depth", "encoder_heads",
+                                        "decoder_dim", "decoder_depth", "decoder_heads")},
+    "mae.mlp_ratio": POSITIVE,
+    **{f"pretrain.{k}": AT_LEAST_1 for k in ("epochs", "max_steps", "batch_size", "log_every",
+                                             "ckpt_every")},
+    "pretrain.lr": POSITIVE, "pretrain.weight_decay": AT_LEAST_0,
+    "pretrain.warmup_steps": AT_LEAST_0,
+    "detector.eval_masks": AT_LEAST_1, "detector.drop_rate": Range(0, 1, open_hi=True),
+    **{f"train.{k}": AT_LEAST_1 for k in ("epochs", "iters_per_epoch", "batch_size",
+                                          "log_every")},
+    "train.warmup_steps": AT_LEAST_0, "detector.mask_weight": AT_LEAST_0,
+    "train.lr": POSITIVE, "train.weight_decay": AT_LEAST_0, "train.threshold": FRACTION,
+    "synth.weights": AT_LEAST_0, "synth.fake_ratio": FRACTION, "synth.jpeg_quality": Range(1, 100),
+}
+
+
+def field_range(f: dataclasses.Field, key: str) -> Range | None:
+    """The bounds of one field: its own ``metadata["range"]``, else :data:`RANGES`."""
+    return f.metadata.get("range") or RANGES.get(key)
 
 
 def _check_type(value: Any, tp: Any, key: str) -> Any:
     """Coerce ``value`` to the annotated type ``tp`` or raise :class:`ConfigError`."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if not any(value == c and type(value) is type(c) for c in choices):
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, choices))}, "
+                              f"got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -194,6 +277,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "", strict: bool = Tru
                                             keys)
         data = {k: v for k, v in data.items() if k in names}
     kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, value in data.items():
         tp = hints[name]
         if dataclasses.is_dataclass(tp):
@@ -202,6 +286,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "", strict: bool = Tru
             kwargs[name] = _build(tp, value, prefix=f"{prefix}{name}.", strict=strict)
         else:
             kwargs[name] = _check_type(value, tp, prefix + name)
+            bounds = field_range(fields[name], prefix + name)
+            if bounds is not None:
+                bounds.check(prefix + name, kwargs[name])
     return cls(**kwargs)
 
 
@@ -216,14 +303,24 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A file path, or the name of a bundled config (``paper``, ``tiny``, ``demo``)."""
-    p = Path(path)
+    """A YAML file, or the bare name of a bundled config (``paper``, ``tiny``, ``demo``).
+
+    Anything that looks like a path (a folder part, a suffix, ``.``/``~``) must exist: a
+    missing ``some/dir/tiny.yaml`` is an error, never the bundled ``tiny``.
+    """
+    p = Path(path).expanduser()
     if p.is_file():
         return p
-    bundled = CONFIG_DIR / (p.name if p.suffix else f"{p.name}.yaml")
+    if p.is_dir():
+        raise ConfigError(f"--config {path} is a folder, not a YAML file")
+    text = str(path)
+    if len(Path(text).parts) > 1 or Path(text).suffix or text.startswith((".", "~")):
+        raise ConfigError(f"config file not found: {path}")
+    bundled = CONFIG_DIR / f"{text}.yaml"
     if bundled.is_file():
         return bundled
-    raise ConfigError(f"config not found: {path} (bundled: {', '.join(available_configs())})")
+    raise ConfigError(f"config not found: {path} (no such file; bundled configs: "
+                      f"{', '.join(available_configs())})")
 
 
 def available_configs() -> list[str]:
@@ -234,15 +331,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides."""
     tree: dict[str, Any] = {}
     if path is not None:
-        with open(resolve_config_path(path)) as fh:
-            tree = yaml.safe_load(fh) or {}
+        file = resolve_config_path(path)
+        try:
+            with open(file) as fh:
+                tree = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {' '.join(str(exc).split())}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read config {file}: {exc}") from None
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"override {item!r}: the value is not a valid YAML scalar "
+                              "or list") from None
+        _set_dotted(tree, key.strip(), value)
     return _build(Config, tree)
 
 

@@ -6,14 +6,15 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from lorefd import __version__
 from lorefd.utils import setup_logging
 
 # Order shown in --help: the paper's pipeline first, then the beyond-the-paper tools.
 COMMANDS = [
-    "preprocess", "masks", "pretrain", "reconstruct", "train", "evaluate", "protocol", "explain",
-    "synth", "export", "detect", "serve", "demo",
+    "preprocess", "masks", "pretrain", "reconstruct", "train", "evaluate", "robustness",
+    "protocol", "explain", "synth", "export", "detect", "serve", "recipe", "demo",
 ]
 
 
@@ -28,22 +29,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# OS errors that mean a path the user gave is wrong (not a bug): one line, exit 2
+_PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                PermissionError)
+# domain errors of modules that predate lorefd.errors.UserError: (module, class, exit status);
+# looked up in sys.modules only, so nothing is imported for them
+_LEGACY_USER_ERRORS = [
+    ("lorefd.data.manifest", "ManifestError", 2), ("lorefd.data.images", "ImageLoadError", 2),
+    ("lorefd.data.landmarks", "LandmarkBackendError", 2),
+    ("lorefd.engines.common", "NonFiniteLossError", 2),
+    ("lorefd.evaluation.protocols", "ProtocolError", 2),
+    ("lorefd.engines.pretrain", "EmptyDatasetError", 1),  # not one usable face: nothing to do
+]
+
+
+def user_error_code(exc: BaseException) -> int | None:
+    """The exit status of an error the user can fix (2; 1 when nothing could be processed),
+    or None for a bug (which keeps its traceback)."""
+    from lorefd.errors import UserError
+
+    if isinstance(exc, UserError):
+        return exc.exit_code
+    if isinstance(exc, _PATH_ERRORS):
+        return 2
+    for module, name, code in _LEGACY_USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return code
+    if isinstance(exc, ValueError):  # bad values given to the library: the user's input
+        return 2
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status, the same for every command: 0 success; 1 the run
+    processed nothing; 2 a user error (bad path, config, data or model), said in one line
+    without a traceback (``-v`` shows it); 130 interrupted."""
     args = build_parser().parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
-    from lorefd.checkpoint import CheckpointError
-    from lorefd.config import ConfigError
-    from lorefd.data.manifest import ManifestError
-
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ManifestError, CheckpointError, ConfigError, FileNotFoundError,
-            FileExistsError) as exc:  # the user's input, not a bug: no traceback
-        print(f"lorefd {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        code = user_error_code(exc)
+        if code is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        if isinstance(exc, _PATH_ERRORS) and exc.filename and str(exc.filename) not in message:
+            message += f": {exc.filename}"
+        print(f"lorefd {args.command}: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":
