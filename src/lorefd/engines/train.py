@@ -164,7 +164,7 @@ def predict(detector: Detector, loader: DataLoader, device: torch.device, amp: b
     was_training = detector.training
     detector.eval()
     probs, labels = [], []
-    cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    cl = torch.channels_last
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=cl)
         with autocast(device, amp):
@@ -264,9 +264,9 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
 
     det = build_detector(cfg, mae_ckpt)
     dataset = build_train_dataset(cfg, train_samples)
-    det.to(dev)
-    if dev.type == "cuda":
-        det.to(memory_format=torch.channels_last)
+    # channels_last on every device: on CUDA for tensor cores, on this 2-core CPU a ResNet-18
+    # step at 128 px measured 1.2x faster (oneDNN's NHWC convolutions)
+    det.to(dev).to(memory_format=torch.channels_last)
     # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
     optimizer = torch.optim.Adam(det.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
                                  fused=dev.type == "cuda")
@@ -298,7 +298,7 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None,
             "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
             "preprocess": preprocess_record(train_samples)}  # `lorefd export` crops alike
-    cl = torch.channels_last if dev.type == "cuda" else torch.contiguous_format
+    cl = torch.channels_last
     t_run = time.perf_counter()
     images_seen = 0
     try:
