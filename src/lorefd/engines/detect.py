@@ -543,7 +543,7 @@ def model_info(bundle: Bundle) -> dict[str, Any]:
     return schema.model_info(bundle.manifest, str(bundle.path))
 
 
-def detect_paths(paths: list[str | Path], bundle_path: str | Path,
+def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
                  heatmap_dir: str | Path | None = None, device: str | None = None,
                  json_path: str | Path | None = None, frames: int | None = None,
                  threshold: float | None = None, batch_size: int | None = None,
@@ -562,7 +562,9 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path,
     batch_size = batch_size or (32 if dev.type == "cuda" else 4)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    bundle = load_model(bundle_path, dev)  # a bundle, a run folder or a checkpoint folder
+    # a bundle, a run folder or a checkpoint folder; or a Bundle already loaded (serve, benchmarks)
+    bundle = (bundle_path.to(dev) if isinstance(bundle_path, Bundle)
+              else load_model(bundle_path, dev))
     thr = bundle.threshold if threshold is None else float(threshold)
     pipeline = FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
     ctx = Context(bundle=bundle, faces=pipeline, device=dev, threshold=thr,

@@ -4,8 +4,10 @@ Both build their answers only through this module, so the two can never drift ap
 
     {
       "lorefd_version": "0.1.0",
-      "model": {"path", "detector", "image_size", "bundle_version", "lorefd_version" (export),
-                "created", "payload_sha256", "threshold_source", "preprocess": {...}},
+      "model": {"path", "detector", "image_size", "heatmap" (what a heatmap shows: "blend
+                mask" | "reconstruction difference" | null), "bundle_version",
+                "lorefd_version" (export), "created", "payload_sha256", "threshold_source",
+                "preprocess": {...}},
       "threshold": 0.5,
       "heatmap_dir": str | null,                    # serve: always null
       "summary": {"inputs", "ok", "no face", "unreadable", "unsupported", "no frames", "error",
@@ -73,10 +75,21 @@ def nonfinite_error(scores: Iterable[float]) -> str | None:
             "(no verdict)") if bad else None
 
 
+def heatmap_kind(manifest: dict[str, Any]) -> str | None:
+    """What a heatmap of this model shows: ``"blend mask"`` (the predicted forged region, an
+    absolute probability), ``"reconstruction difference"`` (Eq. 2 attention, relative within
+    each face) or None (no map: box and score only)."""
+    meta = manifest.get("checkpoint_meta") or {}
+    if meta.get("mask_layer"):
+        return "blend mask"
+    return "reconstruction difference" if meta.get("layers") else None
+
+
 def model_info(manifest: dict[str, Any], path: str) -> dict[str, Any]:
     """The ``model`` block from a bundle's manifest; ``path`` as it should be shown."""
     m = manifest
     return {"path": path, "detector": m["detector"], "image_size": m["image_size"],
+            "heatmap": heatmap_kind(m),
             "bundle_version": m["bundle_version"], "lorefd_version": m.get("lorefd_version"),
             "created": m.get("created"), "payload_sha256": m.get("payload_sha256"),
             "threshold_source": m["threshold"]["source"], "preprocess": m["preprocess"]}
@@ -109,4 +122,4 @@ def write_json(path: str | Path, report: dict[str, Any]) -> None:
 
 __all__ = ["ERROR", "NO_FACE", "NO_FRAMES", "OK", "RESULT_KEYS", "SCORE", "STATUSES",
            "UNREADABLE", "UNSUPPORTED", "build_report", "dumps", "face_entry", "file_result",
-           "model_info", "nonfinite_error", "verdict", "write_json"]
+           "heatmap_kind", "model_info", "nonfinite_error", "verdict", "write_json"]

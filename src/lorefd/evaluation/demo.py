@@ -262,7 +262,7 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
     for name in names:
         m = _metric(summary["metrics"][name], "overall", "frame") or {}
         ci = m.get("auc_ci")
-        auc = (f"{m['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        auc = (f"{m['auc']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]"
                if isinstance(ci, list) and isinstance(m.get("auc"), float) else "n/a")
         chance = at_chance(m)
         verdict = ("n/a" if chance is None else "**at chance** (interval contains 0.5)"

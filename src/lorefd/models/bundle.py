@@ -81,6 +81,11 @@ class Bundle:
     def preprocess(self) -> dict[str, Any]:
         return self.manifest["preprocess"]
 
+    def to(self, device: torch.device | str) -> Bundle:
+        """The same bundle with its detector on ``device``."""
+        self.detector.to(device)
+        return self
+
 
 SHIPPED_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "model" / "default.lorefd"
 
