@@ -67,3 +67,19 @@ def test_report_per_method_against_all_reals():
     fs = r["per_method"]["FaceSwap"]["frame"]
     assert fs["auc"] == pytest.approx(roc_auc_score([0, 0, 1, 1], [0.1, 0.6, 0.3, 0.2]))
     assert r["overall"]["video"]["n"] == 5
+
+
+def test_one_best_threshold_function_labels_first() -> None:
+    import lorefd.engines.train as train
+    import lorefd.evaluation.metrics as metrics
+    from lorefd.engines.threshold import best_threshold
+
+    assert metrics.best_threshold is best_threshold and train.best_threshold is best_threshold
+    assert not hasattr(train, "accuracy_threshold")
+    y = np.array([0, 0, 1, 1, 0, 1])
+    p = np.array([0.1, 0.3, 0.8, 0.9, 0.7, 0.6])
+    t, acc = best_threshold(y, p)  # (labels, probs), scikit-learn's order
+    assert (t, acc) == (pytest.approx(0.75), pytest.approx(5 / 6))
+    assert accuracy_score(y, p >= t) == pytest.approx(acc)
+    assert train.validation_metrics(p, y)["threshold"] == pytest.approx(t)
+    assert metrics.binary_metrics(y, p)["best_threshold"] == pytest.approx(t)

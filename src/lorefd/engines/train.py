@@ -49,6 +49,7 @@ from lorefd.engines.common import (
     restore_training_state,
     save_training_checkpoint,
 )
+from lorefd.engines.threshold import best_threshold
 from lorefd.models.detectors import (
     Detector,
     build_detector,
@@ -188,31 +189,8 @@ def validation_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         "acc": float(np.mean((probs >= 0.5) == labels)),
         "auc": float(roc_auc_score(labels, probs)) if len(set(labels.tolist())) == 2 else None,
     }
-    out["threshold"], out["best_acc"] = accuracy_threshold(probs, labels)
+    out["threshold"], out["best_acc"] = best_threshold(labels, probs)
     return out
-
-
-def accuracy_threshold(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The decision threshold with the highest accuracy on this set, and that accuracy.
-
-    Recorded with the best checkpoint; ``lorefd export`` uses it as the bundle's threshold.
-    """
-    order = np.argsort(-probs, kind="stable")
-    p, y = probs[order], labels[order]
-    # predicting "fake" for the top k: correct = fakes in top k + reals outside top k
-    fakes_top = np.concatenate([[0], np.cumsum(y)])
-    reals_rest = (1 - y).sum() - np.concatenate([[0], np.cumsum(1 - y)])
-    acc = (fakes_top + reals_rest) / max(len(y), 1)
-    # only cut between distinct probabilities
-    valid = np.concatenate([[True], p[1:] != p[:-1], [True]])
-    k = int(np.argmax(np.where(valid, acc, -1)))
-    if k == 0:
-        thr = float(p[0]) + 1e-6 if len(p) else 0.5
-    elif k == len(p):
-        thr = float(p[-1])
-    else:
-        thr = float((p[k - 1] + p[k]) / 2)
-    return thr, float(acc[k])
 
 
 # ---- training -----------------------------------------------------------------------------

@@ -14,22 +14,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
+from lorefd.engines.threshold import best_threshold
+
 NA = "n/a"
 
 
 def accuracy_at(labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
     """Accuracy when ``prob >= threshold`` means fake."""
     return float(accuracy_score(labels, (probs >= threshold).astype(int)))
-
-
-def best_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
-    """The ROC threshold maximising accuracy on this set: ``(threshold, accuracy)``."""
-    fpr, tpr, thr = roc_curve(labels, probs)
-    pos, neg = int(labels.sum()), int(len(labels) - labels.sum())
-    acc = (tpr * pos + (1 - fpr) * neg) / (pos + neg)
-    i = int(np.argmax(acc))
-    t = float(min(thr[i], 1.0)) if np.isfinite(thr[i]) else 1.0 + 1e-6
-    return t, float(acc[i])
 
 
 def equal_error_rate(labels: np.ndarray, probs: np.ndarray) -> float:
