@@ -39,7 +39,7 @@ FACE = sorted((_HERE / "src" / "lorefd" / "assets" / "faces" / "real").glob("*.j
 
 
 def tiny_bundle(folder: Path) -> Path:
-    from detect_helpers import make_detector_checkpoint
+    from conftest import make_detector_checkpoint
 
     from lorefd.models.bundle import export_bundle
 

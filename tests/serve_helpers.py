@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from detect_helpers import make_detector_checkpoint
+from conftest import make_detector_checkpoint
 from media import FACES_DIR
 
 from lorefd.models.bundle import export_bundle

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _stage2 import save_tiny_mae, tiny_config
+from conftest import save_tiny_mae, tiny_config
 
 from lorefd.models.backbone import BACKBONES, create_backbone, layer_strides, resolve_layers
 from lorefd.models.detectors import build_detector, detector_from_state, detector_meta

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from detect_helpers import KEY_PATCHES, make_detector_checkpoint
+from conftest import KEY, make_detector_checkpoint
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -64,7 +64,7 @@ def test_manifest_contents(ckpt: Path, bundle: Path) -> None:
     m = read_manifest(bundle)
     assert m["format"] == "lorefd-bundle" and m["bundle_version"] == BUNDLE_VERSION
     assert m["detector"] == "lre" and m["image_size"] == 64
-    assert m["key_patches"] == KEY_PATCHES
+    assert m["key_patches"] == KEY
     assert m["checkpoint_meta"]["mae"]["config"]["data"]["image_size"] == 64
     assert m["config"]["detector"]["layers"] == ["block3", "block7", "block11"]
     assert m["preprocess"]["size"] == 224 and m["preprocess"]["margin"] == 0.25

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from detect_helpers import make_detector_checkpoint
+from conftest import make_detector_checkpoint
 
 from lorefd.checkpoint import (
     CONFIG,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from detect_helpers import make_detector_checkpoint
+from conftest import make_detector_checkpoint
 
 from lorefd.cli import COMMANDS, build_parser, main
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import av
@@ -11,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detect_helpers import make_detector_checkpoint
+from conftest import make_detector_checkpoint
 from media import make_image, make_video, render_frames, stills
 
 from lorefd.cli import main
@@ -232,3 +234,93 @@ def test_baseline_heatmap_says_it_has_no_attention(work: Path, face_image: Path)
     assert overlay.shape == original.shape
     x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
     assert (overlay[y0 + 5:y1 - 5, x0 + 5:x1 - 5] == original[y0 + 5:y1 - 5, x0 + 5:x1 - 5]).all()
+
+
+def test_two_runs_never_overwrite_each_others_heatmaps(bundle: Path, face_image: Path,
+                                                       work: Path) -> None:
+    heat = work / "heat_shared"
+    first = detect_paths([face_image], bundle, heatmap_dir=heat)["results"][0]["heatmap"]
+    before = Path(first).read_bytes()
+    second = detect_paths([face_image], bundle, heatmap_dir=heat, threshold=0.0)
+    path = second["results"][0]["heatmap"]
+    assert path != first and Path(path).name == "face_png_heatmap.png"
+    assert Path(first).read_bytes() == before  # the first run's file is untouched
+    third = detect_paths([face_image], bundle, heatmap_dir=heat)["results"][0]["heatmap"]
+    assert Path(third).name == "face_2_heatmap.png"
+    assert len(list(heat.iterdir())) == 3
+
+
+def test_heatmap_names_are_claimed_atomically(tmp_path: Path) -> None:
+    from lorefd.engines.detect import HeatmapNamer, InputFile, claim
+
+    item = InputFile(tmp_path / "x.jpg", Path("x.jpg"))
+    a, b = HeatmapNamer(tmp_path / "heat"), HeatmapNamer(tmp_path / "heat")  # two "runs"
+    assert a(item, ".png").name == "x_heatmap.png"
+    assert b(item, ".png").name == "x_jpg_heatmap.png"  # claimed on disk by the other run
+    assert not claim(tmp_path / "heat" / "x_heatmap.png")
+
+
+def test_csv_table_and_progress(bundle: Path, face_image: Path, no_face_image: Path,
+                                video: Path, work: Path, capsys: pytest.CaptureFixture[str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import csv
+
+    from lorefd.engines.detect import CSV_COLUMNS
+
+    out_csv, out_json = work / "rows.csv", work / "rows.json"
+    args = ["detect", str(face_image), str(no_face_image), str(video), "--model", str(bundle),
+            "--frames", "4", "--csv", str(out_csv), "--json", str(out_json)]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "P(fake)" in captured.out.splitlines()[0]
+    assert "detect:" not in captured.err  # stderr is not a terminal: no progress bar
+    report = json.loads(out_json.read_text())
+    with out_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 3
+    for row, r in zip(rows, report["results"], strict=True):
+        assert row["path"] == r["path"] and row["status"] == r["status"]
+        assert row["p_fake"] == ("" if r["p_fake"] is None else f"{r['p_fake']:.6f}")
+        assert row["verdict"] == (r["verdict"] or "")
+    vid = rows[2]
+    assert (vid["type"], vid["frames_sampled"], vid["frames_decoded"], vid["frames_scored"]) == (
+        "video", "4", "4", "4")
+    assert rows[1]["status"] == "no face" and rows[1]["frames_sampled"] == ""
+    # on a terminal: a progress bar with ETA over the files, unless --quiet
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(args[:4] + ["--model", str(bundle)]) == 0
+    err = capsys.readouterr().err
+    assert "detect:" in err and "3/3" in err and "<" in err  # tqdm: elapsed<remaining
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main(args[:4] + ["--model", str(bundle), "--quiet"]) == 0
+    assert "3/3" not in capsys.readouterr().err
+
+
+def test_long_video_progress_bar(bundle: Path, video: Path, capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lorefd.engines.detect.PROGRESS_MIN_FRAMES", 4)
+    detect_paths([video], bundle, frames=4, progress=True)
+    assert "clip.mp4" in capsys.readouterr().err
+
+
+def test_heatmap_has_a_colour_bar_that_says_what_colours_mean() -> None:
+    from lorefd.data.preprocess.crops import FaceCrop
+    from lorefd.render import render_overlay
+
+    rgb = np.full((300, 400, 3), 128, np.uint8)
+    crop = FaceCrop(box=(150, 100, 250, 200), image=torch.zeros(3, 8, 8),
+                    matrix=np.array([[1.0, 0, -150], [0, 1.0, -100]]),
+                    heat=np.linspace(0, 1, 100 * 100, dtype=np.float32).reshape(100, 100))
+    plain = render_overlay(rgb, [crop], 0.5)
+    legend = render_overlay(rgb, [crop], 0.5, legend="P(pixel blended in), 0 to 1")
+    changed = np.abs(legend.astype(int) - plain.astype(int)).sum(2) > 0
+    ys, xs = np.nonzero(changed)
+    assert ys.max() < 100 and xs.min() == 0  # top-left, clear of the face
+    low, high = cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_JET)[0, :, ::-1]
+    rows = [y for y in range(100) if (legend[y, 0] == low).all()]  # the bar starts blue...
+    assert rows
+    reds = np.nonzero((legend[rows[0]] == high).all(1))[0]
+    assert reds.size and reds.min() > 50  # ...and ends red, to the right
+    no_heat = dataclasses.replace(crop, heat=None)
+    assert (render_overlay(rgb, [no_heat], 0.5, legend="x") ==
+            render_overlay(rgb, [no_heat], 0.5)).all()  # no map drawn: no colour bar

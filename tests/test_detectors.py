@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from _stage2 import save_tiny_mae, tiny_config
+from conftest import save_tiny_mae, tiny_config
 
 import lorefd.models.xception as xmod
 from lorefd.checkpoint import CheckpointError
@@ -163,3 +163,53 @@ def test_local_weights_from_a_trained_baseline(tmp_path):
     assert torch.equal(net.body.conv1.weight, det.net.body.conv1.weight)
     with pytest.raises(FileNotFoundError):
         xmod.create_xception(1, weights=tmp_path / "missing.pth")
+
+
+def _registered() -> list[str]:
+    import lorefd.models.detectors  # noqa: F401  (registration)
+
+    return list_detectors()
+
+
+@pytest.mark.parametrize("name", _registered())
+def test_every_registered_detector_keeps_the_interface(name, mae_ckpt, tmp_path):
+    """Each name of the registry (``baseline`` and its alias ``xception`` included) builds,
+    trains a step, scores in [0, 1], explains, and round-trips through a checkpoint."""
+    cfg = tiny_config(f"detector.name={name}")
+    torch.manual_seed(0)
+    det = build_detector(cfg, mae_ckpt)
+    assert det.name in (name, "baseline") and det.meta()["detector"] == det.name
+    x, y = torch.rand(2, 3, 64, 64), torch.tensor([0.0, 1.0])
+    det.train()
+    loss = det.loss(det(x), y)
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None for p in det.trainable_parameters())
+    det.eval()
+    prob = det.predict_proba(x)
+    assert prob.shape == (2,) and ((prob >= 0) & (prob <= 1)).all()
+    ex = det.explain(x)
+    assert torch.allclose(ex["prob"], prob, atol=1e-6) and isinstance(ex["attention"], dict)
+    save_detector(tmp_path / name, det, cfg)
+    assert torch.allclose(load_detector(tmp_path / name).predict_proba(x), prob, atol=1e-6)
+
+
+def test_one_mae_resolver_for_every_command(tmp_path, caplog):
+    """``--mae RUN``: the final ``mae/``, else the resume point ``checkpoints/last`` (with a
+    warning) -- the same for training, protocols, ``reconstruct`` and ``masks``."""
+    import lorefd.evaluation.figures as figures
+    from lorefd.models.detectors import resolve_mae_checkpoint
+
+    assert not hasattr(figures, "resolve_mae_dir")  # no second resolver
+    run = tmp_path / "run"
+    last = save_tiny_mae(run / "checkpoints" / "last")
+    with caplog.at_level(logging.WARNING, logger="lorefd"):
+        assert resolve_mae_checkpoint(run, 64) == last
+    assert "checkpoints/last" in caplog.text
+    final = save_tiny_mae(run / "mae")
+    assert resolve_mae_checkpoint(run, 64) == final and resolve_mae_checkpoint(last) == last
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="no config.json, mae/ or checkpoints/last/"):
+        resolve_mae_checkpoint(tmp_path / "empty")
+    with pytest.raises(CheckpointError, match="not found"):
+        resolve_mae_checkpoint(tmp_path / "missing")

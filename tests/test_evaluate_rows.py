@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from detect_helpers import make_detector_checkpoint
+from conftest import make_detector_checkpoint
 
 from lorefd.cli import main
 from lorefd.data.manifest import FAKE, REAL, read_manifest, write_manifest

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from detect_helpers import make_detector_checkpoint
+from conftest import make_detector_checkpoint
 
 from lorefd.data.manifest import Sample, preprocess_record
 from lorefd.models.bundle import export_bundle, load_model

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from _stage2 import TINY, save_tiny_mae
+from conftest import TINY, make_mini_ffpp, save_tiny_mae
 
 from lorefd.cli import main
 from lorefd.data.manifest import read_manifest
@@ -15,7 +15,6 @@ from lorefd.evaluation.protocols import (
     METHODS,
     PAPER,
     ProtocolError,
-    make_mini_ffpp,
     run_protocol,
     select,
 )

@@ -338,3 +338,25 @@ def test_model_page_docs(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()
     assert {"/v1/detect", "/v1/model", "/health"} <= set(spec["paths"])
+
+
+def test_two_requests_never_overwrite_each_others_heatmaps(client: TestClient,
+                                                           media: dict, tmp_path: Path) -> None:
+    from lorefd.engines.detect import InputFile
+    from lorefd.engines.serve import _HeatmapSink
+
+    urls, pngs = [], []
+    for _ in range(2):  # the same upload twice: the same name inside each request
+        r = client.post("/v1/detect?heatmap=true", files=upload(media["face"]))
+        assert r.status_code == 200, r.text
+        urls.append(r.json()["results"][0]["heatmap"])
+    assert urls[0] != urls[1] and urls[0].endswith("/0.png") and urls[1].endswith("/0.png")
+    for url in urls:  # both still there, each its own file
+        got = client.get(url)
+        assert got.status_code == 200
+        pngs.append(got.content)
+    sink = _HeatmapSink(tmp_path)  # within one folder a name is never handed out twice
+    item = InputFile(tmp_path / "0.png", Path("0.png"))
+    assert sink(item, ".png").is_file()
+    with pytest.raises(FileExistsError):
+        sink(item, ".png")

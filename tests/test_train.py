@@ -7,13 +7,13 @@ from collections import Counter
 
 import pytest
 import torch
-from _stage2 import save_tiny_mae, tiny_config
+from conftest import make_mini_ffpp, save_tiny_mae, tiny_config
 
 from lorefd.checkpoint import CheckpointError, load_checkpoint
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.manifest import ManifestError, Sample, read_manifest
 from lorefd.engines.train import balanced_sampler, train
-from lorefd.evaluation.protocols import make_mini_ffpp, select
+from lorefd.evaluation.protocols import select
 from lorefd.models.detectors import build_detector, load_detector
 
 
@@ -110,7 +110,7 @@ def test_balanced_sampler_draws_classes_equally():
 
 
 def test_train_command(data, tmp_path, capsys):
-    from _stage2 import TINY
+    from conftest import TINY
 
     from lorefd.cli import main
 

@@ -7,6 +7,15 @@ above the threshold. A file that cannot be used gets a status line; the others s
 
     lorefd detect photo.jpg clips/ --model model.lorefd --heatmap heat/ --json report.json
 
+The table's P(fake) is the model's probability that the file is fake (an image: its highest
+face; a video: the mean over its frames with a face). FACES/FRAMES is, for a video,
+"scored/decoded fr": of the --frames frames *sampled* evenly, those *decoded* (fewer when the
+file is truncated) and of those, the ones with a face, each *scored*. --csv writes one row per
+file (path, type, status, p_fake, verdict, faces, frames_sampled, frames_decoded,
+frames_scored, heatmap, message); --json the full report. A progress bar with ETA (stderr)
+runs over several files and long videos when stderr is a terminal (not with --quiet).
+Heatmap names never overwrite existing files: a taken name gets a _2, _3... suffix.
+
 MODEL is a bundle, a training run folder or a checkpoint folder (default: the shipped model).
 Exit status: 0 when at least one input was processed (scored, or searched for a face), 1 when
 none was, 2 for a user error (unusable model, bad output path).
@@ -42,6 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--heatmap", metavar="OUT_DIR", default=None,
                    help="write attention overlays: PNG per image, MP4 per video")
     p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
+    p.add_argument("--csv", metavar="FILE", default=None,
+                   help="write one row per file as CSV (path, type, status, p_fake, verdict, "
+                        "faces, frames sampled/decoded/scored, heatmap, message)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (it is also off when stderr is not a terminal)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--frames", type=_positive, default=None,
                    help="frames sampled evenly per video (default: the bundle's, 32)")
@@ -61,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.models.bundle import resolve_model
 
     check_output_file(args.json, "--json")  # before the work, not after it
+    check_output_file(args.csv, "--csv")
     check_output_dir(args.heatmap, "--heatmap")
     model = resolve_model(args.model)
     if args.threads:
@@ -70,10 +85,12 @@ def run(args: argparse.Namespace) -> int:
     report = detect_paths(args.paths, model, heatmap_dir=args.heatmap,
                           device=args.device, json_path=args.json, frames=args.frames,
                           threshold=args.threshold, batch_size=args.batch_size,
-                          retinaface_weights=args.retinaface_weights)
+                          retinaface_weights=args.retinaface_weights, csv_path=args.csv,
+                          progress=not args.quiet and sys.stderr.isatty())
     print(format_table(report))
-    if args.json:
-        print(f"wrote {args.json}")
+    for path in (args.json, args.csv):
+        if path:
+            print(f"wrote {path}")
     if args.heatmap:
         print(f"heatmaps in {args.heatmap}")
     if not processed_any(report):

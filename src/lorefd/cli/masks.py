@@ -39,12 +39,13 @@ def run(args: argparse.Namespace) -> int:
         sample_key_masks,
     )
     from lorefd.engines.pretrain import compute_key_region, prepare_pretrain_samples
-    from lorefd.evaluation.figures import key_region_figure, resolve_mae_dir
+    from lorefd.evaluation.figures import key_region_figure
+    from lorefd.models.detectors import resolve_mae_checkpoint
 
     out = Path(args.out)
     check_output_file(out, "--out")
     if args.mae:
-        cfg, meta = read_checkpoint_info(resolve_mae_dir(args.mae))
+        cfg, meta = read_checkpoint_info(resolve_mae_checkpoint(args.mae))
         region, patch_set = KeyRegion.from_dict(meta["key_region"]), meta["key_patches"]
     else:
         cfg = load_config(args.config, args.overrides)

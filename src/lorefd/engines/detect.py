@@ -11,17 +11,23 @@ the bundle, so a face is cropped exactly as in training):
 * image: every face the face detector finds (``detect_side`` downscale) is aligned to the
   5-point template (``size``, ``margin``), resized to the detector's ``image_size`` and scored;
   the file's score is the highest face score;
-* video: ``frames`` frames evenly spaced (as ``lorefd preprocess``), one face per frame tracked
-  with :class:`~lorefd.data.preprocess.faces.FaceFinder`, crops scored in batches; the video's
-  score is the mean frame score, with the share of frames at or above the threshold;
+* video: ``frames`` frames *sampled* evenly spaced (as ``lorefd preprocess``); of those, the
+  ones *decoded* (fewer when the file is truncated or corrupt; the message says so); one face
+  per decoded frame tracked with :class:`~lorefd.data.preprocess.faces.FaceFinder`; the frames
+  with a face are *scored* (``frames.count``) in batches; the video's score is the mean frame
+  score, with the share of frames at or above the threshold;
 * verdict: ``fake`` when the score is at or above the bundle's threshold, else ``real``;
 * heatmap (optional): the detector's local difference attention (Eq. 2; mean over its layers),
   mapped from the aligned crop back onto the original image with the inverse alignment
   transform and blended as a colour map inside the crop region, with the face box and score;
-  PNG per image, MP4 (h264, 4 fps) of the sampled frames per video. A detector without
-  attention maps (the ``xception`` baseline) gets the box and score only, and says so.
+  PNG per image, MP4 (h264, 4 fps) of the sampled frames per video, with a colour bar saying
+  what the colours mean. A detector without attention maps (the ``xception`` baseline) gets
+  the box and score only, and says so. Names are claimed on disk, so runs sharing a folder
+  never overwrite each other (:class:`HeatmapNamer`).
 
-Bad inputs never stop a run: each file gets a ``status``.
+Bad inputs never stop a run: each file gets a ``status``. This module orchestrates: faces are
+found and cropped by :mod:`lorefd.data.preprocess.crops` (shared with preprocessing), drawn by
+:mod:`lorefd.render`, reported through :mod:`lorefd.engines.report_schema`.
 
 JSON report (``json_path``; also the return value): the schema of
 :mod:`lorefd.engines.report_schema`, shared with ``lorefd serve`` (the score is
@@ -30,25 +36,24 @@ JSON report (``json_path``; also the return value): the schema of
 
 from __future__ import annotations
 
-import dataclasses
+import csv
+import io
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.images import ImageLoadError, is_image, is_video, load_rgb, walk_files
-from lorefd.data.landmarks import Face, LandmarkBackendError
-from lorefd.data.preprocess.align import align_face
-from lorefd.data.preprocess.faces import FaceBackend, FaceFinder, make_backend
+from lorefd.data.landmarks import LandmarkBackendError
+from lorefd.data.preprocess.crops import FaceCrop, FacePipeline
 from lorefd.data.preprocess.frames import VideoError, probe_video, read_frames, sample_indices
 from lorefd.engines import report_schema as schema
 from lorefd.engines.report_schema import (
@@ -68,83 +73,14 @@ from lorefd.engines.report_schema import (
 from lorefd.models.bundle import Bundle, load_model
 from lorefd.models.detectors import Detector
 from lorefd.models.detectors.base import BLEND_MASK
-from lorefd.utils import atomic_path, pick_device
+from lorefd.render import render_overlay, shrink, umask_mode, write_mp4, write_png
+from lorefd.utils import atomic_write_text, pick_device
 
 log = logging.getLogger("lorefd")
 
-VIDEO_FPS = 4
 VIDEO_MAX_SIDE = 1280  # heatmap MP4 frames are downscaled to this longer side (memory, size)
 IMAGE_MAX_SIDE = 2048  # image heatmaps are drawn on a copy at most this large (memory)
-# A second, third... face in an image must reach this face-detector score (dlib: HOG margin;
-# RetinaFace: probability); the largest face is always scored.
-EXTRA_FACE_MIN_SCORE = {"dlib": 0.3, "retinaface": 0.8}
-RED, GREEN, WHITE = (230, 40, 40), (40, 200, 60), (255, 255, 255)
-
-
-# ------------------------------------------------------------------------------ faces
-@dataclass
-class FaceCrop:
-    """One aligned face: detector input, and what is needed to map results back."""
-
-    box: tuple[float, float, float, float]
-    matrix: np.ndarray  # 2x3, original image -> aligned crop of side ``crop_size``
-    image: torch.Tensor  # (3, S, S) in [0, 1], S = detector image size
-    landmarks: np.ndarray | None = None  # (68, 2) in the original image
-    frame_index: int | None = None
-    score: float = float("nan")
-    heat: np.ndarray | None = None  # (crop_size, crop_size) in [0, 1], or None
-
-    def scaled(self, factor: float) -> FaceCrop:
-        """The same face in an image resized by ``factor`` (for drawing on a smaller copy)."""
-        matrix = self.matrix.copy()
-        matrix[:, :2] /= factor
-        return dataclasses.replace(
-            self, box=tuple(v * factor for v in self.box), matrix=matrix,
-            landmarks=None if self.landmarks is None else self.landmarks * factor)
-
-
-@dataclass
-class FacePipeline:
-    """The bundle's preprocessing: face detector, alignment template, crop and resize."""
-
-    backend: FaceBackend
-    crop_size: int
-    margin: float
-    image_size: int
-    detect_side: int
-    track_face_side: int
-    frames: int
-    extra_face_min_score: float = EXTRA_FACE_MIN_SCORE["dlib"]
-
-    @classmethod
-    def from_bundle(cls, bundle: Bundle, retinaface_weights: str | None = None,
-                    device: str = "cpu") -> FacePipeline:
-        pre = bundle.preprocess
-        backend = make_backend(pre["face_detector"], retinaface_weights, device)
-        return cls(backend=backend, crop_size=int(pre["size"]), margin=float(pre["margin"]),
-                   image_size=int(bundle.detector.image_size),
-                   detect_side=int(pre["detect_side"]),
-                   track_face_side=int(pre["track_face_side"]), frames=int(pre["frames"]),
-                   extra_face_min_score=EXTRA_FACE_MIN_SCORE.get(pre["face_detector"], 0.5))
-
-    def crop(self, rgb: np.ndarray, face: Face, frame_index: int | None = None) -> FaceCrop:
-        """Align exactly as ``lorefd preprocess`` does, then resize as training does."""
-        crop, _, matrix = align_face(rgb, face.landmarks, self.crop_size, self.margin)
-        image = to_tensor(resize_square(crop, self.image_size))
-        return FaceCrop(box=tuple(float(v) for v in face.box), matrix=matrix, image=image,
-                        landmarks=np.asarray(face.landmarks, np.float32), frame_index=frame_index)
-
-    def faces(self, rgb: np.ndarray) -> tuple[list[Face], int]:
-        """Faces of a still image, largest first, and how many weak extra detections were
-        dropped: the largest face is always kept (as in training), others only when the face
-        detector is confident (dlib's HOG fires on textured backgrounds at low scores)."""
-        faces = self.backend.detect(rgb, max_side=self.detect_side)
-        keep = faces[:1] + [f for f in faces[1:] if f.score >= self.extra_face_min_score]
-        return keep, len(faces) - len(keep)
-
-    def finder(self) -> FaceFinder:
-        return FaceFinder(self.backend, detect_side=self.detect_side,
-                          track_face_side=self.track_face_side)
+PROGRESS_MIN_FRAMES = 64  # a video with this many sampled frames gets its own progress bar
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -185,125 +121,6 @@ def score_crops(detector: Detector, crops: list[FaceCrop], device: torch.device,
             c.heat = None if heat is None else heat[i]
 
 
-# ------------------------------------------------------------------------------ rendering
-def _label(img: np.ndarray, text: str, org: tuple[int, int], colour: tuple[int, int, int],
-           scale: float) -> None:
-    """Text on a filled box, kept inside the image."""
-    thick = max(1, round(scale * 2))
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    h, w = img.shape[:2]
-    x = int(np.clip(org[0], 0, max(0, w - tw - 4)))
-    y = int(np.clip(org[1], th + base + 4, h - 1))
-    cv2.rectangle(img, (x, y - th - base - 4), (x + tw + 4, y), colour, -1)
-    cv2.putText(img, text, (x + 2, y - base - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, WHITE, thick,
-                cv2.LINE_AA)
-
-
-def face_region(c: FaceCrop, shape: tuple[int, int]) -> np.ndarray:
-    """Soft ``[0, 1]`` mask of the face in the original image: the convex hull of the 68
-    landmarks, enlarged 15% about its centre (forehead, cheeks) and feathered; the aligned crop
-    square when landmarks are unknown."""
-    h, w = shape
-    if c.landmarks is None:
-        ones = np.ones((int(c.heat.shape[0]),) * 2, np.float32)
-        return cv2.warpAffine(ones, cv2.invertAffineTransform(c.matrix), (w, h))
-    hull = cv2.convexHull(c.landmarks.astype(np.float32)).reshape(-1, 2)
-    centre = hull.mean(0)
-    hull = centre + (hull - centre) * 1.15
-    mask = np.zeros((h, w), np.float32)
-    cv2.fillConvexPoly(mask, np.round(hull).astype(np.int32), 1.0, cv2.LINE_AA)
-    side = max(float(np.ptp(hull[:, 0])), float(np.ptp(hull[:, 1])), 1.0)
-    k = int(side * 0.06) * 2 + 1
-    return cv2.GaussianBlur(mask, (k, k), 0) if k > 1 else mask
-
-
-def render_overlay(rgb: np.ndarray, crops: list[FaceCrop], threshold: float,
-                   note: str | None = None) -> np.ndarray:
-    """The original image with each face's attention heatmap (warped back from the aligned
-    crop with the inverse alignment transform) blended inside the face region, its box and
-    ``fake 0.87`` / ``real 0.12``; ``note`` is written top-left."""
-    h, w = rgb.shape[:2]
-    out = rgb.astype(np.float32)
-    for c in crops:
-        if c.heat is None:
-            continue
-        inv = cv2.invertAffineTransform(c.matrix)
-        heat = cv2.warpAffine(c.heat, inv, (w, h), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        colour = cv2.applyColorMap(np.round(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        colour = colour[..., ::-1].astype(np.float32)  # BGR -> RGB
-        alpha = (face_region(c, (h, w)) * (0.2 + 0.5 * heat))[..., None]
-        out = out * (1 - alpha) + colour * alpha
-    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    scale = max(0.4, min(h, w) / 700)
-    for c in crops:
-        fake = c.score >= threshold
-        col = RED if fake else GREEN
-        x0, y0, x1, y1 = (int(round(v)) for v in c.box)
-        cv2.rectangle(out, (x0, y0), (x1, y1), col, max(1, round(scale * 2)))
-        _label(out, f"{'fake' if fake else 'real'} {c.score:.2f}", (x0, y0 - 2), col, scale)
-    if note:
-        _note(out, note, scale * 0.8)
-    return out
-
-
-def _note(img: np.ndarray, text: str, scale: float) -> None:
-    """``text`` top-left, shrunk (down to 0.35) and then wrapped to fit the image width."""
-    w = img.shape[1]
-    width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, max(1, round(scale * 2)))[0][0]
-    if width > w - 8:
-        scale = max(0.35, scale * (w - 8) / width)
-    lines: list[str] = []
-    for word in text.split():
-        trial = f"{lines[-1]} {word}" if lines else word
-        thick = max(1, round(scale * 2))
-        if lines and cv2.getTextSize(trial, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)[0][0] <= w - 8:
-            lines[-1] = trial
-        else:
-            lines.append(word)
-    line_h = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] + 10
-    for i, line in enumerate(lines):
-        _label(img, line, (0, (i + 1) * line_h), (60, 60, 60), scale)
-
-
-def _umask_mode(path: Path) -> None:
-    """Regular file permissions (temporary files are created 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-
-
-def write_png(path: Path, rgb: np.ndarray) -> None:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    with atomic_path(path, suffix=".png") as tmp:
-        tmp.write_bytes(buf.tobytes())
-        _umask_mode(tmp)
-
-
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS) -> None:
-    """RGB frames as an h264 MP4 (PyAV; mpeg4 when libx264 is missing), written atomically."""
-    import av
-
-    h, w = frames[0].shape[:2]
-    h2, w2 = h - h % 2, w - w % 2  # yuv420p needs even sides
-    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-    with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as out:
-        stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w2, h2, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "23", "preset": "veryfast"}
-        for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:h2, :w2]),
-                                               format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    _umask_mode(path)
-
-
 # ------------------------------------------------------------------------------ inputs
 @dataclass
 class InputFile:
@@ -328,32 +145,54 @@ def collect_inputs(paths: list[str | Path]) -> list[InputFile]:
     return out
 
 
+def claim(path: Path) -> bool:
+    """Create ``path`` empty if nothing is there (``O_EXCL``: atomic even against another
+    process writing into the same folder); False when it already exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
 @dataclass
 class HeatmapNamer:
-    """Unique heatmap paths mirroring the inputs' folders: ``DIR/<folder>/<stem>_heatmap.png``."""
+    """Heatmap paths mirroring the inputs' folders: ``DIR/<folder>/<stem>_heatmap.png``.
+
+    A name is claimed on disk (an empty file, created exclusively) before it is returned, so
+    two inputs of one run, or two runs writing into the same folder at once or one after the
+    other, never overwrite each other's heatmaps: a taken name gets ``_<ext>`` then ``_2``,
+    ``_3``... (the report's ``heatmap`` says which file is whose).
+    """
 
     root: Path
     used: set[Path] = field(default_factory=set)
 
-    def __call__(self, item: InputFile, ext: str) -> Path:
-        parent = self.root / item.rel.parent
-        stem = item.rel.stem
-        for cand in (stem, f"{stem}_{item.rel.suffix.lstrip('.')}"):
-            path = parent / f"{cand}_heatmap{ext}"
-            if path not in self.used:
-                break
+    def candidates(self, item: InputFile, ext: str) -> Iterator[Path]:
+        parent, stem = self.root / item.rel.parent, item.rel.stem
+        yield parent / f"{stem}_heatmap{ext}"
+        yield parent / f"{stem}_{item.rel.suffix.lstrip('.')}_heatmap{ext}"
         n = 2
-        while path in self.used:
-            path = parent / f"{stem}_{n}_heatmap{ext}"
+        while True:
+            yield parent / f"{stem}_{n}_heatmap{ext}"
             n += 1
-        self.used.add(path)
-        return path
+
+    def __call__(self, item: InputFile, ext: str) -> Path:
+        for path in self.candidates(item, ext):
+            if path not in self.used and claim(path):
+                self.used.add(path)
+                return path
+        raise AssertionError("unreachable")  # candidates() never ends
 
 
 # ------------------------------------------------------------------------------ per file
 @dataclass
 class Context:
-    """What every file needs: the bundle, the face pipeline, device and options."""
+    """What every file needs: the bundle, the face pipeline, device and options.
+
+    ``heatmaps`` maps an input and an extension to the path to write (claimed, see
+    :class:`HeatmapNamer`); ``progress``: a progress bar for long videos (stderr)."""
 
     bundle: Bundle
     faces: FacePipeline
@@ -361,13 +200,32 @@ class Context:
     threshold: float
     frames: int
     batch_size: int
-    heatmaps: HeatmapNamer | None
+    heatmaps: Any | None  # Callable[[InputFile, str], Path]
+    progress: bool = False
 
     def heat_note(self, crops: list[FaceCrop]) -> str | None:
         """What to say on a heatmap when the detector gave no attention maps (baseline)."""
         if not crops or any(c.heat is not None for c in crops):
             return None
         return f"no attention map ({self.bundle.detector.name} detector): box and score only"
+
+    def legend(self) -> str | None:
+        """What a heatmap's colours mean, for its colour bar."""
+        kind = schema.heatmap_kind(self.bundle.manifest)
+        if kind == "blend mask":
+            return "P(blended in), 0 to 1"
+        if kind:
+            return "recon. difference (relative)"
+        return None
+
+
+def _write_claimed(path: Path, write: Any, *args: Any) -> None:
+    """Write onto a claimed (empty) path; on failure the claim is released."""
+    try:
+        write(path, *args)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _result(item: InputFile, kind: str | None) -> dict[str, Any]:
@@ -406,24 +264,15 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
     if ctx.heatmaps is not None:
         out = ctx.heatmaps(item, ".png")
         note = ctx.heat_note(crops)
-        small, factor = _shrink(rgb, IMAGE_MAX_SIDE)  # a 9000 px photo is drawn at 2048 px
+        small, factor = shrink(rgb, IMAGE_MAX_SIDE)  # a 9000 px photo is drawn at 2048 px
         drawn = [c.scaled(factor) for c in crops] if factor != 1.0 else crops
-        write_png(out, render_overlay(small, drawn, ctx.threshold, note))
+        _write_claimed(out, write_png,
+                       render_overlay(small, drawn, ctx.threshold, note, ctx.legend()))
         res["heatmap"] = str(out)
         if note:
             notes.append(note)
     res["message"] = "; ".join(notes)
     return res
-
-
-def _shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """``rgb`` with its longer side at most ``max_side`` (INTER_AREA) and the factor used."""
-    h, w = rgb.shape[:2]
-    if max(h, w) <= max_side:
-        return rgb, 1.0
-    factor = max_side / max(h, w)
-    size = (max(2, round(w * factor)), max(2, round(h * factor)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), factor
 
 
 def _video_status(exc: VideoError) -> str:
@@ -449,14 +298,15 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     kept: list[tuple[int, np.ndarray, float]] = []
     decoded = multi = 0
     try:
-        for index, rgb in read_frames(item.path, indices):
+        for index, rgb in _frame_progress(read_frames(item.path, indices), len(indices),
+                                          item.path.name, ctx.progress):
             decoded += 1
             face, n_faces = finder.find(rgb)
             multi += n_faces > 1
             if face is not None:
                 crops.append(ctx.faces.crop(rgb, face, index))
             if ctx.heatmaps is not None:
-                kept.append((index, *_shrink(rgb, VIDEO_MAX_SIDE)))
+                kept.append((index, *shrink(rgb, VIDEO_MAX_SIDE)))
     except VideoError as exc:
         res.update(status=_video_status(exc), message=str(exc))
         return res
@@ -498,14 +348,25 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
             note = heat_note if c is not None else "no face"
             c = c.scaled(factor) if c is not None and factor != 1.0 else c
             rendered.append(render_overlay(rgb, [c] if c else [], ctx.threshold,
-                                           f"frame {index}" + (f" - {note}" if note else "")))
+                                           f"frame {index}" + (f" - {note}" if note else ""),
+                                           ctx.legend()))
         out = ctx.heatmaps(item, ".mp4")
-        write_mp4(out, rendered)
+        _write_claimed(out, write_mp4, rendered)
         res["heatmap"] = str(out)
         if heat_note:
             notes.append(heat_note)
     res["message"] = "; ".join(notes)
     return res
+
+
+def _frame_progress(frames: Iterable[tuple[int, np.ndarray]], total: int, name: str,
+                    show: bool) -> Iterable[tuple[int, np.ndarray]]:
+    """``frames`` with a progress bar (ETA, stderr) for a long video when ``show``."""
+    if not show or total < PROGRESS_MIN_FRAMES:
+        return frames
+    from tqdm import tqdm
+
+    return tqdm(frames, total=total, desc=name[:30], unit="frame", leave=False, position=1)
 
 
 def _kind(path: Path) -> str | None:
@@ -547,13 +408,16 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
                  heatmap_dir: str | Path | None = None, device: str | None = None,
                  json_path: str | Path | None = None, frames: int | None = None,
                  threshold: float | None = None, batch_size: int | None = None,
-                 retinaface_weights: str | None = None) -> dict[str, Any]:
-    """Detect on images, videos and folders; returns (and writes to ``json_path``) the report.
+                 retinaface_weights: str | None = None, csv_path: str | Path | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """Detect on images, videos and folders; returns (and writes to ``json_path``, and one row
+    per file to ``csv_path``: :func:`format_csv`) the report.
 
     Raises :class:`~lorefd.models.bundle.BundleError` for a bad bundle; every input problem is a
     per-file ``status`` instead. ``frames``: sampled per video (default: the bundle's, 32);
     ``threshold``: overrides the bundle's decision threshold; ``batch_size``: faces per forward
-    pass (default 4 on CPU, where larger batches were not faster, 32 on CUDA).
+    pass (default 4 on CPU, where larger batches were not faster, 32 on CUDA); ``progress``:
+    progress bars with ETA on stderr over the inputs and over long videos (tqdm).
     """
     t0 = time.perf_counter()
     if isinstance(paths, (str, Path)):
@@ -569,19 +433,55 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
     pipeline = FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
     ctx = Context(bundle=bundle, faces=pipeline, device=dev, threshold=thr,
                   frames=int(frames or pipeline.frames), batch_size=max(1, batch_size),
-                  heatmaps=HeatmapNamer(Path(heatmap_dir)) if heatmap_dir is not None else None)
+                  heatmaps=HeatmapNamer(Path(heatmap_dir)) if heatmap_dir is not None else None,
+                  progress=progress)
     results = []
-    for item in collect_inputs(paths):
+    items = collect_inputs(paths)
+    bar = None
+    if progress and len(items) > 1:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="file", desc="detect", position=0)
+    for item in items:
         res = detect_file(item, ctx)
+        if bar is not None:
+            bar.update(1)
         log.info("%s: %s%s", item.path, res["status"],
                  f" P(fake) {res[SCORE]:.3f}" if res[SCORE] is not None else "")
         results.append(res)
     report = schema.build_report(results, model_info(bundle), thr, time.perf_counter() - t0,
                                  None if heatmap_dir is None else str(heatmap_dir))
+    if bar is not None:
+        bar.close()
     if json_path is not None:
         schema.write_json(json_path, report)
-        _umask_mode(Path(json_path))
+        umask_mode(Path(json_path))
+    if csv_path is not None:
+        atomic_write_text(csv_path, format_csv(report))
+        umask_mode(Path(csv_path))
     return report
+
+
+CSV_COLUMNS = ("path", "type", "status", "p_fake", "verdict", "faces", "frames_sampled",
+               "frames_decoded", "frames_scored", "heatmap", "message")
+
+
+def format_csv(report: dict[str, Any]) -> str:
+    """One row per input: ``path, type, status, p_fake, verdict, faces`` (faces scored: per
+    image, or frames with a face per video), ``frames_sampled`` (frames the video was asked
+    for, evenly spaced), ``frames_decoded`` (of those, the ones that could be read),
+    ``frames_scored`` (of those, the ones with a face), ``heatmap, message``; empty cells for
+    what does not apply."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in report["results"]:
+        fr = r["frames"] or {}
+        w.writerow([r["path"], r["type"] or "", r["status"],
+                    "" if r[SCORE] is None else f"{r[SCORE]:.6f}", r["verdict"] or "",
+                    len(r["faces"]), fr.get("sampled", ""), fr.get("decoded", ""),
+                    fr.get("count", ""), r["heatmap"] or "", r["message"]])
+    return buf.getvalue()
 
 
 def processed_any(report: dict[str, Any]) -> bool:
@@ -590,8 +490,12 @@ def processed_any(report: dict[str, Any]) -> bool:
 
 
 def format_table(report: dict[str, Any], width: int | None = None) -> str:
-    """The printed table: path, type, faces/frames, score, verdict, status (and message)."""
-    rows = [("PATH", "TYPE", "FACES/FRAMES", "P(FAKE)", "VERDICT", "STATUS")]
+    """The printed table: path, type, faces/frames, P(fake), verdict, status (and message).
+
+    FACES/FRAMES: for an image the faces scored; for a video ``scored/decoded fr``: frames
+    with a face (each scored) out of the sampled frames that could be decoded (``--frames``
+    are sampled evenly; a truncated file decodes fewer, and the message says so)."""
+    rows = [("PATH", "TYPE", "FACES/FRAMES", "P(fake)", "VERDICT", "STATUS")]
     for r in report["results"]:
         if r["type"] == "video" and r["frames"] is not None:
             ff = f"{r['frames']['count']}/{r['frames']['decoded']} fr"
@@ -616,6 +520,6 @@ def format_table(report: dict[str, Any], width: int | None = None) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["STATUSES", "FaceCrop", "FacePipeline", "attention_heat", "collect_inputs",
-           "detect_file", "detect_paths", "format_table", "processed_any", "render_overlay",
-           "score_crops", "write_mp4"]
+__all__ = ["CSV_COLUMNS", "STATUSES", "Context", "HeatmapNamer", "InputFile", "attention_heat",
+           "claim", "collect_inputs", "detect_file", "detect_paths", "format_csv",
+           "format_table", "processed_any", "score_crops"]

@@ -42,8 +42,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from python_multipart.multipart import parse_options_header
 
 from lorefd import __version__
+from lorefd.data.preprocess.crops import FacePipeline
 from lorefd.engines import report_schema as schema
-from lorefd.engines.detect import Context, FacePipeline, InputFile, detect_file
+from lorefd.engines.detect import Context, InputFile, claim, detect_file
 from lorefd.models.bundle import Bundle, load_model, shipped_bundle
 from lorefd.utils import pick_device
 
@@ -256,13 +257,19 @@ class ServeOptions:
 
 
 class _HeatmapSink:
-    """Heatmap paths for one request: ``<folder>/<n>.png|mp4`` (``n`` = the upload's index)."""
+    """Heatmap paths for one request: ``<folder>/<n>.png|mp4`` (``n`` = the upload's index).
+
+    Each request has its own fresh random folder; the name is still claimed on disk
+    (:func:`~lorefd.engines.detect.claim`), so nothing is ever overwritten silently."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
 
     def __call__(self, item: InputFile, ext: str) -> Path:
-        return self.folder / f"{item.rel.stem}{ext}"
+        path = self.folder / f"{item.rel.stem}{ext}"
+        if not claim(path):
+            raise FileExistsError(f"heatmap {path.name} exists already")
+        return path
 
 
 @dataclass

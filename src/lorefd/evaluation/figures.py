@@ -101,7 +101,7 @@ def key_region_figure(image: torch.Tensor | np.ndarray, landmarks: np.ndarray | 
     fig.tight_layout(rect=(0, 0, 1, 0.95) if title else (0, 0, 1, 1))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -143,21 +143,81 @@ def reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, mask: torch.T
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out
 
 
-__all__ = ["key_region_figure", "masked_input", "patch_mask_image", "reconstruction_grid"]
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (a torn last line is skipped)."""
+    import json
+
+    out = []
+    path = Path(path)
+    if not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return out
 
 
-def resolve_mae_dir(path: str | Path) -> Path:
-    """A checkpoint folder, or a run folder holding ``mae/`` (or ``checkpoints/last``)."""
-    p = Path(path)
-    for cand in (p, p / "mae", p / "checkpoints" / "last"):
-        if (cand / "config.json").is_file():
-            return cand
-    return p
+def training_curves(runs: dict[str, str | Path], out: str | Path,
+                    stage1: str | Path | None = None) -> Path | None:
+    """Training curves from the runs' ``metrics.jsonl``: the stage-1 reconstruction loss (with
+    ``stage1``), each stage-2 run's training loss and validation AUC against the step (0.5 =
+    chance, dashed). None when no run logged anything."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    logs = {name: read_metrics(Path(d) / "metrics.jsonl") for name, d in runs.items()}
+    s1 = read_metrics(Path(stage1) / "metrics.jsonl") if stage1 is not None else []
+    if not s1 and not any(logs.values()):
+        return None
+
+    def series(recs: list[dict], split: str, key: str) -> tuple[list[int], list[float]]:
+        pts = [(r["step"], r[key]) for r in recs
+               if r.get("split") == split and isinstance(r.get(key), (int, float))]
+        return [p[0] for p in pts], [float(p[1]) for p in pts]
+
+    panels = (["stage 1: masked-patch MSE"] if s1 else []) + [
+        "stage 2: training loss (BCE)", "stage 2: validation AUC"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    axes = list(axes[0])
+    if s1:
+        ax = axes.pop(0)
+        ax.plot(*series(s1, "train", "loss"), lw=1)
+        ax.set_title(panels[0], fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+    loss_ax, auc_ax = axes
+    for name, recs in logs.items():
+        loss_ax.plot(*series(recs, "train", "loss"), lw=1, label=name)
+        auc_ax.plot(*series(recs, "val", "auc"), marker="o", ms=3, lw=1, label=name)
+    loss_ax.set_title(panels[-2], fontsize=9)
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss")
+    auc_ax.axhline(0.5, color="k", ls=":", lw=0.8, label="chance")
+    auc_ax.set_ylim(0, 1)
+    auc_ax.set_title(panels[-1], fontsize=9)
+    auc_ax.set_xlabel("step")
+    auc_ax.set_ylabel("AUC")
+    for ax in (loss_ax, auc_ax):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+__all__ = ["key_region_figure", "masked_input", "patch_mask_image", "read_metrics",
+           "reconstruction_grid", "training_curves"]
 
 
 def collect_images(items: list[str], limit: int) -> list[str]:
@@ -183,11 +243,12 @@ def reconstruct_figure(ckpt: str | Path, images: list[str], out: str | Path, see
     from lorefd.data.dataset import resize_square, to_tensor
     from lorefd.data.images import ImageLoadError, load_rgb
     from lorefd.evaluation.figures import reconstruction_grid
+    from lorefd.models.detectors import resolve_mae_checkpoint
     from lorefd.models.mae import load_mae
     from lorefd.utils import pick_device
 
     dev = pick_device(device)
-    model = load_mae(str(resolve_mae_dir(ckpt)), device=dev)
+    model = load_mae(str(resolve_mae_checkpoint(ckpt)), device=dev)
     tensors, names = [], []
     for path in images:
         try:

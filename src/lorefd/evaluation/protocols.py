@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from lorefd.config import Config
-from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, write_manifest
+from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample
 from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.evaluation.metrics import NA, fmt
@@ -304,91 +304,5 @@ def run_protocol(name: str, ffpp: list[Sample], mae_ckpt: str | Path | None, cfg
             "header": header, "rows": rows}
 
 
-# ---- a mini FF++ for tests and demos -------------------------------------------------------
-def _region(pts: np.ndarray, idx: slice, pad: int, size: int) -> tuple[int, int, int, int]:
-    p = pts[idx]
-    x0, y0 = (p.min(0) - pad).clip(0, size - 1).astype(int)
-    x1, y1 = (p.max(0) + pad).clip(1, size).astype(int)
-    return x0, y0, max(x1, x0 + 2), max(y1, y0 + 2)
-
-
-def fake_face(rgb: np.ndarray, pts: np.ndarray, method: str, rng: np.random.Generator) -> np.ndarray:
-    """A visibly altered local region standing in for a manipulation (tests only)."""
-    import cv2
-
-    out = rgb.copy()
-    size = rgb.shape[0]
-    pad = max(2, size // 32)
-    if method == "Deepfakes":  # blurred inner face (eyes to mouth)
-        x0, y0, x1, y1 = _region(pts, slice(17, 68), pad, size)
-        out[y0:y1, x0:x1] = cv2.GaussianBlur(out[y0:y1, x0:x1], (0, 0), size / 40)
-    elif method == "Face2Face":  # mouth shifted down
-        x0, y0, x1, y1 = _region(pts, slice(48, 68), pad, size)
-        dy = max(2, (y1 - y0) // 3)
-        n = min(size, y1 + dy) - (y0 + dy)
-        if n > 0:
-            out[y0 + dy:y0 + dy + n, x0:x1] = rgb[y0:y0 + n, x0:x1]
-    elif method == "FaceSwap":  # colour-shifted eye band
-        x0, y0, x1, y1 = _region(pts, slice(17, 48), pad, size)
-        patch = out[y0:y1, x0:x1].astype(np.int16) + np.array([40, -25, -25], dtype=np.int16)
-        out[y0:y1, x0:x1] = patch.clip(0, 255).astype(np.uint8)
-    elif method == "NeuralTextures":  # noisy mouth texture
-        x0, y0, x1, y1 = _region(pts, slice(48, 68), pad, size)
-        noise = rng.normal(0, 40, out[y0:y1, x0:x1].shape)
-        out[y0:y1, x0:x1] = (out[y0:y1, x0:x1] + noise).clip(0, 255).astype(np.uint8)
-    else:
-        raise ValueError(f"unknown method {method}")
-    return out
-
-
-def make_mini_ffpp(out_dir: str | Path, n_faces: int = 40, size: int = 64,
-                   compressions: tuple[str, ...] = ("c23",), seed: int = 0,
-                   split_fractions: tuple[float, float] = (0.5, 0.25)) -> Path:
-    """A small FF++-shaped manifest from the bundled real faces (tests, demos).
-
-    Each face gives one real and one fake per method (FF++'s 1 real : 4 fake), saved as
-    JPEG (quality 95 for ``c23``, 60 for ``c40``) at ``size`` px with scaled landmarks; faces
-    are split train/val/test by ``split_fractions``. Returns the manifest path.
-    """
-    import cv2
-
-    from lorefd.data.manifest import read_manifest
-
-    assets = Path(__file__).resolve().parents[1] / "assets" / "faces" / "manifest.csv"
-    faces = read_manifest(assets)[:n_faces]
-    if len(faces) < 4:
-        raise ValueError("make_mini_ffpp needs at least 4 faces")
-    out = Path(out_dir)
-    rng = np.random.default_rng(seed)
-    n_train = max(1, int(len(faces) * split_fractions[0]))
-    n_val = max(1, int(len(faces) * split_fractions[1]))
-    quality = {"c23": 95, "c40": 60}
-    samples: list[Sample] = []
-    for i, face in enumerate(faces):
-        split = "train" if i < n_train else "val" if i < n_train + n_val else "test"
-        rgb = cv2.cvtColor(cv2.imread(face.path), cv2.COLOR_BGR2RGB)
-        pts = face.load_landmarks() * (size / rgb.shape[0])
-        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-        vid = Path(face.path).stem
-        lm_path = out / "landmarks" / f"{vid}.npy"
-        lm_path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(lm_path, pts.astype(np.float32))
-        variants = [("", REAL, rgb)] + [(m, FAKE, fake_face(rgb, pts, m, rng)) for m in METHODS]
-        for c in compressions:
-            for method, label, img in variants:
-                folder = "original" if label == REAL else method
-                path = out / c / folder / f"{vid}.jpg"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
-                            [cv2.IMWRITE_JPEG_QUALITY, quality.get(c, 90)])
-                samples.append(Sample(
-                    path=str(path), label=label, dataset="FF++", split=split,
-                    video_id=vid if label == REAL else f"{vid}_{SHORT[method]}", frame_index=0,
-                    method=method, compression=c, landmarks=str(lm_path)))
-    manifest = out / "manifest.csv"
-    write_manifest(manifest, samples)
-    return manifest
-
-
-__all__ = ["METHODS", "PAPER", "PROTOCOLS", "ProtocolError", "make_mini_ffpp", "markdown_table",
+__all__ = ["METHODS", "PAPER", "PROTOCOLS", "ProtocolError", "markdown_table",
            "run_protocol", "select"]

@@ -149,13 +149,24 @@ class Detector(nn.Module):
 
 
 def resolve_mae_checkpoint(mae_ckpt: str | Path, image_size: int | None = None) -> Path:
-    """The MAE checkpoint folder (a ``lorefd pretrain`` run resolves to ``RUN/mae``), checked
+    """The one resolver of ``--mae``: a checkpoint folder as is; a ``lorefd pretrain`` run
+    folder resolves to ``RUN/mae`` (the final model), or, while the run has none yet (still
+    running, or stopped), to its resume point ``RUN/checkpoints/last`` with a warning. Checked
     for kind and image size from its config alone (cheap: no weights are read)."""
     path = Path(mae_ckpt)
-    if not (path / "config.json").is_file() and (path / "mae" / "config.json").is_file():
-        path = path / "mae"
+    if not (path / "config.json").is_file():
+        if (path / "mae" / "config.json").is_file():
+            path = path / "mae"
+        elif (path / "checkpoints" / "last" / "config.json").is_file():
+            path = path / "checkpoints" / "last"
+            log.warning("%s has no final mae/ (the run has not finished): using its resume "
+                        "point %s", mae_ckpt, path)
     if not path.exists():
         raise CheckpointError(f"MAE checkpoint not found: {mae_ckpt}")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise CheckpointError(f"MAE checkpoint not found in {mae_ckpt}: no config.json, mae/ "
+                              "or checkpoints/last/ (a `lorefd pretrain` run folder or a "
+                              "checkpoint folder)")
     mcfg, meta = read_checkpoint_info(path)
     if meta.get("kind") != "mae":
         raise CheckpointError(f"{mae_ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "

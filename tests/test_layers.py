@@ -1,0 +1,104 @@
+"""Imports flow one way: ``data → models → engines → evaluation → cli`` (README).
+
+Every import in the package is read with ``ast`` -- module level and inside functions (lazy
+imports count: they run too) -- and none may reach a later layer. Modules outside the layers
+(``lorefd.config``, ``utils``, ``checkpoint``, ``render``, ...) are the base every layer may
+use, so they import no layer themselves (``if TYPE_CHECKING:`` blocks aside). The package's
+``__init__`` (the two-line Python API) may reach any layer.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "lorefd"
+LAYERS = ["data", "models", "engines", "evaluation", "cli"]
+BASE = -1
+
+
+def module_name(path: Path, root: Path = SRC) -> str:
+    """``lorefd.x.y`` of a file under ``root`` (the ``lorefd`` package folder)."""
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> int | None:
+    """Index in LAYERS, BASE for other lorefd modules, None outside lorefd."""
+    parts = module.split(".")
+    if parts[0] != "lorefd":
+        return None
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else BASE
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return skip
+
+
+def imports(path: Path, root: Path = SRC) -> list[tuple[int, str]]:
+    """``(line, absolute module)`` of every import in ``path``, at any depth."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip = _type_checking_nodes(tree)
+    name = module_name(path, root)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.append((node.lineno, mod))
+            # `from lorefd import engines` imports a layer too
+            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names
+                    if mod == "lorefd" and a.name in LAYERS]
+    return out
+
+
+def violations(root: Path = SRC) -> list[str]:
+    bad = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "__init__.py":
+            continue
+        own = layer(module_name(path, root))
+        for line, mod in imports(path, root):
+            target = layer(mod)
+            if target is not None and target > own:
+                where = LAYERS[own] if own >= 0 else "base"
+                bad.append(f"{path.relative_to(root.parent)}:{line}: {where} imports {mod}")
+    return bad
+
+
+def test_imports_follow_the_layers() -> None:
+    assert violations() == []
+
+
+def test_the_check_catches_a_lazy_import_against_the_direction(tmp_path: Path) -> None:
+    pkg = tmp_path / "lorefd"
+    for sub in ("data", "engines"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "bad.py").write_text(
+        "def f():\n    from lorefd.engines import detect\n    return detect\n")
+    (pkg / "data" / "rel.py").write_text("from ..engines import detect\n")
+    (pkg / "engines" / "ok.py").write_text("from lorefd.data import bad\nimport lorefd.models\n")
+    found = violations(pkg)
+    assert len(found) == 2 and all("data imports lorefd.engines" in v for v in found)
+
+
+@pytest.mark.parametrize("module,expected", [("lorefd.cli.detect", 4), ("lorefd.utils", BASE),
+                                             ("lorefd.data", 0), ("numpy", None)])
+def test_layer_of(module: str, expected: int | None) -> None:
+    assert layer(module) == expected
