@@ -19,12 +19,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from lorefd import __version__
 from lorefd.config import Config, load_config
 from lorefd.data.images import load_rgb
 from lorefd.data.manifest import REAL, Sample, read_manifest, write_manifest
@@ -36,7 +38,7 @@ from lorefd.engines.pretrain import pretrain
 from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.evaluation.explain import explain_figure
-from lorefd.evaluation.figures import reconstruct_figure
+from lorefd.evaluation.figures import reconstruct_figure, training_curves
 from lorefd.evaluation.metrics import at_chance
 from lorefd.evaluation.report import Report
 from lorefd.models.bundle import export_bundle, shipped_bundle
@@ -201,8 +203,11 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
                "identities": {k: len(v) for k, v in splits.items()},
                "stage1": stage1, "train": runs, "metrics": metrics, "detect": detections,
                "detect_shipped": shipped_detections,
-               "config": cfg.to_dict()}
+               "config": cfg.to_dict(), "lorefd_version": __version__,
+               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     atomic_write_json(out / "summary.json", summary)
+    training_curves({n: out / n for n in DETECTORS}, fig_dir / "training.png",
+                    stage1=out / "stage1")
     write_report(out, summary, fig_dir)
     print(f"[demo] total: {total:.1f} s -> {out / 'report.html'}", flush=True)
     return summary
@@ -233,7 +238,7 @@ def roc_figure(eval_dirs: dict[str, Path], out: Path) -> Path:
     ax.set_ylabel("true positive rate")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out
 
@@ -286,6 +291,10 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
             [LABELS[n], *[_metric(summary["metrics"][n], "per_method", k, "frame", "auc")
                           for k in methods]]
             for n in names])
+    if (fig_dir / "training.png").exists():
+        rep.heading("Training curves")
+        rep.figure(fig_dir / "training.png", "From each run's metrics.jsonl: stage-1 loss, "
+                   "stage-2 training loss and validation AUC against the step (dashed: chance)")
     rep.heading("Time per stage (this machine)")
     rep.table(["stage", "seconds"], [[k, v] for k, v in summary["stages"].items()])
     for name, caption in [
@@ -302,4 +311,12 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
                 rep.figure(Path(item["heatmap"]), f"lorefd detect ({who}): "
                            f"{Path(item['path']).name}: P(fake) "
                            f"{item.get('p_fake', float('nan')):.3f} ({item.get('verdict')})")
+    rep.heading("This run")
+    rep.text(f"lorefd {summary.get('lorefd_version', __version__)}, run on "
+             f"{summary.get('date', 'unknown date')}; the configuration (configs/demo.yaml with "
+             "the run's overrides; the detectors add detector.name and train.fakes=synth):")
+    if summary.get("config"):
+        import yaml
+
+        rep.code(yaml.safe_dump(summary["config"], sort_keys=False))
     rep.write(out)

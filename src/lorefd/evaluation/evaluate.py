@@ -191,7 +191,7 @@ def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
         ax.text(0.5, 0.5, "one class only: no ROC", ha="center")
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
     plt.close(fig)
 
 

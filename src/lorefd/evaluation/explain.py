@@ -9,6 +9,7 @@ in the figure). The baseline detector shows the input and probability only.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ from lorefd.data.images import load_rgb
 from lorefd.errors import NonFiniteScoreError
 from lorefd.models.bundle import load_model
 from lorefd.models.detectors import Detector
+from lorefd.models.detectors.base import BLEND_MASK
 from lorefd.utils import atomic_path
 
 
@@ -62,6 +64,21 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
     if bad:
         raise NonFiniteScoreError(f"the model gave a non-finite score (NaN/inf) for "
                                   f"{', '.join(bad[:3])}: the model is damaged or unusable")
+    fig = build_figure(batch, ex, images)
+    out = Path(out)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")  # no label cut off
+    plt.close(fig)
+    maps: dict[str, torch.Tensor] = ex.get("attention") or {}
+    return {"out": str(out), "prob": [float(p) for p in ex["prob"]],
+            "attention_mean": {k: float(v.mean()) for k, v in maps.items()}}
+
+
+def build_figure(batch: torch.Tensor, ex: dict[str, Any], images: list[str | Path]) -> Any:
+    """The matplotlib figure: per image the input, (reconstruction, |difference|) and each
+    layer's attention over the input, each map with a colour bar saying what it shows."""
+    import matplotlib.pyplot as plt
+
     maps: dict[str, torch.Tensor] = ex.get("attention") or {}
     has_recon = ex.get("recon") is not None
     cols = ["input"] + (["reconstruction", "|difference|"] if has_recon else []) + \
@@ -84,9 +101,17 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
         for j, (ax, panel) in enumerate(zip(axes[i], panels, strict=True)):
             if cols[j].startswith("attention"):
                 ax.imshow(panels[0])
-                ax.imshow(panel, cmap="jet", alpha=0.5, vmin=0, vmax=vmax[layer_of[cols[j]]])
+                im = ax.imshow(panel, cmap="jet", alpha=0.5, vmin=0,
+                               vmax=vmax[layer_of[cols[j]]])
+                bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+                bar.set_label("1 - (1+cos)/2: high = differs" if cols[j] != "attention "
+                              + BLEND_MASK else "P(blended in)", fontsize=6)
+                bar.ax.tick_params(labelsize=6)
             elif panel.ndim == 2:
-                ax.imshow(panel, cmap="inferno")
+                im = ax.imshow(panel, cmap="inferno", vmin=0, vmax=1)
+                bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+                bar.set_label("|input - recon.| / face max", fontsize=6)
+                bar.ax.tick_params(labelsize=6)
             else:
                 ax.imshow(panel)
             ax.set_xticks([])
@@ -96,12 +121,7 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
         axes[i][0].set_ylabel(f"{_short(images[i])}\nP(fake)={float(ex['prob'][i]):.3f}",
                               fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return {"out": str(out), "prob": [float(p) for p in ex["prob"]],
-            "attention_mean": {k: float(v.mean()) for k, v in maps.items()}}
+    return fig
 
 
-__all__ = ["explain_figure", "load_images"]
+__all__ = ["build_figure", "explain_figure", "load_images"]

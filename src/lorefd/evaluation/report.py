@@ -27,6 +27,10 @@ class Report:
     def table(self, header: list[str], rows: list[list[object]]) -> None:
         self.blocks.append(("table", (header, rows)))
 
+    def code(self, text: str) -> None:
+        """Preformatted text (a config, a command)."""
+        self.blocks.append(("pre", text))
+
     def figure(self, path: str | Path, caption: str) -> None:
         self.blocks.append(("img", (Path(path), caption)))
 
@@ -38,6 +42,8 @@ class Report:
                 out += [f"## {value}", ""]
             elif kind == "p":
                 out += [str(value), ""]
+            elif kind == "pre":
+                out += ["```", str(value).rstrip("\n"), "```", ""]
             elif kind == "table":
                 header, rows = value
                 out.append("| " + " | ".join(header) + " |")
@@ -65,6 +71,8 @@ class Report:
                 parts.append(f"<h2>{html.escape(str(value))}</h2>")
             elif kind == "p":
                 parts.append(f"<p>{html.escape(str(value))}</p>")
+            elif kind == "pre":
+                parts.append(f"<pre>{html.escape(str(value))}</pre>")
             elif kind == "table":
                 header, rows = value
                 parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)

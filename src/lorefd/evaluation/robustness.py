@@ -531,7 +531,7 @@ def plot_robustness(path: Path, result: dict[str, Any]) -> None:
     fig.suptitle("AUC under DeeperForensics-1.0 perturbations and JPEG", fontsize=10)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
     plt.close(fig)
 
 
