@@ -65,3 +65,19 @@ def test_nothing_readable_exits_1(baseline: Path, faces_manifest: Path, tmp_path
     assert code == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "could be" in err
+
+
+def test_evaluate_table_shows_best_acc_with_its_threshold(
+        baseline: Path, faces_manifest: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, _ = _manifest_with_corrupt_rows(faces_manifest, tmp_path)
+    out = tmp_path / "eval_cli"
+    assert main(["evaluate", "--model", str(baseline), "--data", str(manifest),
+                 "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("subset"))
+    assert header.split()[4:6] == ["AccBest", "BestThr"]
+    frame = json.loads((out / "metrics.json").read_text())["overall"]["frame"]
+    row = next(line for line in lines if line.split()[:2] == ["overall", "frame"]).split()
+    assert row[4] == f"{frame['best_acc'] * 100:.2f}"
+    assert row[5] == f"{frame['best_threshold']:.3f}"  # the threshold that best Acc used
