@@ -24,7 +24,7 @@ from lorefd.engines.detect import detect_paths
 from lorefd.models.bundle import load_bundle, shipped_bundle
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "lorefd" / "assets"
-N = 16  # reals, and one synthesised fake of each
+N = 40  # reals, and one synthesised fake of each
 
 
 @pytest.fixture(scope="module")
