@@ -18,6 +18,8 @@ import pytest
 from media import make_video, stills
 from serve_helpers import bundled_fake, bundled_real, serve_bundle
 
+from lorefd.models.bundle import shipped_bundle
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -26,6 +28,7 @@ pytestmark = pytest.mark.skipif(
            "chromium-driver; .ci/run installs them)")
 # Set to a path to keep the desktop screenshot (the README's docs/serve.png is made this way).
 SCREENSHOT_ENV = "LOREFD_SERVE_SCREENSHOT"
+MODEL_ENV = "LOREFD_SERVE_MODEL"
 
 
 def _free_port() -> int:
@@ -52,7 +55,9 @@ def _post(url: str, paths: list[Path]) -> dict:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """`lorefd serve` as a user starts it, on a free port of 127.0.0.1 (not yet ready:
     see :func:`live`)."""
-    bundle = serve_bundle(tmp_path_factory)
+    # LOREFD_SERVE_MODEL=shipped: the model shipped in the package (the README's screenshot)
+    bundle = (serve_bundle(tmp_path_factory) if os.environ.get(MODEL_ENV) != "shipped"
+              else shipped_bundle())
     port = _free_port()
     log = tmp_path_factory.mktemp("serve-live") / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
