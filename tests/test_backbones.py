@@ -93,3 +93,16 @@ def test_unknown_backbone_is_a_clear_error():
 def test_xception_is_the_older_name_of_the_baseline():
     det = build_detector(tiny_config("detector.name=xception"))
     assert isinstance(det, BaselineDetector) and det.backbone == "legacy_xception"
+
+
+def test_local_weights_load_into_a_timm_backbone(tmp_path):
+    from safetensors.torch import save_file
+
+    src = create_backbone("resnet18")
+    save_file({f"net.body.{k}": v.contiguous() for k, v in src.body.state_dict().items()},
+              str(tmp_path / "w.safetensors"))
+    dst = create_backbone("resnet18", weights=tmp_path / "w.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(src.body.state_dict().values(),
+                                                  dst.body.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="not resnet34 weights"):
+        create_backbone("resnet34", weights=tmp_path / "w.safetensors")

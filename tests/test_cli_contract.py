@@ -1,11 +1,10 @@
-"""One contract for every command: exit codes, one-line errors, `--model`, help, start-up time."""
+"""One contract for every command: exit codes, one-line errors, `--model`, help, start-up imports."""
 
 from __future__ import annotations
 
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -47,14 +46,16 @@ def test_building_the_parser_imports_no_heavy_library() -> None:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["detect", "--help"], ["train", "--help"]])
-def test_help_starts_under_1_5_s(argv: list[str]) -> None:
-    best = float("inf")
-    for _ in range(2):  # best of two: the first may pay for a cold disk cache
-        t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lorefd.cli", *argv], capture_output=True,
-                       check=True)
-        best = min(best, time.perf_counter() - t0)
-    assert best < 1.5, f"lorefd {' '.join(argv)} took {best:.2f} s"
+def test_help_imports_no_heavy_library(argv: list[str]) -> None:
+    """What kept `--help` slow (7.4 s) was torch/OpenCV/matplotlib at start-up; the time
+    itself is measured by benchmarks/bench_cli_startup.py."""
+    code = ("import sys\nfrom lorefd.cli import main\ntry:\n    main(" + repr(argv) + ")\n"
+            "except SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules), file=sys.stderr)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert "usage: lorefd" in run.stdout
+    assert run.stderr.strip().splitlines()[-1] == "[]", run.stderr
 
 
 def test_every_option_of_every_command_has_help() -> None:

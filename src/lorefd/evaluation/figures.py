@@ -140,12 +140,7 @@ def reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, mask: torch.T
             ax.set_yticks([])
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -208,10 +203,17 @@ def training_curves(runs: dict[str, str | Path], out: str | Path,
     auc_ax.set_ylabel("AUC")
     for ax in (loss_ax, auc_ax):
         ax.legend(fontsize=7)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path, dpi: int = 110) -> Path:  # noqa: ANN001
+    """Lay out, write (labels never cut) and close a figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return out
 

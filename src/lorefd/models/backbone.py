@@ -35,6 +35,7 @@ from lorefd.models.xception import (
     XceptionNet,
     check_layers,
     create_xception,
+    load_body_weights,
     match_size,
 )
 from lorefd.models.xception import STAGES as XCEPTION_STAGES
@@ -194,24 +195,6 @@ def backbone_name(net: Backbone) -> str:
     return "legacy_xception" if isinstance(net, XceptionNet) else net.backbone
 
 
-def _load_weights(net: TimmNet, path: str | Path) -> None:
-    """Local weights: a timm state dict, or a lorefd detector checkpoint (its ``net``)."""
-    from lorefd.models.xception import _read_state_dict
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{net.backbone} weights not found: {path}")
-    sd = _read_state_dict(path)
-    own = net.body.state_dict()
-    sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    head = str(net.body.pretrained_cfg.get("classifier", "fc")) + "."
-    missing = [k for k in own if k not in sd and not k.startswith(head)]
-    if missing:
-        raise ValueError(f"{path}: not {net.backbone} weights ({len(missing)} missing, "
-                         f"e.g. {missing[:3]})")
-    net.body.load_state_dict(sd, strict=False)
-
-
 def create_backbone(name: str, num_classes: int = 1, drop_rate: float = 0.0,
                     pretrained: bool = False, weights: str | Path | None = None) -> Backbone:
     """A backbone by timm name: local ``weights`` if given, else ImageNet if reachable.
@@ -223,7 +206,8 @@ def create_backbone(name: str, num_classes: int = 1, drop_rate: float = 0.0,
         return create_xception(num_classes, drop_rate, pretrained, weights)
     net = TimmNet(name, num_classes, drop_rate)
     if weights:
-        _load_weights(net, weights)
+        load_body_weights(net.body, weights, name,
+                          str(net.body.pretrained_cfg.get("classifier", "fc")))
     elif pretrained:
         try:
             ref = timm.create_model(name, pretrained=True, num_classes=0)

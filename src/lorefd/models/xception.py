@@ -148,18 +148,24 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_xception_weights(net: XceptionNet, path: str | Path) -> None:
-    """Load local Xception weights (timm/Cadene layout or a lorefd checkpoint); fc kept if shapes match."""
+def load_body_weights(body: nn.Module, path: str | Path, what: str, head: str = "fc") -> None:
+    """Load local weights into a timm ``body`` (a timm state dict or a lorefd checkpoint); the
+    classifier ``head`` is kept only if its shapes match, every other tensor must be there."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Xception weights not found: {path}")
+        raise FileNotFoundError(f"{what} weights not found: {path}")
     sd = _read_state_dict(path)
-    own = net.body.state_dict()
+    own = body.state_dict()
     sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in sd and not k.startswith("fc.")]
+    missing = [k for k in own if k not in sd and not k.startswith(f"{head}.")]
     if missing:
-        raise ValueError(f"{path}: not Xception weights ({len(missing)} missing, e.g. {missing[:3]})")
-    net.body.load_state_dict(sd, strict=False)
+        raise ValueError(f"{path}: not {what} weights ({len(missing)} missing, e.g. {missing[:3]})")
+    body.load_state_dict(sd, strict=False)
+
+
+def load_xception_weights(net: XceptionNet, path: str | Path) -> None:
+    """Load local Xception weights (timm/Cadene layout or a lorefd checkpoint); fc kept if shapes match."""
+    load_body_weights(net.body, path, "Xception")
 
 
 def create_xception(num_classes: int = 1, drop_rate: float = 0.0, pretrained: bool = False,
@@ -192,4 +198,4 @@ def freeze(module: nn.Module) -> nn.Module:
 
 
 __all__ = ["DEFAULT_LAYERS", "STAGES", "XceptionNet", "check_layers", "create_xception", "freeze",
-           "load_xception_weights", "match_size"]
+           "load_body_weights", "load_xception_weights", "match_size"]
