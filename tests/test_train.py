@@ -7,9 +7,10 @@ from collections import Counter
 
 import pytest
 import torch
-from conftest import make_mini_ffpp, save_tiny_mae, tiny_config
+from conftest import make_detector_checkpoint, make_mini_ffpp, save_tiny_mae, tiny_config
 
 from lorefd.checkpoint import CheckpointError, load_checkpoint
+from lorefd.config import ConfigError
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.manifest import ManifestError, Sample, read_manifest
 from lorefd.engines.train import balanced_sampler, train
@@ -75,6 +76,30 @@ def test_resume_is_exact(data, tmp_path):
     wb, _, mb = load_checkpoint(tmp_path / "b" / "last", kind="detector")
     assert ma["epoch"] == mb["epoch"] == 1
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_init_starts_from_a_trained_detector(data, tmp_path):
+    """train.init (fine-tuning) loads every weight of the given detector before step 1, takes
+    every --model form, and refuses another detector or backbone with a clear error."""
+    src = make_detector_checkpoint(tmp_path, name="baseline")
+    w0, _, _ = load_checkpoint(src, kind="detector")
+    cfg = tiny_config("detector.name=baseline", f"train.init={src}", "train.lr=1e-12")
+    s = train(cfg, data["train"], None, None, tmp_path / "ft")
+    w1, _, meta = load_checkpoint(tmp_path / "ft" / "last", kind="detector")
+    assert s["steps"] == 2 and meta["init"] == str(src)
+    learned = [k for k in w0 if "running_" not in k and "num_batches" not in k]  # not BN stats
+    assert all(torch.allclose(w0[k], w1[k], atol=1e-6) for k in learned)  # lr ~0: the source
+    # without init the same run starts elsewhere: the test above can fail
+    plain = train(tiny_config("detector.name=baseline", "train.lr=1e-12"), data["train"], None,
+                  None, tmp_path / "plain")
+    w2, _, _ = load_checkpoint(tmp_path / "plain" / "last", kind="detector")
+    assert plain["steps"] == 2 and not all(torch.allclose(w0[k], w2[k], atol=1e-6) for k in learned)
+    with pytest.raises(ConfigError, match="'baseline' detector, this run trains 'lre'"):
+        train(tiny_config(f"train.init={src}"), data["train"], None, data["mae"], tmp_path / "x")
+    with pytest.raises(ConfigError, match="do not fit"):
+        train(tiny_config("detector.name=baseline", "detector.backbone=resnet18",
+                          f"train.init={src}"), data["train"], None, None, tmp_path / "y")
+    assert not (tmp_path / "x" / "best").exists() and not (tmp_path / "y" / "best").exists()
 
 
 def test_bad_inputs_fail_before_training(data, tmp_path):

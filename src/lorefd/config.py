@@ -127,6 +127,10 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     threshold: float = 0.5
+    # fine-tuning: start from this trained detector's weights (whatever --model takes: a
+    # .lorefd bundle, a run or checkpoint folder; "shipped" = the packaged model) with a new
+    # optimiser and schedule. Same detector, backbone and heads; ignored on --resume.
+    init: str | None = None
 
 
 @dataclass
