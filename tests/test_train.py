@@ -13,7 +13,7 @@ from lorefd.checkpoint import CheckpointError, load_checkpoint
 from lorefd.config import ConfigError
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.manifest import ManifestError, Sample, read_manifest
-from lorefd.engines.train import balanced_sampler, train
+from lorefd.engines.train import balanced_sampler, make_eval_loader, predict, train
 from lorefd.evaluation.protocols import select
 from lorefd.models.detectors import build_detector, load_detector
 
@@ -100,6 +100,20 @@ def test_init_starts_from_a_trained_detector(data, tmp_path):
         train(tiny_config("detector.name=baseline", "detector.backbone=resnet18",
                           f"train.init={src}"), data["train"], None, None, tmp_path / "y")
     assert not (tmp_path / "x" / "best").exists() and not (tmp_path / "y" / "best").exists()
+
+
+def test_validation_leaves_out_unreadable_samples(data, tmp_path):
+    """Validation inside training scores each sample with its own image: an unreadable one is
+    left out (the dataset substitutes the next image; counting that one twice would bias AUC)."""
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    good = data["val"][:5]
+    samples = good[:2] + [Sample(path=str(bad), label=1)] + good[2:]
+    det = build_detector(tiny_config("detector.name=baseline"))
+    probs, labels = predict(det, make_eval_loader(samples, 64, batch_size=2), torch.device("cpu"))
+    ref, ref_labels = predict(det, make_eval_loader(good, 64, batch_size=2), torch.device("cpu"))
+    assert len(probs) == len(good) and labels.tolist() == ref_labels.tolist()
+    assert torch.allclose(torch.from_numpy(probs), torch.from_numpy(ref), atol=1e-5)
 
 
 def test_bad_inputs_fail_before_training(data, tmp_path):

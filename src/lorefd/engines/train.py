@@ -161,18 +161,31 @@ def single_threaded_worker(_worker_id: int) -> None:
 @torch.no_grad()
 def predict(detector: Detector, loader: DataLoader, device: torch.device, amp: bool = True
             ) -> tuple[np.ndarray, np.ndarray]:
-    """Fake probabilities and labels over a loader, in loader order (eval mode, seeded masks)."""
+    """Fake probabilities and labels over a loader, in loader order (eval mode, seeded masks).
+
+    A sample that could not be read (the dataset substituted the next one) is left out, with
+    a warning, rather than counted twice.
+    """
     was_training = detector.training
     detector.eval()
     probs, labels = [], []
     cl = torch.channels_last
+    seen = skipped = 0
     for batch in loader:
         images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=cl)
         with autocast(device, amp):
             logits = detector(images)["logits"]
+        n = images.shape[0]
+        own = batch["index"] == torch.arange(seen, seen + n) if "index" in batch else None
+        seen += n
+        if own is not None and not bool(own.all()):
+            skipped += int((~own).sum())
+            logits, batch = logits[own.to(logits.device)], {"label": batch["label"][own]}
         probs.append(torch.sigmoid(logits.float()))
         labels.append(batch["label"])
     detector.train(was_training)
+    if skipped:
+        log.warning("predict: %d unreadable sample(s) left out of %d", skipped, seen)
     if not probs:
         return np.zeros(0), np.zeros(0, dtype=int)
     return (torch.cat(probs).cpu().numpy().astype(np.float64),
