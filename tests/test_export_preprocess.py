@@ -40,6 +40,19 @@ def test_a_mismatch_given_by_hand_is_a_warning(trained_at_128: Path, tmp_path: P
     assert any("size=224 differs" in r.getMessage() for r in caplog.records)
 
 
+def test_bundle_carries_no_path_of_the_training_machine(tmp_path: Path) -> None:
+    pre = {"size": 128, "margin": 0.1, "source": "/home/someone/runs/x/../faces/summary.json"}
+    ckpt = make_detector_checkpoint(tmp_path, name="xception", sub="best",
+                                    meta={"preprocess": pre})
+    m = export_bundle(ckpt, tmp_path / "m.lorefd", verify=False)
+    assert m["preprocess"]["recorded_from"] == "faces/summary.json"
+    inside = str(Path.cwd() / "runs" / "faces" / "summary.json")
+    ckpt2 = make_detector_checkpoint(tmp_path, name="xception", sub="best2",
+                                     meta={"preprocess": {**pre, "source": inside}})
+    m2 = export_bundle(ckpt2, tmp_path / "m2.lorefd", verify=False)
+    assert m2["preprocess"]["recorded_from"] == "runs/faces/summary.json"
+
+
 def test_nothing_recorded_says_defaults_are_assumed(tmp_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     ckpt = make_detector_checkpoint(tmp_path, name="xception", sub="best")

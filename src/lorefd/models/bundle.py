@@ -27,6 +27,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -285,8 +286,20 @@ def bundle_preprocess(meta: dict[str, Any], given: dict[str, Any] | None = None,
                     " or ".join(missing), "s" if len(missing) > 1 else "",
                     ", ".join(f"{k} {pre[k]}" for k in missing), " / --".join(missing))
     if "source" in (meta.get("preprocess") or {}):
-        pre["recorded_from"] = meta["preprocess"]["source"]
+        pre["recorded_from"] = _portable(str(meta["preprocess"]["source"]))
     return pre
+
+
+def _portable(source: str) -> str:
+    """A recorded path as a bundle may carry it: relative to the working directory when inside
+    it, else its last two parts (a bundle travels; the training machine's layout does not)."""
+    path = Path(os.path.normpath(source))
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return Path(*path.parts[-2:]).as_posix()
 
 
 def _detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
