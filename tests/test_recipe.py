@@ -31,7 +31,7 @@ def test_recipe_runs_every_stage_and_resumes(faces: Path, tmp_path: Path) -> Non
     out = tmp_path / "run"
     s = run_recipe(faces, out, "cpu", TOY, val_fraction=0.25, test_fraction=0.25,
                    reserve_bundled=False, device="cpu")
-    assert set(s["seconds"]) >= {"faces", "stage1", "baseline", "lre", "export"}
+    assert set(s["seconds"]) >= {"faces", "stage1", "baseline", "lre", "robust", "export"}
     ids = s["identities"]
     assert ids["train"] > 0 and ids["val"] > 0 and ids["test"] > 0
     assert sum(ids.values()) == 24
@@ -39,16 +39,22 @@ def test_recipe_runs_every_stage_and_resumes(faces: Path, tmp_path: Path) -> Non
     splits = {n: {r.split(",")[4] for r in (out / "splits" / f"{n}_reals.csv").read_text()
                   .splitlines()[1:]} for n in ("train", "val", "test")}
     assert not (splits["train"] & splits["test"]) and not (splits["train"] & splits["val"])
-    for name in ("baseline", "lre"):
+    for name in ("baseline", "lre", "robust"):
         auc = s["metrics"][name]["test"]["overall"]["frame"]["auc"]
         assert 0.0 <= auc <= 1.0
     bundle = load_bundle(out / "model.lorefd")
     assert bundle.manifest["weights_dtype"] == "float16"
-    assert bundle.detector.name == s["shipped"]
+    # the shipped model is the robust stage: the better detector continued from its final weights
+    assert s["shipped"] == "robust"
+    meta = bundle.manifest["checkpoint_meta"]
+    robust = json.loads((out / "robust" / "last" / "config.json").read_text())
+    assert meta["init"] == str(out / bundle.detector.name / "last")
+    assert robust["config"]["data"]["augment"] == "robust"
+    assert json.loads((out / "robust" / "summary.json").read_text())["steps"] == 9 * 2
     assert bundle.preprocess["size"] == 64 and bundle.preprocess["margin"] == 0.1
     # a re-run resumes: finished stages are skipped, the same model comes out
     before = (out / "model.lorefd").read_bytes()
-    s2 = run_recipe(faces, out, "cpu", TOY, stages=["stage1", "baseline", "lre"],
+    s2 = run_recipe(faces, out, "cpu", TOY, stages=["stage1", "baseline", "lre", "robust"],
                     reserve_bundled=False, device="cpu")
     assert json.loads((out / "baseline" / "summary.json").read_text())["steps"] == 2
     assert s2["seconds"]["baseline"] == pytest.approx(s["seconds"]["baseline"])

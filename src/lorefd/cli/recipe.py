@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="config override, repeatable")
     p.add_argument("--stages", type=_stages, default=None,
                    help="comma-separated subset of faces,split,heldout,stage1,baseline,lre,"
-                        "evaluate,export (default: all, in that order)")
+                        "robust,evaluate,export (default: all, in that order)")
     p.add_argument("--gan", default=None, metavar="DIR",
                    help="folder of whole-face GAN images to evaluate against held-out reals")
     p.add_argument("--val-fraction", type=float, default=0.08, help="identities for validation")
