@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import KEY, make_detector_checkpoint
+from conftest import KEY, make_detector_checkpoint, tiny_config
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -21,7 +21,7 @@ from lorefd.models.bundle import (
     load_bundle,
     read_manifest,
 )
-from lorefd.models.detectors import load_detector
+from lorefd.models.detectors import build_detector, load_detector, save_detector
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,20 @@ def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path
     assert main(["export", str(ckpt), "--out", str(out), "--threshold", "0.6"]) == 0
     assert "threshold 0.600 (given at export)" in capsys.readouterr().out
     assert read_manifest(out)["threshold"]["value"] == 0.6
+    # --half: float16 weights, half the size; weights beyond float16's range are refused
+    # up front (this checkpoint's head was scaled to logits of +-2: its weights overflow)
+    half = tmp_path / "half.lorefd"
+    assert main(["export", str(ckpt), "--out", str(half), "--half"]) == 2
+    assert "exceed its range (e.g. net.body.fc.weight)" in capsys.readouterr().err
+    assert not half.exists()
+    cfg = tiny_config("detector.name=baseline")
+    plain = save_detector(tmp_path / "plain", build_detector(cfg), cfg, {"epoch": 0, "step": 1})
+    full = tmp_path / "full.lorefd"
+    assert main(["export", str(plain), "--out", str(full)]) == 0
+    assert main(["export", str(plain), "--out", str(half), "--half"]) == 0
+    assert read_manifest(half)["weights_dtype"] == "float16"
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    capsys.readouterr()
     assert main(["export", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert "not found" in capsys.readouterr().err
     newer = tmp_path / "v9.lorefd"

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--face-detector", choices=["dlib", "retinaface"], default=None,
                    help="face detector of the training data (default: what the run recorded, "
                         "else dlib)")
+    p.add_argument("--half", action="store_true",
+                   help="store weights as float16 (half the size; loaded as float32)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, "--out")
     pre = {k: v for k, v in (("size", args.size), ("margin", args.margin),
                              ("face_detector", args.face_detector)) if v is not None}
-    manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre)
+    manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre,
+                             half=args.half)
     print(f"wrote {args.out}: {manifest['detector']} detector, {manifest['image_size']} px, "
           f"{manifest['num_tensors']} tensors, threshold {manifest['threshold']['value']:.3f} "
           f"({manifest['threshold']['source']}), from {manifest['source']['checkpoint']}")

@@ -352,6 +352,11 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
     weights, cfg, meta = load_checkpoint(ckpt, kind=DETECTOR_KIND)  # checksums, finite values
     manifest = _detector_manifest(ckpt, weights, cfg, meta, threshold, preprocess)
     if half:
+        big = [k for k, v in weights.items() if v.is_floating_point() and v.numel()
+               and float(v.abs().max()) > torch.finfo(torch.float16).max]
+        if big:
+            raise BundleError(f"cannot store {ckpt} as float16: {len(big)} tensor(s) exceed its "
+                              f"range (e.g. {big[0]}); export without --half")
         weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
         manifest["weights_dtype"] = "float16"
     stored = write_bundle(out_path, weights, manifest)
