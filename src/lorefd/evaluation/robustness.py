@@ -181,16 +181,21 @@ class PerturbedCrops(Dataset):
 @torch.no_grad()
 def score_models(detectors: Sequence[Detector], loader: DataLoader, device: torch.device,
                  amp: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Fake probabilities of every item for each detector (one pass over the loader), the
-    ``ok`` flags and the reasons of the failed items."""
+    """Fake probabilities of every item for each detector (one pass over the loader; NaN for
+    items left out, which are not run through the models), the ``ok`` flags and the reasons
+    of the failed items."""
     probs: list[list[torch.Tensor]] = [[] for _ in detectors]
     oks, reasons = [], []
     cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=cl)
+        ok = batch["ok"].bool()
+        images = batch["image"][ok].to(device, non_blocking=True).contiguous(memory_format=cl)
         for out, det in zip(probs, detectors, strict=True):
-            with autocast(device, amp):
-                out.append(torch.sigmoid(det(images)["logits"].float()).cpu())
+            p = torch.full((len(ok),), float("nan"))
+            if len(images):
+                with autocast(device, amp):
+                    p[ok] = torch.sigmoid(det(images)["logits"].float()).cpu()
+            out.append(p)
         oks.append(batch["ok"])
         reasons.extend(batch["reason"])
     ok = torch.cat(oks).numpy().astype(bool) if oks else np.zeros(0, bool)
