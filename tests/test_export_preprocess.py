@@ -46,6 +46,7 @@ def test_bundle_carries_no_path_of_the_training_machine(tmp_path: Path) -> None:
                                     meta={"preprocess": pre})
     m = export_bundle(ckpt, tmp_path / "m.lorefd", verify=False)
     assert m["preprocess"]["recorded_from"] == "faces/summary.json"
+    assert "/home/someone" not in json.dumps(m)  # nor in the checkpoint's meta or source
     inside = str(Path.cwd() / "runs" / "faces" / "summary.json")
     ckpt2 = make_detector_checkpoint(tmp_path, name="xception", sub="best2",
                                      meta={"preprocess": {**pre, "source": inside}})

@@ -318,6 +318,9 @@ def _detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
     key = weights.get("mae.key_patches")
     pre = bundle_preprocess(meta, preprocess, warn)
     mae_meta = (meta.get("mae") or {}).get("meta") or {}
+    if "source" in (meta.get("preprocess") or {}):  # no path of the training machine
+        meta = {**meta, "preprocess": {**meta["preprocess"],
+                                       "source": _portable(str(meta["preprocess"]["source"]))}}
     return {
         "detector": meta["detector"], "image_size": int(meta.get("image_size",
                                                                  cfg.data.image_size)),
@@ -326,7 +329,7 @@ def _detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
         "key_region": mae_meta.get("key_region"),
         "preprocess": pre,
         "threshold": {"value": thr[0], "source": thr[1]},
-        "source": {"checkpoint": str(ckpt.resolve()), "epoch": meta.get("epoch"),
+        "source": {"checkpoint": _portable(str(ckpt.resolve())), "epoch": meta.get("epoch"),
                    "step": meta.get("step")},
     }
 
