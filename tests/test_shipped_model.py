@@ -102,3 +102,19 @@ def test_damaged_shipped_bundle_names_the_file(shipped: Path, tmp_path: Path) ->
     with pytest.raises(BundleError, match="default.lorefd"):
         load_bundle(copy)
     assert main(["detect", str(stills(1)[0]), "--model", str(copy)]) == 2
+
+
+def test_training_can_start_from_the_shipped_model(shipped: Path) -> None:
+    """train.init=shipped: the recipe's config builds the same network and takes every weight."""
+    import torch
+
+    from lorefd.config import load_config
+    from lorefd.engines.train import init_from
+    from lorefd.models.detectors import build_detector
+
+    det = build_detector(load_config("cpu"))
+    init_from(det, "shipped")
+    ref = load_bundle(shipped).detector.state_dict()
+    own = det.state_dict()
+    assert set(own) == set(ref)
+    assert all(torch.equal(own[k], ref[k].to(own[k].dtype)) for k in ref)
