@@ -175,14 +175,14 @@ def predict(detector: Detector, loader: DataLoader, device: torch.device, amp: b
         images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=cl)
         with autocast(device, amp):
             logits = detector(images)["logits"]
-        n = images.shape[0]
+        n, y = images.shape[0], batch["label"]
         own = batch["index"] == torch.arange(seen, seen + n) if "index" in batch else None
         seen += n
         if own is not None and not bool(own.all()):
             skipped += int((~own).sum())
-            logits, batch = logits[own.to(logits.device)], {"label": batch["label"][own]}
+            logits, y = logits[own.to(logits.device)], y[own]
         probs.append(torch.sigmoid(logits.float()))
-        labels.append(batch["label"])
+        labels.append(y)
     detector.train(was_training)
     if skipped:
         log.warning("predict: %d unreadable sample(s) left out of %d", skipped, seen)

@@ -173,7 +173,7 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
             d, train_reals, v, out / "stage1" if n == "lre" else None, out / n, resume=True,
             device=device))
     if "robust" in todo and not (out / "robust" / "summary.json").exists():
-        start = choose_detector(out, DETECTORS)
+        start = choose_detector(out)
         rcfg = load_config(config, list(overrides or []) + [
             f"detector.name={start}", f"train.init={out / start / 'last'}", *ROBUST_STAGE]
             + ([f"detector.extractor_weights={out / 'baseline' / 'best'}"] if start == "lre"
