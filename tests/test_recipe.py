@@ -74,3 +74,33 @@ def test_unknown_stage_is_an_error(tmp_path: Path, faces: Path) -> None:
     with pytest.raises(ValueError, match="unknown recipe stage"):
         run_recipe(faces, tmp_path / "x", stages=["nope"])
     assert STAGES[0] == "faces" and STAGES[-1] == "export"
+
+
+def test_packed_gpu_data_trains(faces: Path, tmp_path: Path) -> None:
+    """benchmarks/pack_gpu_data.py: the carried folder holds every train real and validation
+    row (labels, kinds, landmarks kept) as JPEG, and trains as it is."""
+    import subprocess
+    import sys
+
+    from lorefd.config import load_config
+    from lorefd.data.manifest import read_manifest
+    from lorefd.engines.train import train
+
+    out = tmp_path / "run"
+    run_recipe(faces, out, "cpu", TOY, stages=["faces", "split", "heldout"], val_fraction=0.25,
+               test_fraction=0.25, reserve_bundled=False)
+    packed = tmp_path / "gpu_data"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pack_gpu_data.py"
+    subprocess.run([sys.executable, str(script), str(out), str(packed), "--quality", "80"],
+                   check=True, capture_output=True)
+    for name, source in (("train", out / "splits" / "train_reals.csv"),
+                         ("val", out / "val" / "manifest.csv")):
+        rows, orig = read_manifest(packed / f"{name}.csv"), read_manifest(source)
+        assert [(r.label, r.method) for r in rows] == [(r.label, r.method) for r in orig]
+        assert all(Path(r.path).suffix == ".jpg" and Path(r.path).parent == packed / name
+                   for r in rows)
+        assert all(r.load_landmarks().shape == (68, 2) for r in rows)
+    assert "../" not in (packed / "train.csv").read_text()  # carried alone, paths stay inside
+    summary = train(load_config("cpu", TOY), read_manifest(packed / "train.csv"),
+                    read_manifest(packed / "val.csv"), None, tmp_path / "det", device="cpu")
+    assert summary["steps"] == 2

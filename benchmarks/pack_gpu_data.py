@@ -1,0 +1,66 @@
+"""Pack recipe manifests into one small folder that a GPU call can carry (no dlib there).
+
+    python benchmarks/pack_gpu_data.py runs/cpu224 runs/gpu_data      # 27 MiB at 224 px
+    # then, with a lent GPU: run(command="bash benchmarks/run_gpu.sh", carry=["runs/gpu_data"])
+
+Reads ``RECIPE/splits/train_reals.csv`` and ``RECIPE/val/manifest.csv`` (a ``lorefd recipe``
+run at the GPU's image size, stages ``faces,split,heldout``), re-encodes every crop as JPEG
+(``--quality``: the held-out fakes and reals alike, so no label leaks through compression),
+copies each landmark file, and writes ``train.csv`` and ``val.csv`` with paths relative to
+``OUT``. The test set is not carried: the model comes back and is evaluated here.
+The device tool carries at most 64 MiB together with the working tree; the total is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from PIL import Image
+
+from lorefd.data.manifest import read_manifest, write_manifest
+
+
+def pack(samples: list, out: Path, name: str, quality: int) -> int:
+    """Write the samples' crops and landmarks under ``out/name``; return the bytes written."""
+    total = 0
+    for i, s in enumerate(samples):
+        img = out / name / f"{i:05d}.jpg"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(s.path).convert("RGB").save(img, quality=quality)
+        s.path = str(img)
+        total += img.stat().st_size
+        if s.landmarks:
+            lm = img.with_suffix(".npy")
+            shutil.copyfile(s.landmarks, lm)
+            s.landmarks = str(lm)
+            total += lm.stat().st_size
+    write_manifest(out / f"{name}.csv", samples)
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recipe", type=Path, help="a `lorefd recipe` run folder")
+    ap.add_argument("out", type=Path, help="the folder to carry (replaced)")
+    ap.add_argument("--quality", type=int, default=75,
+                    help="JPEG quality of the packed crops (75: 3,130 crops at 224 px in 27 MiB)")
+    args = ap.parse_args()
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True)
+    sizes = {
+        "train": pack(read_manifest(args.recipe / "splits" / "train_reals.csv"), args.out,
+                      "train", args.quality),
+        "val": pack(read_manifest(args.recipe / "val" / "manifest.csv"), args.out, "val",
+                    args.quality),
+    }
+    for name, size in sizes.items():
+        print(f"{name}: {size / 2**20:.1f} MiB")
+    print(f"total: {sum(sizes.values()) / 2**20:.1f} MiB (the call's limit: 64 MiB with the tree)")
+
+
+if __name__ == "__main__":
+    main()
