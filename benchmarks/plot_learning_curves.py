@@ -49,7 +49,7 @@ def main() -> None:
                 ax_loss.plot(*zip(*c["train_loss"], strict=True), label=name, lw=1)
             if c["val_auc"]:
                 ax_auc.plot(*zip(*c["val_auc"], strict=True), marker="o", label=name, lw=1)
-        ax_loss.set(xlabel="step", ylabel="training loss (BCE + mask BCE)", title="training loss")
+        ax_loss.set(xlabel="step", ylabel="BCE (+ mask BCE where trained)", title="training loss")
         ax_auc.set(xlabel="step", ylabel="validation AUC", title="validation AUC")
         ax_auc.axhline(0.5, color="grey", ls=":", lw=1)
         ax_auc.legend(fontsize=7)
