@@ -19,16 +19,17 @@ from pathlib import Path
 
 from PIL import Image
 
-from lorefd.data.manifest import read_manifest, write_manifest
+from lorefd.data.images import load_rgb
+from lorefd.data.manifest import Sample, read_manifest, write_manifest
 
 
-def pack(samples: list, out: Path, name: str, quality: int) -> int:
+def pack(samples: list[Sample], out: Path, name: str, quality: int) -> int:
     """Write the samples' crops and landmarks under ``out/name``; return the bytes written."""
     total = 0
     for i, s in enumerate(samples):
         img = out / name / f"{i:05d}.jpg"
         img.parent.mkdir(parents=True, exist_ok=True)
-        Image.open(s.path).convert("RGB").save(img, quality=quality)
+        Image.fromarray(load_rgb(s.path)).save(img, quality=quality)
         s.path = str(img)
         total += img.stat().st_size
         if s.landmarks:
