@@ -94,8 +94,17 @@ def test_init_starts_from_a_trained_detector(data, tmp_path):
                   None, tmp_path / "plain")
     w2, _, _ = load_checkpoint(tmp_path / "plain" / "last", kind="detector")
     assert plain["steps"] == 2 and not all(torch.allclose(w0[k], w2[k], atol=1e-6) for k in learned)
-    with pytest.raises(ConfigError, match="'baseline' detector, this run trains 'lre'"):
-        train(tiny_config(f"train.init={src}"), data["train"], None, data["mae"], tmp_path / "x")
+    # the method starts from a baseline: its detection network is the baseline's
+    lre = train(tiny_config("detector.name=lre", f"train.init={src}", "train.lr=1e-12"),
+                data["train"], None, data["mae"], tmp_path / "lre")
+    w3, _, _ = load_checkpoint(tmp_path / "lre" / "last", kind="detector")
+    shared = [k for k in learned if k.startswith("net.")]
+    assert lre["steps"] == 2 and shared and all(k in w3 for k in shared)
+    assert all(torch.allclose(w0[k], w3[k], atol=1e-6) for k in shared)
+    lre_src = tmp_path / "lre" / "last"
+    with pytest.raises(ConfigError, match="'lre' detector, this run trains 'baseline'"):
+        train(tiny_config("detector.name=baseline", f"train.init={lre_src}"), data["train"],
+              None, None, tmp_path / "x")
     with pytest.raises(ConfigError, match="do not fit"):
         train(tiny_config("detector.name=baseline", "detector.backbone=resnet18",
                           f"train.init={src}"), data["train"], None, None, tmp_path / "y")

@@ -142,6 +142,10 @@ class SynthConfig:
     weights: list[float] = field(default_factory=lambda: [0.5, 0.25, 0.25])
     fake_ratio: float = 0.5  # share of training samples that are synthesised fakes
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 100])
+    # share of items whose final compression is H.264 (one intra-coded frame, libx264 at a CRF
+    # drawn from h264_crf) instead of JPEG: the codec real deepfake videos are published in
+    h264_ratio: float = 0.0
+    h264_crf: list[int] = field(default_factory=lambda: [23, 45])
 
 
 @dataclass
@@ -216,6 +220,7 @@ RANGES: dict[str, Range] = {
     "train.warmup_steps": AT_LEAST_0, "detector.mask_weight": AT_LEAST_0,
     "train.lr": POSITIVE, "train.weight_decay": AT_LEAST_0, "train.threshold": FRACTION,
     "synth.weights": AT_LEAST_0, "synth.fake_ratio": FRACTION, "synth.jpeg_quality": Range(1, 100),
+    "synth.h264_ratio": FRACTION, "synth.h264_crf": Range(0, 51),
 }
 
 

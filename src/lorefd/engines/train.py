@@ -223,20 +223,37 @@ def _prepare_out(out_dir: Path, resume: bool) -> bool:
 
 def init_from(det: Detector, spec: str) -> None:
     """Load a trained detector's weights (``train.init``: any ``--model`` form, or "shipped")
-    into ``det``; a :class:`ConfigError` naming both when they are not the same network."""
+    into ``det``; a :class:`ConfigError` naming both when they are not the same network.
+
+    A ``baseline`` may start the method (``lre``): both share the detection network ``net``
+    (and its blend-mask head), which is loaded; the method's frozen MAE and extractor keep
+    their own weights (``--mae``, ``detector.extractor_weights``). This is how the method and
+    the baseline are compared from one starting point at equal budget."""
     from lorefd.models.bundle import load_model
 
     src = load_model(None if spec == "shipped" else spec).detector
-    if src.name != det.name:
+    sd = src.state_dict()
+    strict = True
+    if src.name == "baseline" and det.name == "lre":
+        own = det.state_dict()
+        sd = {k: v for k, v in sd.items() if k.startswith("net.")}
+        missing = [k for k in own if k.startswith("net.") and k not in sd]
+        if missing or not sd:
+            raise ConfigError(f"train.init={spec}: its detection network does not fit this "
+                              f"run's method (missing e.g. {missing[:2]})")
+        strict = False
+    elif src.name != det.name:
         raise ConfigError(f"train.init={spec} is a {src.name!r} detector, this run trains "
                           f"{det.name!r}")
     try:
-        det.load_state_dict(src.state_dict())
+        result = det.load_state_dict(sd, strict=strict)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1:2] or [str(exc)]
         raise ConfigError(f"train.init={spec}: its weights do not fit this run's detector "
                           f"(backbone, heads and image size must match): {first[0].strip()}"
                           ) from exc
+    if not strict and result.unexpected_keys:
+        raise ConfigError(f"train.init={spec}: unexpected weights {result.unexpected_keys[:2]}")
 
 
 def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,

@@ -1,7 +1,7 @@
 """Detection metrics (Section IV-B: Acc and AUC; plus EER and AP), all from scikit-learn.
 
-Frame level scores every crop; video level averages the frame probabilities of each
-``Sample.group`` (the video id). A subset holding one class reports the ranking metrics
+Frame level scores every crop; video level aggregates the frame probabilities of each
+``Sample.group`` (the video id) by one rule of :mod:`lorefd.aggregate` (default: the mean). A subset holding one class reports the ranking metrics
 (AUC, EER, AP, best threshold) as ``"n/a"`` instead of failing.
 """
 
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
+from lorefd.aggregate import COMPARED, DEFAULT, aggregate
 from lorefd.engines.threshold import best_threshold
 
 NA = "n/a"
@@ -89,9 +90,10 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | 
     return out
 
 
-def video_level(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str]
-                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Mean frame probability per group; a group's label is its frames' (majority) label."""
+def video_level(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
+                rule: str = DEFAULT) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Frame probabilities aggregated per group by ``rule`` (:func:`lorefd.aggregate.aggregate`,
+    default the mean); a group's label is its frames' (majority) label."""
     acc: dict[str, list[float]] = defaultdict(list)
     lab: dict[str, list[int]] = defaultdict(list)
     for y, p, g in zip(labels, probs, groups, strict=True):
@@ -99,18 +101,32 @@ def video_level(labels: Sequence[int], probs: Sequence[float], groups: Sequence[
         lab[g].append(int(y))
     keys = sorted(acc)
     return (np.array([int(round(np.mean(lab[k]))) for k in keys], dtype=int),
-            np.array([np.mean(acc[k]) for k in keys]), keys)
+            np.array([aggregate(acc[k], rule) for k in keys]), keys)
 
 
-def _level_metrics(labels, probs, groups, threshold) -> dict[str, Any]:
-    vy, vp, _ = video_level(labels, probs, groups)
+def _level_metrics(labels, probs, groups, threshold, rule: str = DEFAULT) -> dict[str, Any]:
+    vy, vp, _ = video_level(labels, probs, groups, rule)
     return {"frame": binary_metrics(labels, probs, threshold),
-            "video": binary_metrics(vy, vp, threshold)}
+            "video": {**binary_metrics(vy, vp, threshold), "aggregate": rule}}
+
+
+def aggregation_aucs(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
+                     rules: Sequence[str] = COMPARED) -> dict[str, Any]:
+    """Video-level AUC and its 95 % interval under each frame-aggregation rule, to choose one."""
+    out: dict[str, Any] = {}
+    for rule in rules:
+        vy, vp, _ = video_level(labels, probs, groups, rule)
+        m = binary_metrics(vy, vp)
+        out[rule] = {"auc": m["auc"], "auc_ci": m["auc_ci"], "n": m["n"]}
+    return out
 
 
 def report(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
-           methods: Sequence[str], threshold: float = 0.5) -> dict[str, Any]:
-    """Frame- and video-level metrics overall and per manipulation method.
+           methods: Sequence[str], threshold: float = 0.5, rule: str = DEFAULT
+           ) -> dict[str, Any]:
+    """Frame- and video-level metrics overall and per manipulation method; video level by the
+    aggregation ``rule``, and ``aggregations``: the overall video AUC under every rule of
+    :data:`lorefd.aggregate.COMPARED`.
 
     ``per_method[m]`` scores the fakes of method ``m`` against all the reals of the set.
     """
@@ -118,7 +134,8 @@ def report(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
     p = np.asarray(probs, dtype=np.float64)
     g = list(groups)
     m = list(methods)
-    out = {"overall": _level_metrics(y, p, g, threshold), "per_method": {}}
+    out = {"overall": _level_metrics(y, p, g, threshold, rule), "per_method": {},
+           "aggregations": aggregation_aucs(y, p, g)}
     fake_methods = sorted({mm or "unknown" for mm, yy in zip(m, y, strict=True) if yy == 1})
     if len(fake_methods) > 1 or (fake_methods and fake_methods != ["unknown"]):
         real = y == 0
@@ -127,7 +144,7 @@ def report(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
                                    for mm, yy in zip(m, y, strict=True)])
             idx = np.flatnonzero(sel)
             out["per_method"][name] = _level_metrics(y[idx], p[idx], [g[i] for i in idx],
-                                                     threshold)
+                                                     threshold, rule)
     return out
 
 
@@ -138,5 +155,5 @@ def fmt(value: Any, scale: float = 100.0, digits: int = 2) -> str:
     return str(value)
 
 
-__all__ = ["NA", "accuracy_at", "best_threshold", "binary_metrics", "equal_error_rate", "fmt",
+__all__ = ["NA", "accuracy_at", "aggregation_aucs", "best_threshold", "binary_metrics", "equal_error_rate", "fmt",
            "report", "video_level"]

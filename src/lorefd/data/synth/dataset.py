@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from lorefd.data.images import ImageLoadError, load_rgb
 from lorefd.data.manifest import REAL, ManifestError, Sample
-from lorefd.data.perturb import random_perturbation
+from lorefd.data.perturb import PerturbationError, h264, random_perturbation
 from lorefd.data.synth import KINDS, NEEDS_DONOR, USES_DONOR, SynthError, synthesize
 from lorefd.data.synth.augment import random_jpeg
 from lorefd.data.synth.core import SynthResult
@@ -94,6 +94,22 @@ class DonorPicker:
         return int(cand[int(np.argmin(dist))])
 
 
+def compress(image: np.ndarray, rng: np.random.Generator, jpeg_quality: Sequence[int] | None,
+             h264_ratio: float = 0.0, h264_crf: Sequence[int] = (23, 45)) -> np.ndarray:
+    """The last, separable step of every training item, real or fake: with probability
+    ``h264_ratio`` an H.264 round trip at a CRF drawn from ``h264_crf``, else a JPEG round
+    trip at a quality drawn from ``jpeg_quality`` (None: none). ``h264_ratio`` 0 draws no
+    extra random number, so older runs replay exactly."""
+    if h264_ratio > 0 and rng.random() < h264_ratio:
+        crf = int(rng.integers(int(h264_crf[0]), int(h264_crf[-1]) + 1))
+        try:
+            return h264([image], crf)[0]
+        except PerturbationError as exc:  # e.g. a face too small for the encoder
+            log.debug("h264 round trip skipped: %s", exc)
+            return image
+    return random_jpeg(image, rng, jpeg_quality)[0]
+
+
 class SynthDataset(Dataset):
     """Fakes made on the fly from real ``samples`` (those without landmarks are skipped).
 
@@ -104,6 +120,9 @@ class SynthDataset(Dataset):
             (1.0: fakes only, mix reals in elsewhere).
         jpeg_quality: ``[lo, hi]``: JPEG-recompress every item, real or fake, at a quality
             drawn in that range (None: never) so compression is no shortcut.
+        h264_ratio, h264_crf: the share of items compressed with H.264 instead (the image as
+            one intra-coded libx264 frame at a CRF drawn from ``[lo, hi]``), reals and fakes
+            alike: the codec real deepfake videos come in (:func:`compress`).
         image_size: resize items to this square size (landmarks scaled with them).
 
     Items are dicts: ``image`` float32 (3, H, W) in [0, 1], ``label`` int64 (1 fake, 0 real),
@@ -115,7 +134,8 @@ class SynthDataset(Dataset):
                  weights: Sequence[float] | None = None, seed: int = 0,
                  fake_ratio: float = 1.0, jpeg_quality: Sequence[int] | None = None,
                  image_size: int | None = None, max_tries: int = 4,
-                 donor_candidates: int = 8) -> None:
+                 donor_candidates: int = 8, h264_ratio: float = 0.0,
+                 h264_crf: Sequence[int] = (23, 45)) -> None:
         self.samples, self.points = usable_reals(samples)
         if not self.samples:
             raise ManifestError("synth: no real samples with landmarks")
@@ -139,6 +159,7 @@ class SynthDataset(Dataset):
         self.seed, self.epoch = int(seed), 0
         self.fake_ratio = float(fake_ratio)
         self.jpeg_quality = list(jpeg_quality) if jpeg_quality else None
+        self.h264_ratio, self.h264_crf = float(h264_ratio), list(h264_crf)
         self.image_size = image_size
         self.max_tries = max_tries
 
@@ -153,7 +174,8 @@ class SynthDataset(Dataset):
         """
         ratio = cfg.fake_ratio if fake_ratio is None else fake_ratio
         return cls(samples, cfg.kinds, cfg.weights, seed=seed, fake_ratio=ratio,
-                   jpeg_quality=cfg.jpeg_quality, image_size=image_size)
+                   jpeg_quality=cfg.jpeg_quality, image_size=image_size,
+                   h264_ratio=cfg.h264_ratio, h264_crf=cfg.h264_crf)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the fakes of ``epoch`` (call before building each epoch's iterator)."""
@@ -229,7 +251,7 @@ class SynthDataset(Dataset):
             except (SynthError, ImageLoadError) as exc:
                 log.warning("synth: skipping %s (%s)", self.samples[i].path, exc)
                 continue
-            image, _ = random_jpeg(image, rng, self.jpeg_quality)
+            image = compress(image, rng, self.jpeg_quality, self.h264_ratio, self.h264_crf)
             image, mask, lm = self._resize(image, mask, self.points[i])
             return {
                 "image": to_tensor(image),
