@@ -4,8 +4,9 @@ levers table in the README (docs/levers.md).
     python benchmarks/dev_levers.py --dev CROPS_ROOT --test TEST_MANIFEST \
         [--reals-held HELD_REAL_VIDEO_MANIFEST] --out levers.json NAME=MODEL [NAME=MODEL ...]
 
-CROPS_ROOT holds one crop folder per dev subset (``lorefd evaluate --data DEV`` makes them in
-its cache at each model's crop parameters; all models here share 128 px / margin 0.1). Per
+CROPS_ROOT holds one crop folder per dev subset, made at the models' crop parameters (all
+models here share them): ``lorefd preprocess folder DEV/SUBSET --out CROPS_ROOT/SUBSET
+--size 128 --margin 0.1 --frames 32``. Per
 model: video- and frame-level AUC with bootstrap intervals per subset, the video AUC under
 each frame aggregation, the synthetic test AUC, and the share of held-out real video frames
 called fake (false positives at the model's threshold).
