@@ -90,3 +90,13 @@ def test_yaml_syntax_errors_are_config_errors(tmp_path: Path) -> None:
         load_config(bad)
     with pytest.raises(ConfigError, match="override"):
         load_config("tiny", ["synth.kinds=[sbi"])
+
+
+def test_a_bare_name_means_the_bundled_config_even_beside_a_folder_of_that_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `lorefd recipe --out cpu` makes ./cpu/; a later `--config cpu` must still be bundled.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    assert resolve_config_path("tiny").parent.name == "configs"
+    with pytest.raises(ConfigError, match="folder"):
+        resolve_config_path("./tiny")

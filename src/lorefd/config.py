@@ -316,18 +316,22 @@ def resolve_config_path(path: str | Path) -> Path:
 
     Anything that looks like a path (a folder part, a suffix, ``.``/``~``) must exist: a
     missing ``some/dir/tiny.yaml`` is an error, never the bundled ``tiny``.
+    A bare name that is also a folder in the working directory (``lorefd recipe --out cpu``
+    makes one) still means the bundled config: a folder is never a config.
     """
     p = Path(path).expanduser()
     if p.is_file():
         return p
+    text = str(path)
+    looks_like_path = (len(Path(text).parts) > 1 or bool(Path(text).suffix)
+                       or text.startswith((".", "~")))
+    bundled = CONFIG_DIR / f"{text}.yaml"
+    if not looks_like_path and bundled.is_file():
+        return bundled
     if p.is_dir():
         raise ConfigError(f"--config {path} is a folder, not a YAML file")
-    text = str(path)
-    if len(Path(text).parts) > 1 or Path(text).suffix or text.startswith((".", "~")):
+    if looks_like_path:
         raise ConfigError(f"config file not found: {path}")
-    bundled = CONFIG_DIR / f"{text}.yaml"
-    if bundled.is_file():
-        return bundled
     raise ConfigError(f"config not found: {path} (no such file; bundled configs: "
                       f"{', '.join(available_configs())})")
 

@@ -263,3 +263,32 @@ def preprocess_record(samples: list[Sample], max_folders: int = 8) -> dict[str, 
             return None
         return {"size": w, "source": f"crop size of {s.path}"} if w == h else None
     return None
+
+
+def crop_mismatches(record: dict[str, object] | None, pre: dict[str, object]
+                    ) -> tuple[list[str], list[str]]:
+    """How crops made as ``record`` says (:func:`preprocess_record`) differ from the crops a
+    model expects (its ``preprocess`` block): ``(errors, warnings)``.
+
+    A different template margin or face detector frames the face otherwise than in training
+    (the shipped model scores chance on crops at preprocess's default margin 0.25): an error.
+    A different crop side only changes the resampling to the model's input: a warning, as is
+    a margin that cannot be read (crops without the ``summary.json`` of ``lorefd preprocess``).
+    """
+    errors: list[str] = []
+    warnings: list[str] = []
+    if record is None:
+        return errors, ["the crops' parameters cannot be read (no summary.json of `lorefd "
+                        "preprocess` above them): they are assumed to match the model's"]
+    if "margin" in record and "margin" in pre:
+        if abs(float(record["margin"]) - float(pre["margin"])) > 1e-6:  # type: ignore[arg-type]
+            errors.append(f"template margin {record['margin']} (the model's: {pre['margin']})")
+    elif "margin" in pre:
+        warnings.append(f"the crops' template margin is unknown (the model's: {pre['margin']})")
+    for key in ("face_detector",):
+        if key in record and key in pre and record[key] != pre[key]:
+            errors.append(f"{key} {record[key]} (the model's: {pre[key]})")
+    if "size" in record and "size" in pre and int(record["size"]) != int(pre["size"]):  # type: ignore[call-overload]
+        warnings.append(f"crop side {record['size']} px (the model's: {pre['size']} px; "
+                        "resized to the model's input either way)")
+    return errors, warnings

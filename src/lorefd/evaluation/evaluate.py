@@ -8,25 +8,44 @@ Writes ``metrics.json`` (frame- and video-level Acc@0.5, best-threshold Acc and 
 AUC, EER, AP; overall and per manipulation method), ``predictions.csv`` and ``roc.png``.
 Rows that cannot be scored (an image that does not decode, a non-finite score) are left out of
 every metric and listed with their reason in ``excluded.csv`` and ``metrics.json``.
+
+:func:`evaluate_media` scores raw videos/images (a labelled folder, an FF++ / Celeb-DF / DFD
+root, or a folder of such sets): faces are found and cropped with the model's own parameters,
+the crops cached per parameter set, each set scored on its own. :func:`check_crops` refuses
+stored crops that were made otherwise than the model's training crops.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from lorefd.data.images import ImageLoadError, load_rgb
-from lorefd.data.manifest import FAKE, REAL, Sample, describe, filter_samples
+from lorefd.data.images import ImageLoadError, is_video, load_rgb, walk_files
+from lorefd.data.manifest import (
+    FAKE,
+    REAL,
+    Sample,
+    crop_mismatches,
+    describe,
+    filter_samples,
+    preprocess_record,
+    read_manifest,
+)
+from lorefd.data.preprocess.adapters import find_datasets
+from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 from lorefd.engines.common import autocast
 from lorefd.engines.train import check_split, make_eval_loader
-from lorefd.errors import NothingProcessedError
+from lorefd.errors import NothingProcessedError, UserError
 from lorefd.evaluation.metrics import fmt, report
-from lorefd.models.bundle import load_model
+from lorefd.models.bundle import Bundle, load_model
 from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, pick_device
 
@@ -78,15 +97,16 @@ def score_samples(detector: Detector, samples: list[Sample], batch_size: int = 6
     return p, excluded
 
 
-def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: str | Path | None = None,
+def evaluate(detector: Detector | Bundle | str | Path, samples: list[Sample], out_dir: str | Path | None = None,
              filters: list[str] | None = None, batch_size: int = 64, device: str | None = None,
-             threshold: float | None = None, num_workers: int = 0, amp: bool = True
-             ) -> dict[str, Any]:
+             threshold: float | None = None, num_workers: int = 0, amp: bool = True,
+             extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of ``detector`` on ``samples``: a module, or what ``--model`` accepts (a
     bundle, a run folder or a checkpoint folder; :func:`lorefd.models.bundle.load_model`).
 
     ``threshold`` (for Acc): default the bundle's, else the training config's
     ``train.threshold`` (0.5). Unreadable rows are excluded and listed (``excluded``).
+    ``extra`` entries are added to the metrics (and ``metrics.json``).
     """
     samples = filter_samples(samples, filters)
     counts = check_split(samples, "evaluation set" + (f" ({' '.join(filters)})" if filters else ""),
@@ -95,11 +115,12 @@ def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: st
         log.warning("evaluation set has one class: AUC, EER, AP reported as n/a")
     dev = pick_device(device)
     if isinstance(detector, (str, Path)):
-        ckpt = str(detector)
-        loaded = load_model(detector, dev)
-        detector = loaded.detector
-        if threshold is None and loaded.source == "bundle":
-            threshold = loaded.threshold
+        detector = load_model(detector, dev)
+    if isinstance(detector, Bundle):
+        ckpt = str(detector.path)
+        if threshold is None and detector.source == "bundle":
+            threshold = detector.threshold
+        detector = detector.detector.to(dev)
     else:
         ckpt = None
         detector = detector.to(dev)
@@ -125,7 +146,7 @@ def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: st
                      threshold)
     metrics.update({"checkpoint": ckpt, "detector": detector.name, "filters": filters or [],
                     "data": describe(samples), "rows": len(rows_all), "scored": len(samples),
-                    "excluded": gone})
+                    "excluded": gone, **(extra or {})})
     fr, vi = metrics["overall"]["frame"], metrics["overall"]["video"]
     log.info("frame: acc %s auc %s eer %s ap %s | video: acc %s auc %s", fmt(fr["acc"]),
              fmt(fr["auc"]), fmt(fr["eer"]), fmt(fr["ap"]), fmt(vi["acc"]), fmt(vi["auc"]))
@@ -137,6 +158,100 @@ def evaluate(detector: Detector | str | Path, samples: list[Sample], out_dir: st
         write_excluded(out / "excluded.csv", gone)
         plot_roc(out / "roc.png", samples, probs)
     return metrics
+
+
+class CropMismatchError(UserError, ValueError):
+    """Stored crops made with other parameters than the model's training crops."""
+
+
+def check_crops(samples: list[Sample], bundle: Bundle, allow_mismatch: bool = False
+                ) -> list[str]:
+    """Refuse crops whose template margin or face detector differ from the model's (a
+    :class:`CropMismatchError` that says how to re-crop); warn where the crop side differs or
+    the parameters cannot be read. Returns the differences (recorded in ``metrics.json``)."""
+    record = preprocess_record(samples)
+    errors, warnings = crop_mismatches(record, bundle.preprocess)
+    where = record.get("source", "the crops") if record else "the crops"
+    pre = bundle.preprocess
+    if errors and not allow_mismatch:
+        raise CropMismatchError(
+            f"the crops ({where}) were made otherwise than the model's training crops: "
+            f"{'; '.join(errors)}. Scores on them are not the model's. Pass the videos or "
+            f"images themselves as --data (evaluate crops them as the model expects), or "
+            f"re-crop with `lorefd preprocess ... --size {pre.get('size')} --margin "
+            f"{pre.get('margin')} --detector {pre.get('face_detector')}`; --allow-mismatch "
+            "scores them anyway")
+    for text in errors + warnings:
+        log.warning("crops vs model: %s", text)
+    return errors + warnings
+
+
+def holds_videos(root: str | Path) -> bool:
+    """Whether any file under ``root`` is a video (a folder of videos is never crops)."""
+    files, _ = walk_files(root)
+    return any(is_video(p) for p in files)
+
+
+def _set_cache(cache: Path, folder: Path, opts: PreprocessOptions) -> Path:
+    """``CACHE/<set name>-<hash of its path>/<crop parameters>``: one folder per data set and
+    parameter set, so a second run (any model with the same crop parameters) resumes."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name) or "data"
+    key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:8]
+    return cache / f"{slug}-{key}" / opts.cache_name()
+
+
+def evaluate_media(model: str | Path | Bundle | None, root: str | Path, out_dir: str | Path,
+                   cache: str | Path, frames: int | None = None, workers: int = 1,
+                   filters: list[str] | None = None, batch_size: int = 64,
+                   device: str | None = None, num_workers: int = 0, progress: bool | None = None
+                   ) -> dict[str, dict[str, Any]]:
+    """Metrics of a model on raw videos/images, cropped with its own parameters.
+
+    ``root`` is one data set (a labelled ``real/``/``fake/`` folder, an FF++, Celeb-DF or DFD
+    root) or a folder of several (each child with a layout), scored one by one into
+    ``out_dir/<set>/`` (``out_dir`` itself for one set). Crops go to ``cache`` (resumed per
+    video). Videos without a face or that do not decode are never scored: they are counted
+    and listed (``unscored`` in ``metrics.json``). Returns ``{set name: metrics}``.
+    """
+    dev = pick_device(device)
+    bundle = model if isinstance(model, Bundle) else load_model(model, dev)
+    opts = PreprocessOptions.for_model(bundle.preprocess, frames=frames, workers=workers,
+                                       progress=progress)
+    sets = find_datasets(root)
+    if not sets:
+        raise UserError(f"--data {root}: no data set found (a folder with real/ and fake/ "
+                        "folders, an FF++, Celeb-DF or DFD root, or a folder of such sets)")
+    log.info("%d data set(s) under %s: %s; crops %s", len(sets), root,
+             ", ".join(f"{n} ({k})" for n, k, _ in sets), opts.cache_name())
+    out, results = Path(out_dir), {}
+    for name, kind, folder in sets:
+        crops = _set_cache(Path(cache), folder, opts)
+        summary = run_preprocess(kind, folder, crops, opts)
+        unscored = [json.loads(line) for line in
+                    (crops / "failures.jsonl").read_text().splitlines() if line.strip()]
+        for u in unscored:
+            log.warning("%s: not scored (%s): %s", name, u["status"], u["path"])
+        samples = read_manifest(crops / "manifest.csv") if summary.crops else []
+        sub = out / name if len(sets) > 1 else out
+        if not samples:
+            log.error("%s: no face crop in %d videos/images: not scored", name, summary.videos)
+            continue
+        results[name] = evaluate(
+            bundle, samples, sub, filters, batch_size, device, None, num_workers,
+            extra={"set": name, "layout": kind, "root": str(folder),
+                   "crops": {"cache": str(crops), "options": opts.fingerprint(),
+                             "videos": summary.videos, "ok": summary.ok,
+                             "no_face": summary.no_face, "failed": summary.failed},
+                   "unscored": unscored})
+    if not results:
+        raise NothingProcessedError(f"--data {root}: not one face crop in any data set")
+    if len(sets) > 1:
+        table = {n: {"overall": {lv: {k: m["overall"][lv][k] for k in ("n", "auc", "auc_ci")}
+                                 for lv in ("frame", "video")},
+                     "unscored": len(m["unscored"])} for n, m in results.items()}
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "summary.json", table, allow_nan=False)
+    return results
 
 
 def write_excluded(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -195,4 +310,5 @@ def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
     plt.close(fig)
 
 
-__all__ = ["evaluate", "plot_roc", "score_samples", "write_excluded", "write_predictions"]
+__all__ = ["CropMismatchError", "check_crops", "evaluate", "evaluate_media", "holds_videos",
+           "plot_roc", "score_samples", "write_excluded", "write_predictions"]

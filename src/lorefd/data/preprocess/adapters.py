@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 
 from lorefd.data.images import is_image, is_video, walk_files
-from lorefd.data.manifest import FAKE, FAKE_FOLDER_NAMES, REAL, label_from_path
+from lorefd.data.manifest import FAKE, FAKE_FOLDER_NAMES, REAL, REAL_FOLDER_NAMES, label_from_path
 
 FFPP_METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"]
 DFD_METHOD = "DeepFakeDetection"
@@ -264,6 +264,52 @@ def _unique_video_ids(items: list[MediaItem], root: Path) -> None:
     for item in items:
         if counts[item.video_id] > 1:
             item.video_id = item.path.relative_to(root).as_posix()
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
+
+
+def guess_layout(root: str | Path) -> str | None:
+    """The dataset layout of ``root`` itself (``ffpp``, ``dfd``, ``celebdf``, ``folder``), or
+    None: FF++/DFD from ``original_sequences``/``manipulated_sequences``, Celeb-DF from its
+    ``Celeb-real``/``Celeb-synthesis`` folders, ``folder`` from a ``real/`` or ``fake/`` child
+    (or one under a ``train``/``val``/``test`` child)."""
+    root = Path(root)
+    names = {p.name: p for p in _children(root)}
+    if "original_sequences" in names or "manipulated_sequences" in names:
+        dfd = ((root / "original_sequences" / "actors").is_dir()
+               or (root / "manipulated_sequences" / DFD_METHOD).is_dir())
+        return "dfd" if dfd else "ffpp"
+    if any(name in names for name in CELEBDF_FOLDERS):
+        return "celebdf"
+    labelled = REAL_FOLDER_NAMES | FAKE_FOLDER_NAMES
+    if any(n.lower() in labelled for n in names):
+        return "folder"
+    for n, p in names.items():
+        if n.lower() in SPLIT_FOLDER_NAMES and any(c.name.lower() in labelled
+                                                   for c in _children(p)):
+            return "folder"
+    return None
+
+
+def find_datasets(root: str | Path) -> list[tuple[str, str, Path]]:
+    """``(name, layout, folder)`` of every dataset under ``root``: ``root`` itself when it has
+    a layout (:func:`guess_layout`), else each child folder that has one (a root of several
+    sets, e.g. one per source or compression, each scored on its own). Empty when none."""
+    root = Path(root)
+    kind = guess_layout(root)
+    if kind is not None:
+        return [(root.name, kind, root)]
+    found = []
+    for child in _children(root):
+        kind = guess_layout(child)
+        if kind is not None:
+            found.append((child.name, kind, child))
+    return found
 
 
 ADAPTERS: dict[str, Callable[..., DatasetIndex]] = {

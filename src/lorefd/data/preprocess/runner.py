@@ -63,6 +63,27 @@ class PreprocessOptions:
     decode_threads: int = 0
     progress: bool | None = None
 
+    @classmethod
+    def for_model(cls, pre: dict[str, Any], **kwargs: Any) -> PreprocessOptions:
+        """The options that crop faces as a model's training crops were made, from the
+        ``preprocess`` block a bundle records (face detector, crop size, template margin,
+        detection and tracking sides, frames per video); ``kwargs`` set the rest (workers,
+        progress) and may override ``frames``."""
+        fields = {"detector": pre["face_detector"], "size": int(pre["size"]),
+                  "margin": float(pre["margin"])}
+        for key in ("detect_side", "track_face_side", "frames"):
+            if pre.get(key) is not None:
+                fields[key] = int(pre[key])
+        fields.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls(**fields)
+
+    def cache_name(self) -> str:
+        """A folder name for crops made with these options: readable, and unique per
+        :meth:`fingerprint` (``s128-m0.1-dlib-f32-1a2b3c4d``)."""
+        digest = hashlib.sha1(json.dumps(self.fingerprint(), sort_keys=True).encode())
+        return (f"s{self.size}-m{self.margin:g}-{self.detector}-f{self.frames}"
+                f"-{digest.hexdigest()[:8]}")
+
     def fingerprint(self) -> dict[str, Any]:
         """The options a finished video's outputs depend on (a change redoes the video)."""
         keys = ["frames", "every", "size", "margin", "image_format", "quality", "detector",
@@ -377,7 +398,8 @@ def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: Preproces
         for key in ("frames_sampled", "faces_found", "frames_without_face", "multi_face_frames"):
             setattr(summary, key, getattr(summary, key) + int(st.get(key, 0)))
         if record["status"] != "ok":
-            failures.append({k: record[k] for k in ("video_id", "path", "status", "reason")})
+            failures.append({**{k: record[k] for k in ("video_id", "path", "status", "reason")},
+                             "label": item.label, "method": item.method})
     summary.crops = len(rows)
     for r in rows:
         for attr, key in (("by_split", r["split"] or "none"), ("by_label", str(r["label"])),
