@@ -285,9 +285,9 @@ def crop_mismatches(record: dict[str, object] | None, pre: dict[str, object]
             errors.append(f"template margin {record['margin']} (the model's: {pre['margin']})")
     elif "margin" in pre:
         warnings.append(f"the crops' template margin is unknown (the model's: {pre['margin']})")
-    for key in ("face_detector",):
-        if key in record and key in pre and record[key] != pre[key]:
-            errors.append(f"{key} {record[key]} (the model's: {pre[key]})")
+    if "face_detector" in record and record["face_detector"] != pre.get("face_detector"):
+        errors.append(f"face detector {record['face_detector']} (the model's: "
+                      f"{pre.get('face_detector')})")
     if "size" in record and "size" in pre and int(record["size"]) != int(pre["size"]):  # type: ignore[call-overload]
         warnings.append(f"crop side {record['size']} px (the model's: {pre['size']} px; "
                         "resized to the model's input either way)")
