@@ -31,9 +31,11 @@ def test_video_level_and_report_use_the_rule():
     labels = [1, 1, 1, 1, 0, 0, 0, 0]
     probs = [0.05, 0.05, 0.05, 0.95, 0.3, 0.3, 0.3, 0.3]
     groups = ["a"] * 4 + ["b"] * 4
-    _, mean, keys = video_level(labels, probs, groups)
+    _, default, keys = video_level(labels, probs, groups)
+    _, mean, _ = video_level(labels, probs, groups, "mean")
     _, top, _ = video_level(labels, probs, groups, "max")
     assert keys == ["a", "b"]
+    assert default.tolist() == pytest.approx([0.05, 0.3])  # the median, the default rule
     assert mean.tolist() == pytest.approx([0.275, 0.3]) and top.tolist() == pytest.approx([0.95, 0.3])
     r = report(labels, probs, groups, ["m"] * 4 + [""] * 4, rule="max")
     assert r["overall"]["video"]["aggregate"] == "max"

@@ -155,7 +155,9 @@ def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None
     assert (fr["total"], fr["sampled"], fr["decoded"], fr["count"]) == (12, 8, 8, 8)
     scores = np.array([f["p_fake"] for f in r["faces"]])
     assert [f["frame_index"] for f in r["faces"]] == [0, 2, 3, 5, 6, 8, 9, 11]
-    assert fr["mean"] == pytest.approx(scores.mean(), abs=1e-6) and r["p_fake"] == fr["mean"]
+    assert fr["mean"] == pytest.approx(scores.mean(), abs=1e-6)
+    assert fr["median"] == pytest.approx(np.median(scores), abs=1e-6)
+    assert fr["aggregate"] == "median" and r["p_fake"] == fr["median"]
     assert fr["share_above_threshold"] == pytest.approx((scores >= report["threshold"]).mean())
     frames = decode(Path(r["heatmap"]))
     assert r["heatmap"].endswith("clip_heatmap.mp4") and len(frames) == 8

@@ -8,7 +8,7 @@ above the threshold. A file that cannot be used gets a status line; the others s
     lorefd detect photo.jpg clips/ --model model.lorefd --heatmap heat/ --json report.json
 
 The table's P(fake) is the model's probability that the file is fake (an image: its highest
-face; a video: the mean over its frames with a face). FACES/FRAMES is, for a video,
+face; a video: the median over its frames with a face). FACES/FRAMES is, for a video,
 "scored/decoded fr": of the --frames frames *sampled* evenly, those *decoded* (fewer when the
 file is truncated) and of those, the ones with a face, each *scored*. --csv writes one row per
 file (path, type, status, p_fake, verdict, faces, frames_sampled, frames_decoded,

@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.cli.common import add_model_arg, check_output_dir
 
 
@@ -132,5 +133,5 @@ def print_table(sets: dict, out: str) -> None:
                   f"({reasons}); listed under 'unscored' in metrics.json")
     first = next(iter(sets.values()))
     print(f"Acc at the model's threshold {fmt(first['overall']['frame']['threshold'], 1, 3)}; "
-          "video = mean frame probability per video; metrics in %. Wrote "
+          f"video = {AGGREGATE} frame probability per video; metrics in %. Wrote "
           f"{out}/{'<set>/' if len(sets) > 1 else ''}metrics.json")

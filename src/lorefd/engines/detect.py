@@ -14,7 +14,7 @@ the bundle, so a face is cropped exactly as in training):
 * video: ``frames`` frames *sampled* evenly spaced (as ``lorefd preprocess``); of those, the
   ones *decoded* (fewer when the file is truncated or corrupt; the message says so); one face
   per decoded frame tracked with :class:`~lorefd.data.preprocess.faces.FaceFinder`; the frames
-  with a face are *scored* (``frames.count``) in batches; the video's score is the mean frame
+  with a face are *scored* (``frames.count``) in batches; the video's score is the median frame
   score, with the share of frames at or above the threshold;
 * verdict: ``fake`` when the score is at or above the bundle's threshold, else ``real``;
 * heatmap (optional): the detector's local difference attention (Eq. 2; mean over its layers),
@@ -51,6 +51,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lorefd.aggregate import DEFAULT as AGGREGATE
+from lorefd.aggregate import aggregate
 from lorefd.data.images import ImageLoadError, is_image, is_video, load_rgb, walk_files
 from lorefd.data.landmarks import LandmarkBackendError
 from lorefd.data.preprocess.crops import FaceCrop, FacePipeline
@@ -285,7 +287,8 @@ def _video_status(exc: VideoError) -> str:
 
 
 def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
-    """Sample frames evenly, track one face, score each frame (video score = mean)."""
+    """Sample frames evenly, track one face, score each frame (video score: the frames' median,
+    :data:`lorefd.aggregate.DEFAULT`)."""
     res = _result(item, "video")
     try:
         info = probe_video(item.path)
@@ -310,7 +313,8 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     except VideoError as exc:
         res.update(status=_video_status(exc), message=str(exc))
         return res
-    frames = {"count": len(crops), "mean": None, "share_above_threshold": None,
+    frames = {"count": len(crops), "mean": None, "median": None, "aggregate": AGGREGATE,
+              "share_above_threshold": None,
               "sampled": len(indices), "decoded": decoded, "total": info.frames,
               "fps": round(info.fps, 3)}
     res["frames"] = frames
@@ -334,10 +338,11 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
         res.update(status=ERROR, message=bad, faces=[])
         return res
     scores = np.array([c.score for c in crops])
-    mean = float(scores.mean())
-    frames.update(mean=round(mean, 6),
+    score = aggregate(scores, AGGREGATE)
+    frames.update(mean=round(float(scores.mean()), 6), median=round(float(np.median(scores)), 6),
+                  aggregate=AGGREGATE,
                   share_above_threshold=round(float((scores >= ctx.threshold).mean()), 6))
-    res.update({SCORE: round(mean, 6), "verdict": verdict(mean, ctx.threshold),
+    res.update({SCORE: round(score, 6), "verdict": verdict(score, ctx.threshold),
                 "faces": [_face_entry(c) for c in crops]})
     if ctx.heatmaps is not None:
         by_frame = {c.frame_index: c for c in crops}

@@ -17,12 +17,13 @@ Both build their answers only through this module, so the two can never drift ap
         "type": "image" | "video" | null,          # null: not an image or video
         "status": "ok" | "no face" | "unreadable" | "unsupported" | "no frames" | "error",
         "message": str,                             # reason / warnings, "" when none
-        "p_fake": float | null,                     # P(fake): image max over faces, video mean
+        "p_fake": float | null,                     # P(fake): image max over faces, video median
         "verdict": "fake" | "real" | null,          # fake when p_fake >= threshold
         "faces": [{"box": [x0, y0, x1, y1], "p_fake": float,
                    "frame_index": int | null}],     # images: one per face (frame_index null);
                                                     # videos: one per frame with a face
-        "frames": {"count", "mean", "share_above_threshold", "sampled", "decoded",
+        "frames": {"count", "mean", "median", "aggregate", "share_above_threshold",
+                   "sampled", "decoded",
                    "total", "fps"} | null,          # videos only; count = frames scored
         "heatmap": str | null,                      # detect: PNG/MP4 path; serve: its URL
         "seconds": float

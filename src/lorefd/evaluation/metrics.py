@@ -1,7 +1,8 @@
 """Detection metrics (Section IV-B: Acc and AUC; plus EER and AP), all from scikit-learn.
 
 Frame level scores every crop; video level aggregates the frame probabilities of each
-``Sample.group`` (the video id) by one rule of :mod:`lorefd.aggregate` (default: the mean). A subset holding one class reports the ranking metrics
+``Sample.group`` (the video id) by one rule of :mod:`lorefd.aggregate` (default: the median). A subset holding one class
+reports the ranking metrics
 (AUC, EER, AP, best threshold) as ``"n/a"`` instead of failing.
 """
 
@@ -93,7 +94,7 @@ def binary_metrics(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | 
 def video_level(labels: Sequence[int], probs: Sequence[float], groups: Sequence[str],
                 rule: str = DEFAULT) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Frame probabilities aggregated per group by ``rule`` (:func:`lorefd.aggregate.aggregate`,
-    default the mean); a group's label is its frames' (majority) label."""
+    default the median); a group's label is its frames' (majority) label."""
     acc: dict[str, list[float]] = defaultdict(list)
     lab: dict[str, list[int]] = defaultdict(list)
     for y, p, g in zip(labels, probs, groups, strict=True):

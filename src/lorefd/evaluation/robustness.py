@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lorefd import __version__
+from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.checkpoint import CheckpointError
 from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.images import ImageLoadError, load_rgb
@@ -379,7 +380,7 @@ def robustness(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path
     header = {"lorefd_version": __version__, "data": describe(samples),
               "filters": list(filters or []), "seed": seed, "applied_to": APPLIED_TO,
               "signature": signature, "settings": [s.key for s in settings],
-              "levels_metric": "frame: every crop; video: mean frame probability per video_id"}
+              "levels_metric": f"frame: every crop; video: {AGGREGATE} frame probability per video_id"}
     total = len(settings)
     for k, st in enumerate(settings, 1):
         todo = [m for m in loaded if st.key not in m.rows]
@@ -462,7 +463,7 @@ def markdown(result: dict[str, Any]) -> str:
                                           if result["filters"] else "") + f"; seed {result['seed']}.",
              f"Perturbations applied to: {result['applied_to']}.",
              "AUC and Acc in %; Acc at each model's threshold; drop = clean AUC minus perturbed "
-             "AUC (points). Video level: mean frame probability per video.", ""]
+             f"AUC (points). Video level: {AGGREGATE} frame probability per video.", ""]
     if not result["complete"]:
         lines += ["**Incomplete: the sweep was interrupted; re-run the command to resume.**", ""]
     lines += ["| model | level | clean AUC | clean Acc | mean AUC, DeeperForensics | drop | "
