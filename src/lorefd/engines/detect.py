@@ -340,7 +340,6 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     scores = np.array([c.score for c in crops])
     score = aggregate(scores, AGGREGATE)
     frames.update(mean=round(float(scores.mean()), 6), median=round(float(np.median(scores)), 6),
-                  aggregate=AGGREGATE,
                   share_above_threshold=round(float((scores >= ctx.threshold).mean()), 6))
     res.update({SCORE: round(score, 6), "verdict": verdict(score, ctx.threshold),
                 "faces": [_face_entry(c) for c in crops]})
