@@ -1,4 +1,4 @@
-"""The README stays true: every repository path it names exists."""
+"""The README and its docs/ pages stay true: every repository path and link they name exists."""
 
 from __future__ import annotations
 
@@ -13,10 +13,19 @@ REPO_PATH = re.compile(r"(?<![\w./~-])((?:src|configs|benchmarks|tests)/[\w./-]*
 PACKAGE_PATH = re.compile(r"`((?:data|models|engines|evaluation|cli)/[\w/]*(?:\.py|/))`")
 
 
+# Markdown links and images: [text](target) / ![alt](target), relative to the page
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def readme_paths() -> list[tuple[str, Path]]:
-    text = (ROOT / "README.md").read_text()
-    found = [(m, ROOT / m) for m in REPO_PATH.findall(text)]
-    found += [(m, PACKAGE / m) for m in PACKAGE_PATH.findall(text)]
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        found += [(m, ROOT / m) for m in REPO_PATH.findall(text)]
+        found += [(m, PACKAGE / m) for m in PACKAGE_PATH.findall(text)]
+        found += [(f"{page.name}: {m}", page.parent / m) for m in LINK.findall(text)
+                  if "://" not in m]
     return found
 
 
@@ -29,3 +38,15 @@ def test_readme_names_paths() -> None:
 def test_every_path_the_readme_names_exists() -> None:
     missing = sorted({name for name, path in readme_paths() if not path.exists()})
     assert not missing, f"README names paths that do not exist: {missing}"
+
+
+def test_readme_links_every_docs_page() -> None:
+    text = (ROOT / "README.md").read_text()
+    unlinked = [p.name for p in PAGES[1:] if f"docs/{p.name}" not in text]
+    assert not unlinked, f"docs pages the README does not link: {unlinked}"
+
+
+def test_readme_first_screen_is_short() -> None:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, f"README is {len(lines)} lines; move sections to docs/"
+    assert not [ln for ln in lines if "issue" in ln.lower()], "README speaks of issues"
