@@ -51,6 +51,12 @@ def _option_with_alias(p: argparse.ArgumentParser, new: str, old: str, dest: str
     add_alias(group, old, new, dest, metavar=metavar)
 
 
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    """``--device``, described one way everywhere."""
+    p.add_argument("--device", default=None, metavar="DEVICE",
+                   help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
+
+
 def add_model_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
     """``--model``: a detector as a bundle, a run folder or a checkpoint folder (``--ckpt``:
     deprecated alias). Optional: when omitted, the model shipped with lorefd."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lorefd.cli.common import add_device_arg
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,12 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "training reals, evaluates both on held-out identities, exports model.lorefd "
                     "and writes report.md and report.html. About 10 minutes on 2 CPU cores.")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--quick", action="store_true", help="a much smaller run (under 2 minutes)")
+    p.add_argument("--quick", action="store_true", help="the same pipeline at toy size (48 faces, a few steps; a few minutes on a CPU)")
     p.add_argument("--faces", default=None,
                    help="a folder with real/ (and landmarks found by dlib) instead of the bundle")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (see configs/demo.yaml)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

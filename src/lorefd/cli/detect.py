@@ -1,11 +1,12 @@
-"""`lorefd detect PATH... --model BUNDLE`: is this face real or fake, and where does it look?
+"""`lorefd detect PATH... [--model MODEL]`: is this face real or fake, and where does it look?
 
 PATHs are images, videos or folders (searched recursively). Faces are found, aligned and
 cropped exactly as `lorefd preprocess` did for training (parameters from the bundle), each face
-or video frame is scored, videos are summarised by the mean score and the share of frames at or
+or video frame is scored, videos are summarised by the median score and the share of frames at or
 above the threshold. A file that cannot be used gets a status line; the others still run.
 
-    lorefd detect photo.jpg clips/ --model model.lorefd --heatmap heat/ --json report.json
+    lorefd detect photo.jpg clips/ --heatmap heat/ --json report.json   # the shipped model
+    lorefd detect photo.jpg --model model.lorefd                       # your own
 
 The table's P(fake) is the model's probability that the file is fake (an image: its highest
 face; a video: the median over its frames with a face). FACES/FRAMES is, for a video,
@@ -26,7 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorefd.cli.common import add_model_arg, check_output_dir, check_output_file
+from lorefd.cli.common import add_device_arg, add_model_arg, check_output_dir, check_output_file
 
 
 def _positive(value: str) -> int:
@@ -49,14 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="images, videos or folders")
     add_model_arg(p)
     p.add_argument("--heatmap", metavar="OUT_DIR", default=None,
-                   help="write attention overlays: PNG per image, MP4 per video")
+                   help="write heatmaps of where the model looks (the baseline: its blend mask; the method: its reconstruction attention): PNG per image, MP4 per video")
     p.add_argument("--json", metavar="FILE", default=None, help="write the full report as JSON")
     p.add_argument("--csv", metavar="FILE", default=None,
                    help="write one row per file as CSV (path, type, status, p_fake, verdict, "
                         "faces, frames sampled/decoded/scored, heatmap, message)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar (it is also off when stderr is not a terminal)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device_arg(p)
     p.add_argument("--frames", type=_positive, default=None,
                    help="frames sampled evenly per video (default: the bundle's, 32)")
     p.add_argument("--threshold", type=_probability, default=None,

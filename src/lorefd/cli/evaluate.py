@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
-from lorefd.cli.common import add_model_arg, check_output_dir
+from lorefd.cli.common import add_device_arg, add_model_arg, check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder for metrics.json, predictions.csv, excluded.csv, roc.png")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass (64)")
     p.add_argument("--workers", type=int, default=0, help="data loader workers (0)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

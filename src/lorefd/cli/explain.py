@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_model_arg, check_output_file
+from lorefd.cli.common import add_device_arg, add_model_arg, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,16 +18,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_arg(p)
     p.add_argument("images", nargs="+", help="face crops")
     p.add_argument("--out", required=True, help="PNG file")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from lorefd.evaluation.explain import explain_figure
     from lorefd.models.bundle import resolve_model
+    from lorefd.utils import pick_device
 
     check_output_file(args.out, "--out")
-    res = explain_figure(resolve_model(args.model), args.images, args.out, args.device)
+    res = explain_figure(resolve_model(args.model), args.images, args.out,
+                         str(pick_device(args.device)))
     for path, p in zip(args.images, res["prob"], strict=True):
         print(f"{p:.4f}  {path}")
     print(f"wrote {res['out']}")

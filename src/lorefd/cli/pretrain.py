@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args, check_output_dir
+from lorefd.cli.common import add_config_args, add_device_arg, check_output_dir
 
 log = logging.getLogger("lorefd")
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue exactly from OUT/checkpoints/last")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    add_device_arg(p)
     p.add_argument("--no-figure", action="store_true",
                    help="skip OUT/reconstruction.png (a few training faces reconstructed)")
     p.set_defaults(func=run)

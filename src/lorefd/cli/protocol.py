@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args, add_mae_arg, check_output_dir
+from lorefd.cli.common import add_config_args, add_device_arg, add_mae_arg, check_output_dir
 
 PROTOCOLS = ["in-dataset", "cross-manipulation", "gid", "cross-dataset", "ablation"]
 
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compression", default="c23,c40",
                    help="compressions, comma-separated, for in-dataset and gid (c23,c40)")
     p.add_argument("--out", required=True, help="folder for NAME.md, NAME.csv, runs/, evals/")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

@@ -2,13 +2,15 @@
 
     lorefd recipe FACES --out runs/cpu [--gan GAN_DIR] [--stages faces,split,...] [--set k=v]
 
-FACES holds a ``real/`` folder of face images (e.g. ``../shared/data/faces``). Every stage
+FACES holds a ``real/`` folder of face images (e.g. FFHQ images under ``FACES/real/``). Every stage
 resumes: re-run the same command after an interruption.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from lorefd.cli.common import add_device_arg
 
 
 def _stages(value: str) -> list[str]:
@@ -31,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.08, help="identities for validation")
     p.add_argument("--test-fraction", type=float, default=0.12,
                    help="identities for test (plus the faces bundled with lorefd)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_mae_arg, check_output_file
+from lorefd.cli.common import add_device_arg, add_mae_arg, check_output_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output PNG")
     p.add_argument("--max", type=int, default=8, help="at most this many faces (rows)")
     p.add_argument("--seed", type=int, default=0, help="mask seed")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

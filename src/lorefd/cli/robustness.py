@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 
+from lorefd.cli.common import add_device_arg
+
 TYPE_NAMES = ("saturation", "contrast", "block", "noise", "blur", "pixelate", "h264", "jpeg")
 
 
@@ -56,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the random perturbations (block positions, noise)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, help="data loader workers")
-    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 

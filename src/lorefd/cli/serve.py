@@ -19,7 +19,7 @@ import ipaddress
 import os
 import sys
 
-from lorefd.cli.common import add_model_arg
+from lorefd.cli.common import add_device_arg, add_model_arg
 
 TOKEN_ENV = "LOREFD_SERVE_TOKEN"
 
@@ -84,7 +84,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="frames sampled evenly per video (default: the bundle's, 32)")
     p.add_argument("--threshold", type=_probability, default=None,
                    help="decision threshold (default: the bundle's)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_device_arg(p)
     p.add_argument("--threads", type=_positive, default=None,
                    help="CPU threads for torch (default: torch's)")
     p.add_argument("--batch-size", type=_positive, default=None,

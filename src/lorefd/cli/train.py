@@ -1,7 +1,7 @@
 """`lorefd train`: stage 2, the reconstruction-guided detector (Section III-C) or the baseline.
 
     lorefd train --config paper --mae runs/stage1 --train ffpp.csv --filter split=train \\
-        --val ffpp.csv --val-filter split=val --out runs/lre [--detector lre|xception] [--resume]
+        --val ffpp.csv --val-filter split=val --out runs/lre [--detector lre|baseline] [--resume]
     torchrun --nproc_per_node 4 -m lorefd.cli train ...
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from lorefd.cli.common import add_config_args, check_output_dir
+from lorefd.cli.common import add_config_args, add_device_arg, check_output_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="stage 2: train the detector (lre) or the Xception baseline",
+    p = sub.add_parser("train", help="stage 2: train the detector (lre) or the baseline",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--mae", default=None,
@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val", default=None, help="validation manifest (best checkpoint by its AUC)")
     p.add_argument("--val-filter", action="append", default=[], metavar="KEY=V1,V2",
                    help="filter for the validation rows (e.g. split=val)")
-    p.add_argument("--detector", default=None, help="registry name, overrides detector.name")
+    p.add_argument("--detector", default=None, help="registry name (lre, baseline), overrides detector.name")
     p.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, tb/)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last")
-    p.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda if present)")
+    add_device_arg(p)
     p.set_defaults(func=run)
 
 
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if cfg.detector.name == "lre" and not args.mae:
         raise ConfigError("--mae CKPT is required for the lre detector "
-                          "(or pass --detector xception for the baseline)")
+                          "(or pass --detector baseline for the baseline)")
     check_output_dir(args.out, "--out")
     train_samples = filter_samples(load_samples(args.train), args.filter)
     val_samples = (filter_samples(load_samples(args.val), args.val_filter)

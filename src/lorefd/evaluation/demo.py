@@ -314,7 +314,8 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
     rep.heading("This run")
     rep.text(f"lorefd {summary.get('lorefd_version', __version__)}, run on "
              f"{summary.get('date', 'unknown date')}; the configuration (configs/demo.yaml with "
-             "the run's overrides; the detectors add detector.name and train.fakes=synth):")
+             "the run's overrides; each detector adds detector.name and train.fakes=synth, "
+             "the method also detector.extractor_weights, the baseline the demo trained):")
     if summary.get("config"):
         import yaml
 
