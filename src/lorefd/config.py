@@ -10,7 +10,6 @@ YAML scalars (``1e-4``, ``true``, ``[8, 12]``) and type-checked against the fiel
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import types
 import typing
@@ -160,9 +159,6 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
 class ConfigError(UserError, ValueError):

@@ -449,13 +449,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
     return summary
 
 
-def read_key_region(path: str | Path) -> dict[str, Any]:
-    """``key_region.json`` of a run folder (or the file itself)."""
-    p = Path(path)
-    return json.loads((p / "key_region.json" if p.is_dir() else p).read_text())
-
-
 __all__ = [
     "EmptyDatasetError", "build_optimizer", "compile_mode", "build_pretrain_loader", "compute_key_region",
-    "prepare_pretrain_samples", "pretrain", "pretrain_step", "read_key_region", "sample_masks",
+    "prepare_pretrain_samples", "pretrain", "pretrain_step", "sample_masks",
 ]
