@@ -88,7 +88,7 @@ class PretrainConfig:
 class DetectorConfig:
     """Stage-2 detector (Section III-C)."""
 
-    name: str = "lre"  # registry name: "lre" (the method) or "baseline" (Table V; alias "xception")
+    name: str = "lre"  # registry name: "lre" (the method) or "baseline" (Table V; "xception" is deprecated)
     backbone: str = "legacy_xception"
     pretrained: bool = True  # ImageNet weights when reachable; else said once, random init
     weights: str | None = None  # local weights for the feature extractor (and detector init)

@@ -11,7 +11,7 @@ A detector is an ``nn.Module`` taking ``[0, 1]`` images ``(B, 3, S, S)``:
   ``@register_detector("name")``
 
 A new detector is one new file in this package: subclass :class:`Detector`, implement
-``forward`` (and ``explain`` if it can), and register a builder. See ``xception.py``.
+``forward`` (and ``explain`` if it can), and register a builder. See ``baseline.py``.
 
 Checkpoints (kind ``"detector"``) hold the weights of every sub-network (frozen MAE and
 feature extractor included) and, in ``meta["mae"]``, the MAE's own config, so
@@ -37,7 +37,7 @@ from lorefd.checkpoint import (
 )
 from lorefd.config import Config, config_from_dict
 from lorefd.models.mae import KeyRegionMAE, build_mae
-from lorefd.models.registry import create_detector, list_detectors
+from lorefd.models.registry import create_detector, is_detector, list_detectors
 
 log = logging.getLogger("lorefd")
 KIND = "detector"
@@ -201,7 +201,7 @@ def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | 
     import lorefd.models.detectors  # noqa: F401  (registration)
 
     name = name or cfg.detector.name
-    if name not in list_detectors():
+    if not is_detector(name):
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
     mae, info = (None, None)
     if mae_ckpt is not None:

@@ -1,8 +1,8 @@
 """Baseline: the plain CNN classifier, the same harness with the attention off (Table V).
 
 The paper's baseline is Xception (``detector.backbone: legacy_xception``); any backbone of
-:mod:`lorefd.models.backbone` can be named. Registered as ``baseline``; ``xception`` is the
-older name of the same detector (bundles exported under it still load).
+:mod:`lorefd.models.backbone` can be named. Registered as ``baseline``; ``xception``, its
+older name, is a deprecation (bundles exported under it still load, with a warning).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 from lorefd.config import Config
 from lorefd.models.backbone import create_backbone
 from lorefd.models.detectors.base import Detector
-from lorefd.models.registry import register_detector
+from lorefd.models.registry import register_detector, register_detector_deprecations
 
 
 class BaselineDetector(Detector):
@@ -56,8 +56,4 @@ def build_baseline(cfg: Config, mae: Any = None, pretrained: bool = True,
     return _build(cfg, pretrained, weights)
 
 
-@register_detector("xception")
-def build_xception(cfg: Config, mae: Any = None, pretrained: bool = True,
-                   weights: str | None = None) -> BaselineDetector:
-    """The older name of ``baseline`` (the paper's baseline is Xception)."""
-    return _build(cfg, pretrained, weights)
+register_detector_deprecations({"xception": "baseline"})
