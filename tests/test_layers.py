@@ -4,7 +4,8 @@ Every import in the package is read with ``ast`` -- module level and inside func
 imports count: they run too) -- and none may reach a later layer. Modules outside the layers
 (``lorefd.config``, ``utils``, ``checkpoint``, ``render``, ...) are the base every layer may
 use, so they import no layer themselves (``if TYPE_CHECKING:`` blocks aside). The package's
-``__init__`` (the two-line Python API) may reach any layer.
+``__init__`` (the two-line Python API) is the top: it may reach any layer and nothing in the
+package imports a name from it (``lorefd.version`` holds ``__version__``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "lorefd"
 LAYERS = ["data", "models", "engines", "evaluation", "cli"]
 BASE = -1
+ROOT = len(LAYERS)  # the package root ``lorefd/__init__.py``: above every layer
 
 
 def module_name(path: Path, root: Path = SRC) -> str:
@@ -26,10 +28,13 @@ def module_name(path: Path, root: Path = SRC) -> str:
 
 
 def layer(module: str) -> int | None:
-    """Index in LAYERS, BASE for other lorefd modules, None outside lorefd."""
+    """Index in LAYERS, BASE for other lorefd modules, ROOT for the package root itself, None
+    outside lorefd."""
     parts = module.split(".")
     if parts[0] != "lorefd":
         return None
+    if len(parts) == 1:
+        return ROOT
     return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else BASE
 
 
@@ -59,10 +64,15 @@ def imports(path: Path, root: Path = SRC) -> list[tuple[int, str]]:
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
-            out.append((node.lineno, mod))
-            # `from lorefd import engines` imports a layer too
-            out += [(node.lineno, f"{mod}.{a.name}") for a in node.names
-                    if mod == "lorefd" and a.name in LAYERS]
+            if mod != "lorefd":
+                out.append((node.lineno, mod))
+                continue
+            # `from lorefd import engines` imports that module; `from lorefd import detect` a
+            # name of the package root
+            for a in node.names:
+                sub = root / a.name
+                is_module = sub.is_dir() or sub.with_suffix(".py").exists()
+                out.append((node.lineno, f"lorefd.{a.name}" if is_module else "lorefd"))
     return out
 
 
@@ -75,7 +85,7 @@ def violations(root: Path = SRC) -> list[str]:
         for line, mod in imports(path, root):
             target = layer(mod)
             if target is not None and target > own:
-                where = LAYERS[own] if own >= 0 else "base"
+                where = LAYERS[own] if 0 <= own < ROOT else "base"
                 bad.append(f"{path.relative_to(root.parent)}:{line}: {where} imports {mod}")
     return bad
 
@@ -98,7 +108,21 @@ def test_the_check_catches_a_lazy_import_against_the_direction(tmp_path: Path) -
     assert len(found) == 2 and all("data imports lorefd.engines" in v for v in found)
 
 
+def test_the_check_catches_a_layer_importing_the_package_root(tmp_path: Path) -> None:
+    pkg = tmp_path / "lorefd"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "models" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("__version__ = '0'\n")
+    (pkg / "version.py").write_text("__version__ = '0'\n")
+    (pkg / "models" / "bad.py").write_text("from lorefd import __version__\n")
+    (pkg / "models" / "ok.py").write_text("from lorefd import version\nfrom lorefd.version import x\n")
+    (pkg / "models" / "bad2.py").write_text("import lorefd\n")
+    found = violations(pkg)
+    assert len(found) == 2 and all("models imports lorefd" in v for v in found), found
+
+
 @pytest.mark.parametrize("module,expected", [("lorefd.cli.detect", 4), ("lorefd.utils", BASE),
+                                             ("lorefd", ROOT),
                                              ("lorefd.data", 0), ("numpy", None)])
 def test_layer_of(module: str, expected: int | None) -> None:
     assert layer(module) == expected

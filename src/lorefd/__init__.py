@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__version__ = "0.1.0"
+from lorefd.version import __version__
 
 
 def detect(paths: list[str | Path], model: str | Path | None = None, **kwargs: Any

@@ -8,8 +8,8 @@ import logging
 import sys
 import traceback
 
-from lorefd import __version__
 from lorefd.utils import setup_logging
+from lorefd.version import __version__
 
 # Order shown in --help: the paper's pipeline first, then the beyond-the-paper tools.
 COMMANDS = [

@@ -43,7 +43,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lorefd import __version__
+from lorefd.version import __version__
 
 OK, NO_FACE, UNREADABLE, UNSUPPORTED, NO_FRAMES, ERROR = (
     "ok", "no face", "unreadable", "unsupported", "no frames", "error")

@@ -41,12 +41,12 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from python_multipart.multipart import parse_options_header
 
-from lorefd import __version__
 from lorefd.data.preprocess.crops import FacePipeline
 from lorefd.engines import report_schema as schema
 from lorefd.engines.detect import Context, InputFile, claim, detect_file
 from lorefd.models.bundle import Bundle, load_model, shipped_bundle
 from lorefd.utils import pick_device
+from lorefd.version import __version__
 
 log = logging.getLogger("lorefd")
 

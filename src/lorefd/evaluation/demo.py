@@ -26,7 +26,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from lorefd import __version__
 from lorefd.config import Config, load_config
 from lorefd.data.images import load_rgb
 from lorefd.data.manifest import REAL, Sample, read_manifest, write_manifest
@@ -43,6 +42,7 @@ from lorefd.evaluation.metrics import at_chance
 from lorefd.evaluation.report import Report
 from lorefd.models.bundle import export_bundle, shipped_bundle
 from lorefd.utils import atomic_write_json
+from lorefd.version import __version__
 
 log = logging.getLogger("lorefd")
 

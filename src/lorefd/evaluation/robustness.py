@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lorefd import __version__
 from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.checkpoint import CheckpointError
 from lorefd.data.dataset import resize_square, to_tensor
@@ -56,6 +55,7 @@ from lorefd.evaluation.metrics import NA, accuracy_at, fmt, video_level
 from lorefd.models.bundle import Bundle, BundleError, load_model
 from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device
+from lorefd.version import __version__
 
 log = logging.getLogger("lorefd")
 

@@ -36,7 +36,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from lorefd import __version__
 from lorefd.checkpoint import (
     CONFIG,
     WEIGHTS,
@@ -50,6 +49,7 @@ from lorefd.errors import UserError
 from lorefd.models.detectors.base import KIND as DETECTOR_KIND
 from lorefd.models.detectors.base import Detector, detector_from_state
 from lorefd.utils import atomic_path
+from lorefd.version import __version__
 
 FORMAT = "lorefd-bundle"
 BUNDLE_VERSION = 1
