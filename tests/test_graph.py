@@ -131,3 +131,57 @@ def test_bundle_names_match_their_owners() -> None:
 
     assert (bundle.CONFIG, bundle.WEIGHTS) == (checkpoint.CONFIG, checkpoint.WEIGHTS)
     assert bundle.DETECTOR_KIND == base.KIND
+
+
+DETECT_NO_TORCH = """
+import json, sys
+from lorefd.engines.detect import detect_paths
+report = detect_paths(sys.argv[2:], sys.argv[1], runtime="onnx", heatmap_dir=sys.argv[1] + ".heat",
+                      frames=4)
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision"))
+print(json.dumps({"scores": [r["p_fake"] for r in report["results"]],
+                  "status": [r["status"] for r in report["results"]],
+                  "runtime": report["model"].get("runtime"), "heavy": heavy}))
+"""
+
+
+def test_detect_both_runtimes_agree_and_onnx_loads_no_torch(graph_bundle, tmp_path) -> None:
+    """detect on an image and a video: ONNX Runtime in a fresh process (no torch imported),
+    PyTorch here; the same faces, the same scores within 1e-4, heatmaps from both."""
+    from media import make_video, stills
+
+    from lorefd.engines.detect import detect_paths
+
+    image = stills(1)[0]
+    video = make_video(tmp_path / "clip.mp4", seconds=0.5)
+    out = subprocess.run([sys.executable, "-c", DETECT_NO_TORCH, str(graph_bundle), str(image),
+                          str(video)], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["heavy"] == [] and got["status"] == ["ok", "ok"] and got["runtime"] == "onnx"
+    ref = detect_paths([image, video], graph_bundle, runtime="torch", frames=4,
+                       heatmap_dir=tmp_path / "heat")
+    assert [r["status"] for r in ref["results"]] == ["ok", "ok"]
+    assert ref["model"]["runtime"] == "torch"
+    for a, b in zip(got["scores"], [r["p_fake"] for r in ref["results"]], strict=True):
+        assert abs(a - b) <= 1e-4
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_serve_runs_the_asked_runtime(graph_bundle: Path, runtime: str) -> None:
+    from fastapi.testclient import TestClient
+    from media import stills
+
+    from lorefd.engines.serve import ServeOptions, Service, create_app
+
+    service = Service.load(graph_bundle, ServeOptions(runtime=runtime))
+    try:
+        client = TestClient(create_app(service))
+        image = stills(1)[0]
+        r = client.post("/v1/detect", files={"files": (image.name, image.read_bytes(),
+                                                        "image/jpeg")})
+        assert r.status_code == 200, r.text
+        report = r.json()
+        assert report["model"]["runtime"] == runtime
+        assert report["results"][0]["status"] == "ok"
+    finally:
+        service.close()

@@ -51,6 +51,13 @@ def _option_with_alias(p: argparse.ArgumentParser, new: str, old: str, dest: str
     add_alias(group, old, new, dest, metavar=metavar)
 
 
+def add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    """``--runtime onnx|torch`` (lorefd.models.graph.RUNTIMES; not imported: no heavy imports)."""
+    p.add_argument("--runtime", choices=["onnx", "torch"], default=None,
+                   help="run the bundle's ONNX graph with ONNX Runtime (default when the "
+                        "bundle has one; no PyTorch is loaded) or the network with PyTorch")
+
+
 def add_model_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
     """``--model``: a detector as a bundle, a run folder or a checkpoint folder (``--ckpt``:
     deprecated alias). Optional: when omitted, the model shipped with lorefd."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+BLEND_MASK = "blend mask"  # key of the predicted blend mask among a detector's maps
 _DETECTORS: dict[str, Callable[..., Any]] = {}
 
 
