@@ -185,3 +185,19 @@ def test_serve_runs_the_asked_runtime(graph_bundle: Path, runtime: str) -> None:
         assert report["results"][0]["status"] == "ok"
     finally:
         service.close()
+
+
+def test_cli_export_adds_the_graph_or_not(graph_bundle: Path, tmp_path: Path, capsys) -> None:
+    from lorefd.cli import main
+
+    if "baseline" not in graph_bundle.parent.name:
+        pytest.skip("one detector kind is enough for the command line")
+    ckpt = graph_bundle.parent / "det"
+    plain = tmp_path / "plain.lorefd"
+    assert main(["export", str(ckpt), "--out", str(plain), "--no-onnx"]) == 0
+    assert "onnx" not in read_manifest(plain)
+    assert main(["export", str(plain), "--out", str(plain), "--no-onnx"]) == 2
+    again = tmp_path / "again.lorefd"
+    assert main(["export", str(plain), "--out", str(again)]) == 0
+    assert "with its ONNX graph" in capsys.readouterr().out
+    assert read_manifest(again)["onnx"]["max_abs_diff"]["prob"] <= 1e-4
