@@ -1,61 +1,122 @@
-"""End-to-end speed of ``lorefd detect`` on single-face photos: decode, face, model.
+"""``lorefd detect`` speed with both runtimes side by side (ONNX Runtime and PyTorch).
 
-    python benchmarks/bench_detect.py [--model BUNDLE] [--n 40] [--side 256 --side 1024]
+    python benchmarks/bench_detect.py [--model BUNDLE] [--n 40] [--threads 1] [--json F]
 
-Photos are bundled real faces (256 px FFHQ crops), also upscaled to each ``--side`` and
-written as JPEG (q 90), so the decoder and the face detector see realistic sizes. One torch
-thread (``--threads``): the goal is >= 10 photos/s on one core. The model is loaded once, before
-timing (as ``lorefd serve`` does); the time covers everything else.
+In one run, for each runtime: the cold start of ``lorefd detect photo.jpg`` (a fresh process:
+wall time and peak RSS from ``/usr/bin/time``), warm photos/s on single-face photos at 256 and
+1024 px (bundled real faces, upscaled, JPEG q 90; model loaded once, as ``lorefd serve``
+does), a 720p video with ``--frames 32`` (warm, end to end), and ``serve`` latency p50/p95 for
+one photo (in-process HTTP client). The model: a bundle with an ONNX graph (default: the
+shipped model).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import cv2
-import torch
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from media import stills  # noqa: E402
+from media import make_video, stills  # noqa: E402
 
 from lorefd.engines.detect import detect_paths  # noqa: E402
-from lorefd.models.bundle import load_model  # noqa: E402
+from lorefd.models.graph import load_runtime_model  # noqa: E402
+
+RUNTIMES = ("onnx", "torch")
+
+
+def cold_start(photo: Path, runtime: str, model: str | None, threads: int) -> dict[str, float]:
+    """``lorefd detect photo --runtime R`` in a fresh process: wall seconds, peak RSS MB."""
+    cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable, "-m", "lorefd.cli", "detect",
+           str(photo), "--runtime", runtime, "--threads", str(threads), "-q"]
+    if model:
+        cmd += ["--model", model]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall, rss = out.stderr.strip().splitlines()[-1].split()
+    return {"cold_s": float(wall), "cold_rss_mb": round(int(rss) / 1024, 1)}
+
+
+def photos(tmp: Path, side: int, n: int) -> list[Path]:
+    files = []
+    for i, p in enumerate(stills(n)):
+        img = cv2.resize(cv2.imread(str(p)), (side, side), interpolation=cv2.INTER_CUBIC)
+        files.append(tmp / f"{side}_{i:03d}.jpg")
+        cv2.imwrite(str(files[-1]), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return files
+
+
+def serve_latency(bundle: object, photo: Path, runtime: str, threads: int,
+                  n: int = 20) -> dict[str, float]:
+    from fastapi.testclient import TestClient
+
+    from lorefd.engines.serve import ServeOptions, Service, create_app
+
+    t0 = time.perf_counter()
+    opts = ServeOptions(runtime=runtime, threads=threads)
+    service = Service.load(bundle.path, opts)  # type: ignore[attr-defined]
+    ready = time.perf_counter() - t0
+    try:
+        client = TestClient(create_app(service))
+        files = {"files": (photo.name, photo.read_bytes(), "image/jpeg")}
+        client.post("/v1/detect", files=files)  # warm-up
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            assert client.post("/v1/detect", files=files).status_code == 200
+            times.append(time.perf_counter() - t)
+    finally:
+        service.close()
+    return {"serve_load_s": round(ready, 2),
+            "serve_p50_ms": round(float(np.percentile(times, 50)) * 1000, 1),
+            "serve_p95_ms": round(float(np.percentile(times, 95)) * 1000, 1)}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="bundle (default: the shipped model)")
+    ap.add_argument("--model", default=None, help="bundle with a graph (default: shipped)")
     ap.add_argument("--n", type=int, default=40, help="photos per size")
-    ap.add_argument("--side", type=int, action="append", default=None)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=None, help="append the result as a JSON line")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads of the runtime")
+    ap.add_argument("--json", default=None, help="append the results as JSON lines")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    bundle = load_model(args.model)
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for side in args.side or [256, 1024]:
-            files = []
-            for i, p in enumerate(stills(args.n)):
-                img = cv2.imread(str(p))
-                img = cv2.resize(img, (side, side), interpolation=cv2.INTER_CUBIC)
-                files.append(Path(tmp) / f"{side}_{i:03d}.jpg")
-                cv2.imwrite(str(files[-1]), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
-            detect_paths(files[:2], bundle, device="cpu")  # warm-up (lazy imports, dlib load)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        sets = {side: photos(tmp, side, args.n) for side in (256, 1024)}
+        video = make_video(tmp / "clip720.mp4", stills(1), seconds=10.0, fps=12,
+                           size=(1280, 720))
+        for runtime in RUNTIMES:
+            row: dict[str, object] = {"runtime": runtime, "threads": args.threads}
+            row.update(cold_start(sets[256][0], runtime, args.model, args.threads))
+            bundle = load_runtime_model(args.model, "cpu", runtime, args.threads)
+            assert getattr(bundle.detector, "runtime", "torch") == runtime
+            for side, files in sets.items():
+                detect_paths(files[:2], bundle)  # warm-up (lazy imports, face detector)
+                t0 = time.perf_counter()
+                report = detect_paths(files, bundle)
+                dt = time.perf_counter() - t0
+                assert all(r["status"] == "ok" for r in report["results"])
+                row[f"photos_per_s_{side}"] = round(len(files) / dt, 2)
+            detect_paths([video], bundle, frames=32)
             t0 = time.perf_counter()
-            report = detect_paths(files, bundle, device="cpu")
+            rep = detect_paths([video], bundle, frames=32)
             dt = time.perf_counter() - t0
-            ok = sum(r["status"] == "ok" for r in report["results"])
-            results.append({"side": side, "photos": len(files), "ok": ok, "seconds": round(dt, 2),
-                            "photos_per_s": round(len(files) / dt, 2),
-                            "threads": args.threads, "detector": bundle.detector.name})
-            print(json.dumps(results[-1]))
+            row["video720_32fr_s"] = round(dt, 2)
+            row["video_frames_per_s"] = round(rep["results"][0]["frames"]["count"] / dt, 1)
+            row.update(serve_latency(bundle, sets[256][0], runtime, args.threads))
+            results.append(row)
+            print(json.dumps(row), flush=True)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    print(json.dumps({"machine": machine, "python": platform.python_version()}))
     if args.json:
         with open(args.json, "a") as fh:
             for r in results:

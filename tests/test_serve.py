@@ -103,7 +103,7 @@ def strict_json(text: str) -> dict:
 @pytest.fixture()
 def loaded(service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
     """`detect_paths` reuses the service's loaded model (loading it again costs seconds)."""
-    monkeypatch.setattr("lorefd.engines.detect.load_model", lambda *a, **k: service.bundle)
+    monkeypatch.setattr("lorefd.engines.detect.load_runtime_model", lambda *a, **k: service.bundle)
 
 
 def test_image_same_scores_as_detect_with_heatmap(client: TestClient, service: Service,

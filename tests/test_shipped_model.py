@@ -60,6 +60,14 @@ def test_shipped_bundle_is_small_intact_and_documented(shipped: Path) -> None:
     assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card
 
 
+def test_shipped_bundle_runs_its_onnx_graph_by_default(shipped: Path) -> None:
+    from lorefd.models.graph import OnnxDetector, graph_info, load_runtime_model
+
+    bundle = load_runtime_model(None)
+    assert isinstance(bundle.detector, OnnxDetector) and bundle.path == shipped
+    assert graph_info(bundle.manifest)["max_abs_diff"]["prob"] <= 1e-4
+
+
 def test_shipped_model_ranks_held_out_fakes_above_reals(shipped: Path, held_out_files) -> None:
     reals, fakes = held_out_files
     report = detect_paths([*reals, *fakes], shipped)

@@ -20,7 +20,8 @@ def detect(paths: list[str | Path], model: str | Path | None = None, **kwargs: A
            ) -> dict[str, Any]:
     """``lorefd detect`` from Python: images, videos or folders scored by ``model`` (a bundle,
     run or checkpoint folder; default the shipped model). Keyword arguments as
-    :func:`lorefd.engines.detect.detect_paths` (``heatmap_dir``, ``frames``, ``threshold``, ...).
+    :func:`lorefd.engines.detect.detect_paths` (``heatmap_dir``, ``frames``, ``threshold``,
+    ``runtime`` -- ``"onnx"`` or ``"torch"``, default onnx when the bundle has a graph --, ...).
     Returns the report (the ``detect --json`` schema)."""
     from lorefd.engines.detect import detect_paths
     from lorefd.models.bundle import resolve_model

@@ -57,6 +57,13 @@ def add_device_arg(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda or cuda:N (default: cuda when available, else cpu)")
 
 
+def add_runtime_arg(p: argparse.ArgumentParser) -> None:
+    """``--runtime onnx|torch`` (lorefd.models.graph.RUNTIMES; not imported: no heavy imports)."""
+    p.add_argument("--runtime", choices=["onnx", "torch"], default=None,
+                   help="run the bundle's ONNX graph with ONNX Runtime (default when the "
+                        "bundle has one; no PyTorch is loaded) or the network with PyTorch")
+
+
 def add_model_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
     """``--model``: a detector as a bundle, a run folder or a checkpoint folder (``--ckpt``:
     deprecated alias). Optional: when omitted, the model shipped with lorefd."""

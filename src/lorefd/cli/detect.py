@@ -18,6 +18,8 @@ runs over several files and long videos when stderr is a terminal (not with --qu
 Heatmap names never overwrite existing files: a taken name gets a _2, _3... suffix.
 
 MODEL is a bundle, a training run folder or a checkpoint folder (default: the shipped model).
+A bundle with an ONNX graph (`lorefd export` adds one) runs with ONNX Runtime, without
+loading PyTorch (--runtime torch: with PyTorch; the scores agree to 1e-4).
 Exit status: 0 when at least one input was processed (scored, or searched for a face), 1 when
 none was, 2 for a user error (unusable model, bad output path).
 """
@@ -27,7 +29,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lorefd.cli.common import add_device_arg, add_model_arg, check_output_dir, check_output_file
+from lorefd.cli.common import (
+    add_device_arg,
+    add_model_arg,
+    add_runtime_arg,
+    check_output_dir,
+    check_output_file,
+)
 
 
 def _positive(value: str) -> int:
@@ -65,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
     p.add_argument("--threads", type=_positive, default=None,
-                   help="CPU threads for torch (default: torch's; 1 is faster on a busy machine)")
+                   help="CPU threads of the runtime (default: its own; 1 is faster on a busy "
+                        "machine)")
+    add_runtime_arg(p)
     p.add_argument("--retinaface-weights", default=None, metavar="PATH",
                    help="for bundles preprocessed with RetinaFace")
     p.set_defaults(func=run)
@@ -79,15 +89,12 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.csv, "--csv")
     check_output_dir(args.heatmap, "--heatmap")
     model = resolve_model(args.model)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     report = detect_paths(args.paths, model, heatmap_dir=args.heatmap,
                           device=args.device, json_path=args.json, frames=args.frames,
                           threshold=args.threshold, batch_size=args.batch_size,
                           retinaface_weights=args.retinaface_weights, csv_path=args.csv,
-                          progress=not args.quiet and sys.stderr.isatty())
+                          progress=not args.quiet and sys.stderr.isatty(),
+                          runtime=args.runtime, threads=args.threads)
     print(format_table(report))
     for path in (args.json, args.csv):
         if path:

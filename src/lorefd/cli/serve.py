@@ -19,7 +19,7 @@ import ipaddress
 import os
 import sys
 
-from lorefd.cli.common import add_device_arg, add_model_arg
+from lorefd.cli.common import add_device_arg, add_model_arg, add_runtime_arg
 
 TOKEN_ENV = "LOREFD_SERVE_TOKEN"
 
@@ -86,7 +86,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decision threshold (default: the bundle's)")
     add_device_arg(p)
     p.add_argument("--threads", type=_positive, default=None,
-                   help="CPU threads for torch (default: torch's)")
+                   help="CPU threads of the runtime (default: its own)")
+    add_runtime_arg(p)
     p.add_argument("--batch-size", type=_positive, default=None,
                    help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
     p.add_argument("--retinaface-weights", default=None, metavar="PATH",
@@ -110,14 +111,11 @@ def run(args: argparse.Namespace) -> int:
 
     from lorefd.engines.serve import ServeOptions, Service, create_app
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     opts = ServeOptions(max_upload_mb=args.max_upload_mb, workers=args.workers,
                         queue=args.queue, keep_minutes=args.keep_minutes, token=token,
                         frames=args.frames, threshold=args.threshold, device=args.device,
-                        batch_size=args.batch_size, retinaface_weights=args.retinaface_weights)
+                        batch_size=args.batch_size, retinaface_weights=args.retinaface_weights,
+                        runtime=args.runtime, threads=args.threads)
     service = Service.load(model, opts)  # a bad model: a user error, exit 2 (cli.main)
     app = create_app(service)
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -6,7 +6,6 @@ import logging
 from collections import Counter
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -15,6 +14,7 @@ from torch.utils.data import Dataset
 from lorefd.data.images import ImageLoadError, load_rgb
 from lorefd.data.manifest import REAL, Sample
 from lorefd.data.perturb import random_perturbation
+from lorefd.data.preprocess.align import resize_square, to_chw
 
 log = logging.getLogger("lorefd")
 
@@ -50,18 +50,10 @@ def validate_samples(samples: list[Sample], need_landmarks: bool = False,
     return kept, skipped
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize a crop to ``size x size`` (area interpolation when shrinking)."""
-    if rgb.shape[0] == size and rgb.shape[1] == size:
-        return rgb
-    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
-
-
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 -> 3xHxW float in ``[0, 1]``."""
     # numpy does the layout change: torch's float() on a permuted view is ~10x slower here.
-    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0)
+    return torch.from_numpy(to_chw(rgb))
 
 
 class FaceDataset(Dataset):

@@ -47,9 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.aggregate import aggregate
@@ -72,11 +71,11 @@ from lorefd.engines.report_schema import (
     nonfinite_error,
     verdict,
 )
-from lorefd.models.bundle import Bundle, load_model
-from lorefd.models.detectors import Detector
-from lorefd.models.detectors.base import BLEND_MASK
+from lorefd.models.bundle import Bundle
+from lorefd.models.graph import OnnxDetector, load_runtime_model
+from lorefd.models.registry import BLEND_MASK
 from lorefd.render import render_overlay, shrink, umask_mode, write_mp4, write_png
-from lorefd.utils import atomic_write_text, pick_device
+from lorefd.utils import atomic_write_text
 
 log = logging.getLogger("lorefd")
 
@@ -86,38 +85,54 @@ PROGRESS_MIN_FRAMES = 64  # a video with this many sampled frames gets its own p
 
 
 # ------------------------------------------------------------------------------ scoring
-def attention_heat(attention: dict[str, torch.Tensor], size: int) -> np.ndarray | None:
-    """Mean over layers of the attention maps, upsampled to ``size``, each face scaled to
-    ``[0, 1]`` by its own maximum: ``(B, size, size)``; None without maps.
+def attention_heat(attention: dict[str, np.ndarray], size: int) -> np.ndarray | None:
+    """Mean over layers of the attention maps ``(B, 1, h, w)``, upsampled (bilinear) to
+    ``size``, each face scaled to ``[0, 1]`` by its own maximum: ``(B, size, size)``; None
+    without maps.
 
     A detector with a blend-mask head gives ``"blend mask"``: the probability that each pixel
     was blended in, shown as it is (not rescaled, so a clean real face stays dark)."""
     if not attention:
         return None
+
+    def up(maps: np.ndarray) -> np.ndarray:
+        return np.stack([cv2.resize(np.asarray(m[0], np.float32), (size, size),
+                                    interpolation=cv2.INTER_LINEAR) for m in maps])
+
     if BLEND_MASK in attention:
-        m = F.interpolate(attention[BLEND_MASK].float(), size=(size, size), mode="bilinear",
-                          align_corners=False)[:, 0]
-        return m.clamp(0, 1).cpu().numpy().astype(np.float32)
-    ups = [F.interpolate(a.float(), size=(size, size), mode="bilinear", align_corners=False)
-           for a in attention.values()]
-    heat = torch.stack(ups).mean(0)[:, 0]
-    peak = heat.flatten(1).amax(1).clamp_min(1e-8)[:, None, None]
-    return (heat / peak).clamp(0, 1).cpu().numpy().astype(np.float32)
+        return up(attention[BLEND_MASK]).clip(0, 1).astype(np.float32)
+    heat = np.mean([up(a) for a in attention.values()], axis=0)
+    peak = np.maximum(heat.reshape(len(heat), -1).max(1), 1e-8)[:, None, None]
+    return (heat / peak).clip(0, 1).astype(np.float32)
 
 
-@torch.no_grad()
-def score_crops(detector: Detector, crops: list[FaceCrop], device: torch.device,
+def run_detector(detector: Any, images: np.ndarray, device: Any = "cpu", maps: bool = False
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(prob (B,), maps)`` of either runtime for crops ``images (B, 3, S, S)`` in [0, 1]:
+    an :class:`~lorefd.models.graph.OnnxDetector` or a PyTorch detector (on ``device``);
+    ``maps`` (the attention / blend-mask maps) only when asked for."""
+    if isinstance(detector, OnnxDetector):
+        prob, out = detector.run(images)
+        return prob, out if maps else {}
+    import torch
+
+    with torch.no_grad():
+        batch = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+        if not maps:
+            return detector.predict_proba(batch).float().cpu().numpy(), {}
+        ex = detector.explain(batch)
+        return (ex["prob"].float().cpu().numpy(),
+                {k: v.float().cpu().numpy() for k, v in (ex.get("attention") or {}).items()})
+
+
+def score_crops(detector: Any, crops: list[FaceCrop], device: Any = "cpu",
                 batch_size: int = 16, heat_size: int | None = None) -> None:
     """Fill ``score`` (and, with ``heat_size``, ``heat``) of every crop, in batches."""
     for start in range(0, len(crops), batch_size):
         chunk = crops[start:start + batch_size]
-        images = torch.stack([c.image for c in chunk]).to(device)
-        if heat_size:
-            ex = detector.explain(images)
-            probs = ex["prob"]
-            heat = attention_heat(ex.get("attention") or {}, heat_size)
-        else:
-            probs, heat = detector.predict_proba(images), None
+        probs, maps = run_detector(detector, np.stack([c.image for c in chunk]), device,
+                                   maps=bool(heat_size))
+        heat = attention_heat(maps, heat_size) if heat_size else None
         for i, c in enumerate(chunk):
             c.score = float(probs[i])
             c.heat = None if heat is None else heat[i]
@@ -198,7 +213,7 @@ class Context:
 
     bundle: Bundle
     faces: FacePipeline
-    device: torch.device
+    device: Any  # torch.device, or "cpu" for the ONNX runtime
     threshold: float
     frames: int
     batch_size: int
@@ -405,7 +420,8 @@ def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ the run
 def model_info(bundle: Bundle) -> dict[str, Any]:
-    return schema.model_info(bundle.manifest, str(bundle.path))
+    return schema.model_info(bundle.manifest, str(bundle.path),
+                             getattr(bundle.detector, "runtime", "torch"))
 
 
 def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
@@ -413,7 +429,8 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
                  json_path: str | Path | None = None, frames: int | None = None,
                  threshold: float | None = None, batch_size: int | None = None,
                  retinaface_weights: str | None = None, csv_path: str | Path | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, runtime: str | None = None,
+                 threads: int | None = None) -> dict[str, Any]:
     """Detect on images, videos and folders; returns (and writes to ``json_path``, and one row
     per file to ``csv_path``: :func:`format_csv`) the report.
 
@@ -421,18 +438,25 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
     per-file ``status`` instead. ``frames``: sampled per video (default: the bundle's, 32);
     ``threshold``: overrides the bundle's decision threshold; ``batch_size``: faces per forward
     pass (default 4 on CPU, where larger batches were not faster, 32 on CUDA); ``progress``:
-    progress bars with ETA on stderr over the inputs and over long videos (tqdm).
+    progress bars with ETA on stderr over the inputs and over long videos (tqdm);
+    ``runtime``: ``onnx`` or ``torch`` (default: onnx when the bundle has an ONNX graph, see
+    :func:`~lorefd.models.graph.load_runtime_model`); ``threads``: CPU threads of either.
     """
     t0 = time.perf_counter()
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    dev = pick_device(device)
-    batch_size = batch_size or (32 if dev.type == "cuda" else 4)
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     # a bundle, a run folder or a checkpoint folder; or a Bundle already loaded (serve, benchmarks)
-    bundle = (bundle_path.to(dev) if isinstance(bundle_path, Bundle)
-              else load_model(bundle_path, dev))
+    if isinstance(bundle_path, Bundle) and not isinstance(bundle_path.detector, OnnxDetector):
+        from lorefd.utils import pick_device
+
+        bundle = bundle_path.to(pick_device(device))
+    else:
+        bundle = load_runtime_model(bundle_path, device, runtime, threads)
+    dev = (next(bundle.detector.parameters()).device
+           if not isinstance(bundle.detector, OnnxDetector) else "cpu")
+    batch_size = batch_size or (32 if getattr(dev, "type", dev) == "cuda" else 4)
     thr = bundle.threshold if threshold is None else float(threshold)
     pipeline = FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
     ctx = Context(bundle=bundle, faces=pipeline, device=dev, threshold=thr,

@@ -7,7 +7,7 @@ Both build their answers only through this module, so the two can never drift ap
       "model": {"path", "detector", "image_size", "heatmap" (what a heatmap shows: "blend
                 mask" | "reconstruction difference" | null), "bundle_version",
                 "lorefd_version" (export), "created", "payload_sha256", "threshold_source",
-                "preprocess": {...}},
+                "runtime" ("onnx" | "torch"), "preprocess": {...}},
       "threshold": 0.5,
       "heatmap_dir": str | null,                    # serve: always null
       "summary": {"inputs", "ok", "no face", "unreadable", "unsupported", "no frames", "error",
@@ -86,10 +86,12 @@ def heatmap_kind(manifest: dict[str, Any]) -> str | None:
     return "reconstruction difference" if meta.get("layers") else None
 
 
-def model_info(manifest: dict[str, Any], path: str) -> dict[str, Any]:
-    """The ``model`` block from a bundle's manifest; ``path`` as it should be shown."""
+def model_info(manifest: dict[str, Any], path: str, runtime: str = "torch") -> dict[str, Any]:
+    """The ``model`` block from a bundle's manifest; ``path`` as it should be shown;
+    ``runtime`` what ran it (``onnx`` or ``torch``)."""
     m = manifest
     return {"path": path, "detector": m["detector"], "image_size": m["image_size"],
+            "runtime": runtime,
             "heatmap": heatmap_kind(m),
             "bundle_version": m["bundle_version"], "lorefd_version": m.get("lorefd_version"),
             "created": m.get("created"), "payload_sha256": m.get("payload_sha256"),

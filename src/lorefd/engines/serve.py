@@ -44,8 +44,8 @@ from python_multipart.multipart import parse_options_header
 from lorefd.data.preprocess.crops import FacePipeline
 from lorefd.engines import report_schema as schema
 from lorefd.engines.detect import Context, InputFile, claim, detect_file
-from lorefd.models.bundle import Bundle, load_model, shipped_bundle
-from lorefd.utils import pick_device
+from lorefd.models.bundle import Bundle, shipped_bundle
+from lorefd.models.graph import OnnxDetector, load_runtime_model
 from lorefd.version import __version__
 
 log = logging.getLogger("lorefd")
@@ -251,6 +251,8 @@ class ServeOptions:
     threshold: float | None = None
     batch_size: int | None = None
     device: str | None = None
+    runtime: str | None = None  # "onnx" | "torch"; default onnx when the bundle has a graph
+    threads: int | None = None
     max_files: int = 32
     retinaface_weights: str | None = None
     workdir: str | None = None  # parent of the private temporary folder (default: system's)
@@ -292,8 +294,9 @@ class Service:
     def load(cls, bundle_path: str | Path, opts: ServeOptions) -> Service:
         """Load the model once (a bundle, run or checkpoint folder; BundleError if unusable)
         and make the private work folder."""
-        dev = pick_device(opts.device)
-        bundle = load_model(bundle_path, dev)
+        bundle = load_runtime_model(bundle_path, opts.device, opts.runtime, opts.threads)
+        dev = ("cpu" if isinstance(bundle.detector, OnnxDetector)
+               else next(bundle.detector.parameters()).device)
         thr = bundle.threshold if opts.threshold is None else float(opts.threshold)
         root = Path(tempfile.mkdtemp(prefix="lorefd-serve-", dir=opts.workdir))
         (root / "uploads").mkdir(mode=0o700)
@@ -336,8 +339,13 @@ class Service:
                 return text[0][:2000] if text else None
         return None
 
+    def model_info(self) -> dict[str, Any]:
+        """The report's ``model`` block (the bundle's file name; the runtime that runs it)."""
+        return schema.model_info(self.bundle.manifest, self.bundle.path.name,
+                                 getattr(self.bundle.detector, "runtime", "torch"))
+
     def model_json(self) -> dict[str, Any]:
-        info = schema.model_info(self.bundle.manifest, self.bundle.path.name)
+        info = self.model_info()
         return {"model": info, "threshold": self.threshold, "card": self.model_card(),
                 "frames": int(self.opts.frames or self.bundle.preprocess["frames"]),
                 "limits": {"max_upload_mb": self.opts.max_upload_mb,
@@ -349,7 +357,7 @@ class Service:
     def run(self, uploads: list[Upload], heat_folder: Path | None) -> list[dict[str, Any]]:
         """Score the uploads (in a worker thread); results with client names, no server path."""
         faces = self.pipeline()
-        batch = self.opts.batch_size or (32 if self.device.type == "cuda" else 4)
+        batch = self.opts.batch_size or (32 if getattr(self.device, "type", "") == "cuda" else 4)
         ctx = Context(bundle=self.bundle, faces=faces, device=self.device,
                       threshold=self.threshold,
                       frames=int(self.opts.frames or faces.frames), batch_size=batch,
@@ -486,8 +494,8 @@ def create_app(service: Service, sweep_seconds: float = 30.0) -> FastAPI:
                     shutil.rmtree(heat_folder, ignore_errors=True)
             seconds = time.perf_counter() - t0
             service.recent.append(seconds)
-            report = schema.build_report(results, schema.model_info(
-                service.bundle.manifest, service.bundle.path.name), service.threshold, seconds)
+            report = schema.build_report(results, service.model_info(), service.threshold,
+                                         seconds)
             for up, res in zip(uploads, results, strict=True):
                 log.info("serve: %s (%d bytes): %s in %.2f s", up.name, up.size, res["status"],
                          res["seconds"])

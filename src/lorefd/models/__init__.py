@@ -1,3 +1,6 @@
-"""Models: the stage-1 MAE, the Xception wrapper, and the registered stage-2 detectors."""
+"""Models: the stage-1 MAE, the Xception wrapper, the registered stage-2 detectors (imported
+with :mod:`lorefd.models.detectors`), the bundle and its ONNX graph.
 
-from lorefd.models import detectors  # noqa: F401  (registers "lre" and "baseline")
+Importing this package loads nothing heavy: the ONNX runtime path (:mod:`.graph`) runs
+without torch.
+"""

@@ -31,31 +31,25 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-
-from lorefd.checkpoint import (
-    CONFIG,
-    WEIGHTS,
-    CheckpointError,
-    load_checkpoint,
-    nonfinite_tensors,
-    read_checkpoint_info,
-)
-from lorefd.config import config_from_dict
 from lorefd.errors import UserError
-from lorefd.models.detectors.base import KIND as DETECTOR_KIND
-from lorefd.models.detectors.base import Detector, detector_from_state
 from lorefd.utils import atomic_path
 from lorefd.version import __version__
+
+if TYPE_CHECKING:  # torch is imported where weights are read (not by the ONNX runtime path)
+    import torch
+
+    from lorefd.models.detectors.base import Detector
 
 FORMAT = "lorefd-bundle"
 BUNDLE_VERSION = 1
 SUFFIX = ".lorefd"
 _CHUNK = 1 << 22
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
+RESERVED_PREFIX = "onnx."  # bundle tensors that are not weights (models/graph.py)
+DETECTOR_KIND = "detector"  # lorefd.models.detectors.base.KIND
+CONFIG, WEIGHTS = "config.json", "model.safetensors"  # lorefd.checkpoint's file names
 log = logging.getLogger("lorefd")
 # preprocessing parameters a training run records (``meta["preprocess"]``) and a bundle keeps
 PREPROCESS_KEYS = ("face_detector", "detect_side", "track_face_side", "frames", "size", "margin")
@@ -177,6 +171,8 @@ def write_bundle(path: str | Path, weights: dict[str, torch.Tensor],
                  manifest: dict[str, Any]) -> dict[str, Any]:
     """Write ``weights`` + ``manifest`` as a bundle at ``path`` (atomic); returns the manifest
     as stored (with ``format``, versions and ``payload_sha256`` filled in)."""
+    from safetensors.torch import save_file
+
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     manifest = {"format": FORMAT, "bundle_version": BUNDLE_VERSION, "lorefd_version": __version__,
@@ -201,10 +197,17 @@ def write_bundle(path: str | Path, weights: dict[str, torch.Tensor],
 # ------------------------------------------------------------------------------ model level
 def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     """Check and load a bundle; :class:`BundleError` on anything wrong with the file."""
+    from safetensors.torch import load_file
+
+    from lorefd.checkpoint import nonfinite_tensors
+    from lorefd.config import config_from_dict
+    from lorefd.models.detectors.base import detector_from_state
+
     path = Path(path)
     manifest = read_manifest(path, verify=True)
     try:
-        weights = load_file(str(path), device="cpu")
+        weights = {k: v for k, v in load_file(str(path), device="cpu").items()
+                   if not k.startswith(RESERVED_PREFIX)}
         bad = nonfinite_tensors(weights)
         if bad:
             raise BundleError(f"corrupted bundle {path}: non-finite values (NaN/inf) in "
@@ -223,6 +226,8 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
 def resolve_detector_checkpoint(run: str | Path) -> Path:
     """A detector checkpoint folder from a training run (``RUN/best``, else ``RUN/last``) or
     the checkpoint folder itself."""
+    from lorefd.checkpoint import CheckpointError
+
     run = Path(run)
     if not run.exists():
         raise CheckpointError(f"not found: {run}")
@@ -306,6 +311,8 @@ def _detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
                        meta: dict[str, Any], threshold: float | None,
                        preprocess: dict[str, Any] | None, warn: bool = True) -> dict[str, Any]:
     """The manifest of a bundle made from a detector checkpoint (without file checksums)."""
+    import torch
+
     if threshold is not None:
         thr = (float(threshold), "given at export")
     else:
@@ -347,6 +354,10 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
     the written bundle is loaded back once. ``half`` stores float weights as float16 (half
     the size; loading casts them back to float32). Returns the stored manifest.
     """
+    import torch
+
+    from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+
     ckpt = resolve_detector_checkpoint(run)
     cfg, meta = read_checkpoint_info(ckpt)
     if meta.get("kind") != DETECTOR_KIND:
@@ -396,6 +407,9 @@ def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
     write it (threshold, recorded preprocessing; ``source`` "checkpoint"), so every command
     that reads a detector accepts all three forms alike.
     """
+    from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
+    from lorefd.models.detectors.base import detector_from_state
+
     path = resolve_model(spec)
     if path.is_file():
         return load_bundle(path, device)

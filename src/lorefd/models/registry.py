@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+BLEND_MASK = "blend mask"  # key of the predicted blend mask among a detector's maps
 _DETECTORS: dict[str, Callable[..., Any]] = {}
 _DEPRECATED: dict[str, str] = {}  # old name -> current name
 log = logging.getLogger("lorefd")

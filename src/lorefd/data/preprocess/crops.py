@@ -2,7 +2,8 @@
 
 Shared by ``lorefd detect`` and ``lorefd serve``: the face detector (:mod:`.faces`), the
 5-point alignment (:mod:`.align`) with the size and margin recorded at preprocessing, then the
-training resize (:func:`lorefd.data.dataset.resize_square`).
+training resize (:func:`~lorefd.data.preprocess.align.resize_square`). Crops are numpy arrays,
+the input of both runtimes (PyTorch and ONNX Runtime); nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
-from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.landmarks import Face
-from lorefd.data.preprocess.align import align_face
+from lorefd.data.preprocess.align import align_face, resize_square, to_chw
 from lorefd.data.preprocess.faces import FaceBackend, FaceFinder, make_backend
 
 # A second, third... face in an image must reach this face-detector score (dlib: HOG margin;
@@ -30,7 +29,7 @@ class FaceCrop:
 
     box: tuple[float, float, float, float]
     matrix: np.ndarray  # 2x3, original image -> aligned crop of side ``crop_size``
-    image: torch.Tensor  # (3, S, S) in [0, 1], S = detector image size
+    image: np.ndarray  # (3, S, S) float32 in [0, 1], S = detector image size
     landmarks: np.ndarray | None = None  # (68, 2) in the original image
     frame_index: int | None = None
     score: float = float("nan")
@@ -80,7 +79,7 @@ class FacePipeline:
     def crop(self, rgb: np.ndarray, face: Face, frame_index: int | None = None) -> FaceCrop:
         """Align exactly as ``lorefd preprocess`` does, then resize as training does."""
         crop, _, matrix = align_face(rgb, face.landmarks, self.crop_size, self.margin)
-        image = to_tensor(resize_square(crop, self.image_size))
+        image = to_chw(resize_square(crop, self.image_size))
         return FaceCrop(box=tuple(float(v) for v in face.box), matrix=matrix, image=image,
                         landmarks=np.asarray(face.landmarks, np.float32), frame_index=frame_index)
 

@@ -37,11 +37,10 @@ from lorefd.checkpoint import (
 )
 from lorefd.config import Config, config_from_dict
 from lorefd.models.mae import KeyRegionMAE, build_mae
-from lorefd.models.registry import create_detector, is_detector, list_detectors
+from lorefd.models.registry import BLEND_MASK, create_detector, is_detector, list_detectors
 
 log = logging.getLogger("lorefd")
 KIND = "detector"
-BLEND_MASK = "blend mask"  # key of the predicted blend mask among explain()'s maps
 
 
 class Detector(nn.Module):

@@ -1,0 +1,313 @@
+"""The detector's inference graph as ONNX, stored inside its bundle, run with ONNX Runtime.
+
+A bundle may hold, beside the weights, the tensor ``onnx.graph`` (uint8): an ONNX model of
+``images (B, 3, S, S) in [0, 1] -> prob (B,), maps...`` -- the probability of *fake* and the
+maps ``explain()`` gives (attention maps of the ``lre`` method, the blend mask of a baseline
+with a mask head). The graph carries no copy of the weights it shares with the bundle: those
+initializers are marked external and filled from the bundle's own tensors when the session is
+built (float16 bundle weights are cast to float32, as PyTorch loading does), so the graph adds
+little to the file. The manifest's ``onnx`` entry says what the graph is::
+
+    {"graph_version", "lorefd_version", "sha256" (of the graph bytes), "outputs" (map names),
+     "shared" (bundle keys the graph reads), "prefix", "max_abs_diff" (vs PyTorch at export),
+     "checked_on"}
+
+Export (:func:`add_graph`, needs torch, ``onnx`` and ``onnxscript``) checks the graph against
+PyTorch on real face crops and refuses to store one whose probabilities differ by more than
+:data:`PROB_TOL`. Running it (:func:`load_onnx_bundle`) needs numpy, safetensors and
+onnxruntime only: no torch, timm or torchvision is imported on that path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lorefd.models.bundle import Bundle, BundleError, read_manifest, resolve_model
+from lorefd.version import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger("lorefd")
+
+GRAPH_KEY = "onnx.graph"  # the reserved bundle tensor (bundle.RESERVED_PREFIX)
+GRAPH_VERSION = 1  # the graph's contract: input "images", outputs "prob" then the maps
+PROB_TOL = 1e-4  # largest |prob_onnx - prob_torch| export accepts
+PREFIX = "detector."  # initializer name = PREFIX + bundle key
+OPSET = 18
+RUNTIMES = ("onnx", "torch")
+FACES = Path(__file__).resolve().parents[1] / "assets" / "faces"
+
+
+class GraphError(BundleError):
+    """A graph that cannot be exported, is missing, damaged, or from another lorefd version."""
+
+
+# ------------------------------------------------------------------------------ export
+def reference_crops(image_size: int, preprocess: dict[str, Any], n: int = 8) -> np.ndarray:
+    """``n`` bundled real faces aligned and resized as ``lorefd detect`` crops them (with their
+    stored landmarks, so no face detector is needed): ``(n, 3, S, S)`` float32 in [0, 1]."""
+    from lorefd.data.images import load_rgb
+    from lorefd.data.preprocess.align import align_face, resize_square, to_chw
+
+    out = []
+    for jpg in sorted((FACES / "real").glob("*.jpg"))[:n]:
+        landmarks = np.load(FACES / "landmarks" / f"{jpg.stem}.npy")
+        crop, _, _ = align_face(load_rgb(jpg), landmarks, int(preprocess["size"]),
+                                float(preprocess["margin"]))
+        out.append(to_chw(resize_square(crop, image_size)))
+    return np.stack(out)
+
+
+def _wrapper(detector: Any) -> torch.nn.Module:
+    import torch
+
+    class Explain(torch.nn.Module):
+        """``images -> (prob, *maps)`` of ``detector.explain`` (attribute named by PREFIX)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.detector = detector
+
+        def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            ex = self.detector.explain(images)
+            return (ex["prob"], *ex["attention"].values())
+
+    return Explain().eval()
+
+
+def _torch_outputs(detector: Any, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    import torch
+
+    with torch.no_grad():
+        ex = detector.explain(torch.from_numpy(images))
+    return (ex["prob"].float().numpy(),
+            {k: v.float().numpy() for k, v in ex["attention"].items()})
+
+
+def export_graph(detector: Any, weights: dict[str, Any]) -> tuple[bytes, list[str], list[str]]:
+    """The ONNX graph of ``detector`` (eval mode): ``(bytes, map names, shared bundle keys)``.
+
+    Initializers equal to a tensor of ``weights`` (the bundle's, as stored) are left out of
+    the bytes and marked external: they are read from the bundle at load time."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    detector = detector.eval()
+    if hasattr(detector, "eval_mask"):  # the fixed evaluation masks become constants
+        for k in range(detector.eval_masks):
+            detector.eval_mask(k, torch.device("cpu"))
+    size = int(detector.image_size)
+    with torch.no_grad():
+        names = list(detector.explain(torch.zeros(1, 3, size, size))["attention"])
+    outputs = ["prob", *[f"map{i}" for i in range(len(names))]]
+    program = torch.onnx.export(
+        _wrapper(detector), (torch.zeros(2, 3, size, size),), dynamo=True, optimize=False,
+        input_names=["images"], output_names=outputs, opset_version=OPSET,
+        dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), verbose=False)
+    model = program.model_proto
+    shared = []
+    for init in model.graph.initializer:
+        key = init.name.removeprefix(PREFIX)
+        if not init.name.startswith(PREFIX) or key not in weights:
+            continue
+        value = numpy_helper.to_array(init)
+        stored = weights[key].detach().cpu()
+        stored = stored.to(torch.float32) if value.dtype == np.float32 else stored
+        if tuple(stored.shape) != value.shape or not np.array_equal(stored.numpy(), value):
+            continue
+        init.ClearField("raw_data")
+        for field in ("float_data", "int64_data", "int32_data", "double_data"):
+            init.ClearField(field)
+        init.data_location = onnx.TensorProto.EXTERNAL
+        del init.external_data[:]
+        for k, v in (("location", "lorefd-bundle"), ("offset", "0"),
+                     ("length", str(value.nbytes))):
+            entry = init.external_data.add()
+            entry.key, entry.value = k, v
+        shared.append(key)
+    model.producer_name, model.producer_version = "lorefd", __version__
+    return model.SerializeToString(), names, shared
+
+
+def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
+              n_check: int = 8) -> dict[str, Any]:
+    """Add (or replace) the ONNX graph of a bundle, written to ``out_path`` (default: in place).
+
+    The graph is run with ONNX Runtime on ``n_check`` bundled real faces and compared with
+    PyTorch; :class:`GraphError` (nothing written) when a probability differs by more than
+    :data:`PROB_TOL`. Returns the stored manifest."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lorefd.models.bundle import load_bundle, write_bundle
+
+    bundle_path = Path(bundle_path)
+    bundle = load_bundle(bundle_path)
+    weights = {k: v for k, v in load_file(str(bundle_path)).items()
+               if not k.startswith("onnx.")}
+    graph, names, shared = export_graph(bundle.detector, weights)
+    manifest = {k: v for k, v in bundle.manifest.items()
+                if k not in ("format", "bundle_version", "lorefd_version", "created",
+                             "payload_sha256", "num_tensors", "onnx")}
+    info = {"graph_version": GRAPH_VERSION, "lorefd_version": __version__,
+            "sha256": hashlib.sha256(graph).hexdigest(), "outputs": names, "shared": shared,
+            "prefix": PREFIX, "opset": OPSET}
+    crops = reference_crops(bundle.detector.image_size, bundle.preprocess, n_check)
+    runner = OnnxDetector(graph, {k: weights[k].numpy() for k in shared}, info,
+                          bundle.detector.name, bundle.detector.image_size)
+    diff, map_diff = 0.0, 0.0
+    for batch in (crops[:1], crops):  # batch 1 and a full batch (dynamic batch axis)
+        p_torch, m_torch = _torch_outputs(bundle.detector, batch)
+        p_onnx, m_onnx = runner.run(batch)
+        diff = max(diff, float(np.abs(p_onnx - p_torch).max()))
+        for k in m_torch:
+            map_diff = max(map_diff, float(np.abs(m_onnx[k] - m_torch[k]).max()))
+    if not diff <= PROB_TOL:
+        raise GraphError(f"ONNX graph of {bundle_path} differs from PyTorch by {diff:.2e} in "
+                         f"the probability (> {PROB_TOL:g}); not written")
+    info.update(max_abs_diff={"prob": diff, "maps": map_diff},
+                checked_on=f"{len(crops)} bundled real faces (assets/faces)")
+    manifest["onnx"] = info
+    weights[GRAPH_KEY] = torch.frombuffer(bytearray(graph), dtype=torch.uint8)
+    return write_bundle(out_path or bundle_path, weights, manifest)
+
+
+# ------------------------------------------------------------------------------ runtime
+class OnnxDetector:
+    """A detector's graph in an ONNX Runtime session, with the detector interface of
+    ``lorefd detect`` needs, on numpy arrays: ``run`` (probabilities and maps),
+    ``predict_proba``, ``name``, ``image_size``."""
+
+    runtime = "onnx"
+
+    def __init__(self, graph: bytes, shared: dict[str, np.ndarray], info: dict[str, Any],
+                 name: str, image_size: int, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        prefix = info.get("prefix", PREFIX)
+        # float16 bundle weights are cast to float32 exactly as PyTorch loads them
+        self._shared = {prefix + k: np.ascontiguousarray(
+            v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in shared.items()}
+        values = [ort.OrtValue.ortvalue_from_numpy(v) for v in self._shared.values()]
+        if values:
+            opts.add_external_initializers(list(self._shared), values)
+        self._values = values  # the session reads them: keep them alive
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        self.map_names = list(info["outputs"])
+        self.name, self.image_size = name, int(image_size)
+
+    def to(self, device: Any) -> OnnxDetector:
+        return self  # CPU only
+
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``(prob (B,), {map name: (B, 1, h, w)})`` for ``images (B, 3, S, S)`` in [0, 1]."""
+        out = self.session.run(None, {"images": np.ascontiguousarray(images, np.float32)})
+        return out[0].astype(np.float32), dict(zip(self.map_names, out[1:], strict=True))
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        return self.run(images)[0]
+
+
+def graph_info(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's ``onnx`` entry, or None when the bundle has no graph."""
+    info = manifest.get("onnx")
+    return info if isinstance(info, dict) else None
+
+
+def read_graph(path: Path, manifest: dict[str, Any]) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The graph bytes and the bundle tensors it shares, checked against the manifest."""
+    from safetensors import safe_open
+
+    info = graph_info(manifest)
+    if info is None:
+        raise GraphError(f"{path} has no ONNX graph (add one with `lorefd export {path} "
+                         "--out NEW.lorefd`)")
+    if info.get("graph_version") != GRAPH_VERSION:
+        raise GraphError(f"the ONNX graph of {path} is of version {info.get('graph_version')} "
+                         f"(lorefd {info.get('lorefd_version')}); this lorefd runs version "
+                         f"{GRAPH_VERSION}: re-export it")
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            graph = fh.get_tensor(GRAPH_KEY).tobytes()
+            shared = {k: fh.get_tensor(k) for k in info["shared"]}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
+        raise GraphError(f"cannot read the ONNX graph of {path}: {exc}") from exc
+    if hashlib.sha256(graph).hexdigest() != info.get("sha256"):
+        raise GraphError(f"the ONNX graph of {path} fails its checksum; not run")
+    return graph, shared
+
+
+def load_onnx_bundle(path: str | Path, threads: int | None = None) -> Bundle:
+    """A bundle whose detector is its ONNX graph (:class:`OnnxDetector`); no torch."""
+    path = Path(path)
+    manifest = read_manifest(path, verify=True)
+    graph, shared = read_graph(path, manifest)
+    try:
+        det = OnnxDetector(graph, shared, graph_info(manifest), manifest["detector"],
+                           manifest["image_size"], threads)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base
+        raise GraphError(f"the ONNX graph of {path} cannot be run: {type(exc).__name__}: "
+                         f"{exc}") from exc
+    return Bundle(detector=det, manifest=manifest, path=path)  # type: ignore[arg-type]
+
+
+def pick_runtime(path: Path, runtime: str | None) -> str:
+    """``runtime`` as asked, else ``"onnx"`` for a bundle file with a graph, else torch."""
+    if runtime is not None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+        return runtime
+    if not path.is_file():
+        return "torch"
+    try:
+        return "onnx" if graph_info(read_manifest(path, verify=False)) else "torch"
+    except BundleError:
+        return "torch"  # load_model says what is wrong with it
+
+
+def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = None,
+                       runtime: str | None = None, threads: int | None = None) -> Bundle:
+    """What ``--model`` names, run by ``runtime`` (``onnx``, ``torch``; default onnx when the
+    bundle has a graph). A graph that is missing, damaged or from another version falls back
+    to PyTorch with one warning, or raises :class:`GraphError` when onnx was asked for."""
+    if isinstance(spec, Bundle):
+        return spec
+    path = resolve_model(spec)
+    chosen = pick_runtime(path, runtime)
+    if chosen == "onnx" and device not in (None, "cpu"):
+        if runtime == "onnx":
+            raise GraphError(f"--runtime onnx runs on the CPU only, not --device {device}")
+        chosen = "torch"
+    if chosen == "onnx":
+        if not path.is_file():
+            raise GraphError(f"--runtime onnx needs a .lorefd bundle with a graph; {path} is a "
+                             "checkpoint folder (export it with `lorefd export`)")
+        try:
+            return load_onnx_bundle(path, threads)
+        except GraphError as exc:
+            if runtime == "onnx":
+                raise
+            log.warning("%s; running it with PyTorch", exc)
+    from lorefd.models.bundle import load_model
+    from lorefd.utils import pick_device
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    return load_model(path, pick_device(device))
+
+
+__all__ = ["GRAPH_KEY", "GRAPH_VERSION", "PROB_TOL", "RUNTIMES", "GraphError", "OnnxDetector",
+           "add_graph", "export_graph", "graph_info", "load_onnx_bundle", "load_runtime_model",
+           "pick_runtime", "read_graph", "reference_crops"]
