@@ -430,7 +430,8 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
                  threshold: float | None = None, batch_size: int | None = None,
                  retinaface_weights: str | None = None, csv_path: str | Path | None = None,
                  progress: bool = False, runtime: str | None = None,
-                 threads: int | None = None) -> dict[str, Any]:
+                 threads: int | None = None, faces: FacePipeline | None = None
+                 ) -> dict[str, Any]:
     """Detect on images, videos and folders; returns (and writes to ``json_path``, and one row
     per file to ``csv_path``: :func:`format_csv`) the report.
 
@@ -440,7 +441,8 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
     pass (default 4 on CPU, where larger batches were not faster, 32 on CUDA); ``progress``:
     progress bars with ETA on stderr over the inputs and over long videos (tqdm);
     ``runtime``: ``onnx`` or ``torch`` (default: onnx when the bundle has an ONNX graph, see
-    :func:`~lorefd.models.graph.load_runtime_model`); ``threads``: CPU threads of either.
+    :func:`~lorefd.models.graph.load_runtime_model`); ``threads``: CPU threads of either;
+    ``faces``: a face pipeline already made for this bundle (:class:`lorefd.Model` keeps one).
     """
     t0 = time.perf_counter()
     if isinstance(paths, (str, Path)):
@@ -458,7 +460,7 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
            if not isinstance(bundle.detector, OnnxDetector) else "cpu")
     batch_size = batch_size or (32 if getattr(dev, "type", dev) == "cuda" else 4)
     thr = bundle.threshold if threshold is None else float(threshold)
-    pipeline = FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
+    pipeline = faces or FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
     ctx = Context(bundle=bundle, faces=pipeline, device=dev, threshold=thr,
                   frames=int(frames or pipeline.frames), batch_size=max(1, batch_size),
                   heatmaps=HeatmapNamer(Path(heatmap_dir)) if heatmap_dir is not None else None,
