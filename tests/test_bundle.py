@@ -168,3 +168,56 @@ def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path
     img.write_bytes(b"")
     assert main(["detect", str(img), "--model", str(newer)]) == 2
     assert "bundle version 9 is newer" in capsys.readouterr().err
+
+
+def _edit_header(src: Path, dst: Path, old: bytes, new: bytes) -> None:
+    """Copy a bundle with one edit inside its safetensors header (same length)."""
+    data = bytearray(src.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    at = data.index(old, 8, 8 + n)
+    data[at:at + len(old)] = new
+    dst.write_bytes(bytes(data))
+
+
+def test_an_edited_dtype_or_offset_in_the_header_is_refused(bundle: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    dtype = tmp_path / "dtype.lorefd"
+    _edit_header(bundle, dtype, b'"dtype":"F32"', b'"dtype":"I32"')  # same bytes, read as ints
+    with pytest.raises(BundleError, match="tensor table checksum mismatch"):
+        load_bundle(dtype)
+    offset = tmp_path / "offset.lorefd"
+    data = bundle.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    at = data.index(b'"data_offsets":[', 8, 8 + n) + len(b'"data_offsets":[')
+    digit = data[at:at + 1]
+    _edit_header(bundle, offset, data[at - 16:at + 1],
+                 data[at - 16:at] + (b"1" if digit != b"1" else b"2"))
+    with pytest.raises(BundleError, match="tensor table checksum mismatch"):
+        load_bundle(offset)
+    for bad in (dtype, offset):  # the command line: one line, exit 2, the file named
+        assert main(["detect", str(tmp_path / "none.png"), "--model", str(bad)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(bad) in err[0] and "Traceback" not in err[0]
+
+
+def test_a_version_1_bundle_is_refused_with_how_to_reseal_it(bundle: Path, tmp_path: Path) -> None:
+    old = tmp_path / "v1.lorefd"
+    _rewrite(bundle, old, bundle_version="1")
+    with pytest.raises(BundleError, match=r"re-seal it: lorefd export .*v1\.lorefd --out"):
+        load_bundle(old)
+    assert load_bundle(old, old=True).detector is not None  # re-sealing reads it
+
+
+def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> None:
+    from lorefd.models.bundle import write_bundle
+
+    good = read_manifest(ckpt.parent / "model.lorefd")
+    with safe_open(str(ckpt.parent / "model.lorefd"), "pt") as fh:
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open API
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and k.startswith("net."))
+    tensors[name] = tensors[name].to(torch.int16)  # sealed as such: only the kind check sees it
+    bad = tmp_path / "kind.lorefd"
+    write_bundle(bad, tensors, {k: v for k, v in good.items() if k not in ("payload_sha256",
+                                                                           "tensors_sha256")})
+    with pytest.raises(BundleError, match=f"tensor {name} is torch.int16"):
+        load_bundle(bad)

@@ -14,11 +14,17 @@ A bundle is a `safetensors <https://github.com/huggingface/safetensors>`_ file (
                       config and key region), ``key_patches`` (T as patch indices),
                       ``preprocess`` (face detector, crop size, template margin, ...),
                       ``threshold`` ``{"value", "source"}``, ``source`` (exported from),
-                      ``payload_sha256``, ``num_tensors``
+                      ``payload_sha256``, ``tensors_sha256``, ``num_tensors``
   ``manifest_sha256`` SHA-256 of the manifest text
 
-``payload_sha256`` covers every byte after the safetensors header (all tensor data), so a
-flipped bit in the weights or a truncated file is detected before anything is loaded.
+Integrity covers every byte that is read: ``payload_sha256`` every byte after the safetensors
+header (all tensor data), ``tensors_sha256`` the header's tensor table (each name, dtype, shape
+and offset, as canonical JSON), ``manifest_sha256`` the manifest that holds both. A flipped bit
+in the weights, an edited dtype or offset, or a truncated file is refused before any weight is
+used; then every tensor's shape and kind (floating or integer) is checked against the
+architecture. Version 1 bundles had no ``tensors_sha256``: they are refused with the command
+that re-seals them (``lorefd export OLD.lorefd --out NEW.lorefd`` verifies the old payload and
+writes a version 2 bundle).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ if TYPE_CHECKING:  # torch is imported where weights are read (not by the ONNX r
     from lorefd.models.detectors.base import Detector
 
 FORMAT = "lorefd-bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
 SUFFIX = ".lorefd"
 _CHUNK = 1 << 22
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
@@ -118,6 +124,13 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int]:
     return header, 8 + n
 
 
+def _tensors_sha256(header: dict[str, Any]) -> str:
+    """SHA-256 of the tensor table (names, dtypes, shapes, offsets) in canonical JSON."""
+    table = {k: v for k, v in header.items() if k != "__metadata__"}
+    return hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
 def _payload_sha256(path: Path, offset: int) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -127,8 +140,10 @@ def _payload_sha256(path: Path, offset: int) -> str:
     return h.hexdigest()
 
 
-def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
-    """The manifest of a bundle, after checking format, version and (``verify``) integrity.
+def read_manifest(path: str | Path, verify: bool = True, old: bool = False) -> dict[str, Any]:
+    """The manifest of a bundle, after checking format, version, the tensor table and
+    (``verify``) the tensor data. ``old``: accept a version 1 bundle (no tensor-table
+    checksum), for re-sealing it.
 
     Raises :class:`BundleError` with a one-line reason; reads no weights into memory.
     """
@@ -154,6 +169,9 @@ def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
                           f"({BUNDLE_VERSION}); upgrade lorefd (lorefd {__version__}): {path}")
     if version < 1:
         raise BundleError(f"unsupported bundle version {version}: {path}")
+    if version < BUNDLE_VERSION and not old:
+        raise BundleError(f"bundle version {version} does not checksum its tensor table; "
+                          f"re-seal it: lorefd export {path} --out NEW{SUFFIX}")
     text = meta.get("manifest", "")
     if hashlib.sha256(text.encode("utf-8")).hexdigest() != meta.get("manifest_sha256"):
         raise BundleError(f"corrupted bundle: manifest checksum mismatch: {path}")
@@ -161,6 +179,11 @@ def read_manifest(path: str | Path, verify: bool = True) -> dict[str, Any]:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BundleError(f"corrupted bundle: manifest is not JSON: {path}") from exc
+    if not isinstance(manifest, dict):
+        raise BundleError(f"corrupted bundle: manifest is not an object: {path}")
+    if version >= 2 and _tensors_sha256(header) != manifest.get("tensors_sha256"):
+        raise BundleError(f"corrupted bundle: tensor table checksum mismatch (a name, dtype, "
+                          f"shape or offset was changed): {path}")
     if verify and _payload_sha256(path, offset) != manifest.get("payload_sha256"):
         raise BundleError(f"corrupted bundle: checksum mismatch (weights damaged or "
                           f"truncated): {path}")
@@ -182,21 +205,35 @@ def write_bundle(path: str | Path, weights: dict[str, torch.Tensor],
         # The checksum covers the tensor data, which is laid out independently of the metadata:
         # write once without it, hash the payload, write again with it (same tensor bytes).
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        _, offset = _read_header(tmp)
+        header, offset = _read_header(tmp)
         manifest["payload_sha256"] = _payload_sha256(tmp, offset)
+        manifest["tensors_sha256"] = _tensors_sha256(header)
         text = json.dumps(manifest, sort_keys=True, default=str)
         save_file(tensors, str(tmp), metadata={
             "format": FORMAT, "bundle_version": str(BUNDLE_VERSION), "manifest": text,
             "manifest_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()})
-        _, offset = _read_header(tmp)
-        if _payload_sha256(tmp, offset) != manifest["payload_sha256"]:  # pragma: no cover
+        header, offset = _read_header(tmp)
+        if (_payload_sha256(tmp, offset) != manifest["payload_sha256"]
+                or _tensors_sha256(header) != manifest["tensors_sha256"]):  # pragma: no cover
             raise BundleError("internal error: tensor payload changed between writes")
     return manifest
 
 
 # ------------------------------------------------------------------------------ model level
-def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
-    """Check and load a bundle; :class:`BundleError` on anything wrong with the file."""
+def _check_kinds(weights: dict[str, torch.Tensor], det: Detector, path: Path) -> None:
+    """Every tensor is of the kind (floating or integer) the architecture holds there."""
+    expected = det.state_dict()
+    for k, v in weights.items():
+        if k in expected and v.dtype.is_floating_point != expected[k].dtype.is_floating_point:
+            raise BundleError(f"corrupted or incompatible bundle {path}: tensor {k} is "
+                              f"{v.dtype}, the architecture holds {expected[k].dtype}")
+
+
+def load_bundle(path: str | Path, device: torch.device | str = "cpu", old: bool = False
+                ) -> Bundle:
+    """Check and load a bundle; :class:`BundleError` on anything wrong with the file.
+    ``old``: also a version 1 bundle (to re-seal it)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from lorefd.checkpoint import nonfinite_tensors
@@ -204,7 +241,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     from lorefd.models.detectors.base import detector_from_state
 
     path = Path(path)
-    manifest = read_manifest(path, verify=True)
+    manifest = read_manifest(path, verify=True, old=old)
     try:
         weights = {k: v for k, v in load_file(str(path), device="cpu").items()
                    if not k.startswith(RESERVED_PREFIX)}
@@ -216,7 +253,10 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
         cfg = config_from_dict(manifest["config"])
         meta = manifest["checkpoint_meta"]
         det = detector_from_state(weights, cfg, meta)
-    except (KeyError, ValueError, RuntimeError) as exc:
+        _check_kinds(weights, det, path)
+    except BundleError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError, SafetensorError) as exc:
         raise BundleError(f"corrupted or incompatible bundle {path}: "
                           f"{type(exc).__name__}: {exc}") from exc
     return Bundle(detector=det.to(device), manifest=manifest, path=path)

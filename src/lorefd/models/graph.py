@@ -149,13 +149,13 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     from lorefd.models.bundle import load_bundle, write_bundle
 
     bundle_path = Path(bundle_path)
-    bundle = load_bundle(bundle_path)
+    bundle = load_bundle(bundle_path, old=True)  # a version 1 bundle is re-sealed here
     weights = {k: v for k, v in load_file(str(bundle_path)).items()
                if not k.startswith("onnx.")}
     graph, names, shared = export_graph(bundle.detector, weights)
     manifest = {k: v for k, v in bundle.manifest.items()
                 if k not in ("format", "bundle_version", "lorefd_version", "created",
-                             "payload_sha256", "num_tensors", "onnx")}
+                             "payload_sha256", "tensors_sha256", "num_tensors", "onnx")}
     info = {"graph_version": GRAPH_VERSION, "lorefd_version": __version__,
             "sha256": hashlib.sha256(graph).hexdigest(), "outputs": names, "shared": shared,
             "prefix": PREFIX, "opset": OPSET}
