@@ -115,3 +115,32 @@ def check_output_dir(path: str | Path | None, option: str) -> None:
         raise UserError(f"{option} {path}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: cannot write into {base}")
+
+
+def check_outputs_spare_inputs(outputs: dict[str, str | Path | None],
+                               inputs: list[str | Path]) -> None:
+    """Before any work: no output file is an input, lies inside an input checkpoint or run
+    folder's files, or is named by two options. Raises a user error naming both."""
+    from lorefd.errors import UserError
+
+    given = {opt: Path(p).resolve() for opt, p in outputs.items() if p is not None}
+    seen: dict[Path, str] = {}
+    for opt, out in given.items():
+        if out in seen:
+            raise UserError(f"{opt} and {seen[out]} name the same file {out}; give two files")
+        seen[out] = opt
+        for raw in inputs:
+            src = Path(raw).resolve()
+            if out == src:
+                raise UserError(f"{opt} {out} is an input; it would be overwritten (write the "
+                                "output elsewhere)")
+            if src.is_dir() and out.is_file() and src in out.parents and (
+                    _is_media(out) or out.suffix in (".safetensors", ".json", ".pt")):
+                raise UserError(f"{opt} {out} is a file inside the input {src}; it would be "
+                                "overwritten (write the output elsewhere)")
+
+
+def _is_media(path: Path) -> bool:
+    from lorefd.data.images import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+    return path.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS

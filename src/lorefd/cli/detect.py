@@ -35,6 +35,7 @@ from lorefd.cli.common import (
     add_runtime_arg,
     check_output_dir,
     check_output_file,
+    check_outputs_spare_inputs,
 )
 
 
@@ -88,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.json, "--json")  # before the work, not after it
     check_output_file(args.csv, "--csv")
     check_output_dir(args.heatmap, "--heatmap")
+    check_outputs_spare_inputs({"--json": args.json, "--csv": args.csv},
+                               [*args.paths, *([args.model] if args.model else [])])
     model = resolve_model(args.model)
     report = detect_paths(args.paths, model, heatmap_dir=args.heatmap,
                           device=args.device, json_path=args.json, frames=args.frames,

@@ -19,7 +19,7 @@ import argparse
 import sys
 from typing import Any
 
-from lorefd.cli.common import check_output_file
+from lorefd.cli.common import check_output_file, check_outputs_spare_inputs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.models.graph import add_graph
 
     check_output_file(args.out, "--out")
+    check_outputs_spare_inputs({"--out": args.out}, [args.run])
     if Path(args.run).is_file():
         if not args.onnx:
             print("lorefd export: a bundle is re-exported only to add its graph; drop "

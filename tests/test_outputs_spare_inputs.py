@@ -1,0 +1,57 @@
+"""Outputs never overwrite inputs: refused before any work, exit 2, both names said."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import lorefd
+from lorefd.cli import main
+
+FACE = sorted((Path(lorefd.__file__).parent / "assets" / "faces" / "real").glob("*.jpg"))[0]
+
+
+@pytest.fixture()
+def victim(tmp_path: Path) -> Path:
+    out = tmp_path / "in" / "victim.jpg"
+    out.parent.mkdir()
+    shutil.copy(FACE, out)
+    return out
+
+
+@pytest.mark.parametrize("extra", [
+    lambda v: ["--json", str(v)],                                  # the input itself
+    lambda v: ["--csv", str(v.parent / ".." / "in" / v.name)],     # the same file, spelled apart
+    lambda v: ["--json", str(v.parent / "r.txt"), "--csv", str(v.parent / "r.txt")],  # two in one
+])
+def test_detect_refuses_outputs_that_would_destroy_inputs(victim: Path, extra, capsys) -> None:
+    before = victim.read_bytes()
+    assert main(["detect", str(victim), *extra(victim)]) == 2
+    err = capsys.readouterr().err
+    assert "overwritten" in err or "same file" in err
+    assert victim.read_bytes() == before and not (victim.parent / "r.txt").exists()
+
+
+def test_detect_refuses_a_file_inside_an_input_folder(victim: Path, capsys) -> None:
+    assert main(["detect", str(victim.parent), "--json", str(victim)]) == 2
+    assert "inside the input" in capsys.readouterr().err
+
+
+def test_export_refuses_to_write_over_its_input(tmp_path: Path, capsys) -> None:
+    bundle = tmp_path / "m.lorefd"
+    shutil.copy(Path(lorefd.__file__).parent / "assets" / "model" / "default.lorefd", bundle)
+    before = bundle.stat().st_mtime_ns
+    assert main(["export", str(bundle), "--out", str(bundle)]) == 2
+    assert "is an input" in capsys.readouterr().err and bundle.stat().st_mtime_ns == before
+
+
+def test_export_refuses_to_write_over_the_runs_weights(tmp_path: Path, capsys) -> None:
+    from conftest import make_detector_checkpoint
+
+    ckpt = make_detector_checkpoint(tmp_path / "run", name="baseline", sub="best")
+    weights = ckpt / "model.safetensors"
+    before = weights.read_bytes()
+    assert main(["export", str(tmp_path / "run"), "--out", str(weights)]) == 2
+    assert "inside the input" in capsys.readouterr().err and weights.read_bytes() == before
