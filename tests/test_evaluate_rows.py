@@ -81,3 +81,18 @@ def test_evaluate_table_shows_best_acc_with_its_threshold(
     row = next(line for line in lines if line.split()[:2] == ["overall", "frame"]).split()
     assert row[4] == f"{frame['best_acc'] * 100:.2f}"
     assert row[5] == f"{frame['best_threshold']:.3f}"  # the threshold that best Acc used
+
+
+def test_a_run_and_its_bundle_are_evaluated_at_one_threshold(faces_manifest: Path,
+                                                               tmp_path: Path) -> None:
+    from lorefd.models.bundle import export_bundle
+
+    ckpt = make_detector_checkpoint(tmp_path, name="baseline", sub="best",
+                                    meta={"val": {"val_threshold": 0.37}})
+    export_bundle(ckpt, tmp_path / "m.lorefd", verify=False)
+    samples = [dataclasses.replace(s, label=REAL if i % 2 else FAKE, method="" if i % 2 else "sbi")
+               for i, s in enumerate(read_manifest(faces_manifest)[:12])]
+    run = evaluate(ckpt, samples, device="cpu")["overall"]["frame"]
+    bundle = evaluate(tmp_path / "m.lorefd", samples, device="cpu")["overall"]["frame"]
+    assert run["threshold"] == bundle["threshold"] == pytest.approx(0.37)
+    assert run["acc"] == bundle["acc"]

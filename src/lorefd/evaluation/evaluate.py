@@ -4,7 +4,7 @@ Callable from Python::
 
     metrics = evaluate("runs/x/best", samples, out_dir="eval/x")
 
-Writes ``metrics.json`` (frame- and video-level Acc@0.5, best-threshold Acc and its threshold,
+Writes ``metrics.json`` (frame- and video-level Acc at the model's threshold, best-threshold Acc and its threshold,
 AUC, EER, AP; overall and per manipulation method), ``predictions.csv`` and ``roc.png``.
 Rows that cannot be scored (an image that does not decode, a non-finite score) are left out of
 every metric and listed with their reason in ``excluded.csv`` and ``metrics.json``.
@@ -104,8 +104,8 @@ def evaluate(detector: Detector | Bundle | str | Path, samples: list[Sample], ou
     """Metrics of ``detector`` on ``samples``: a module, or what ``--model`` accepts (a
     bundle, a run folder or a checkpoint folder; :func:`lorefd.models.bundle.load_model`).
 
-    ``threshold`` (for Acc): default the bundle's, else the training config's
-    ``train.threshold`` (0.5). Unreadable rows are excluded and listed (``excluded``).
+    ``threshold`` (for Acc): default the model's (a bundle's, or for a run or checkpoint the
+    same rule ``lorefd export`` applies: its validation threshold, else ``train.threshold``). Unreadable rows are excluded and listed (``excluded``).
     ``extra`` entries are added to the metrics (and ``metrics.json``).
     """
     samples = filter_samples(samples, filters)
@@ -118,7 +118,7 @@ def evaluate(detector: Detector | Bundle | str | Path, samples: list[Sample], ou
         detector = load_model(detector, dev)
     if isinstance(detector, Bundle):
         ckpt = str(detector.path)
-        if threshold is None and detector.source == "bundle":
+        if threshold is None:  # one rule for bundles and runs alike: the model's threshold
             threshold = detector.threshold
         detector = detector.detector.to(dev)
     else:
