@@ -273,6 +273,10 @@ def resolve_detector_checkpoint(run: str | Path) -> Path:
         raise CheckpointError(f"not found: {run}")
     if (run / "config.json").is_file():
         return run
+    if (run / "best").is_dir() and not (run / "best" / "config.json").is_file():
+        # never fall back silently to last/: it has other weights and no validation threshold
+        raise CheckpointError(f"{run / 'best'} has no config.json (damaged or incomplete); "
+                              f"give {run / 'last'} explicitly to use the last checkpoint")
     for sub in ("best", "last"):
         if (run / sub / "config.json").is_file():
             return run / sub

@@ -1,4 +1,5 @@
-"""Outputs never overwrite inputs: refused before any work, exit 2, both names said."""
+"""Files are never lost or silently swapped: outputs never overwrite inputs (refused before any
+work, exit 2, both names said), and a run is never silently replaced by another checkpoint."""
 
 from __future__ import annotations
 
@@ -55,3 +56,16 @@ def test_export_refuses_to_write_over_the_runs_weights(tmp_path: Path, capsys) -
     before = weights.read_bytes()
     assert main(["export", str(tmp_path / "run"), "--out", str(weights)]) == 2
     assert "inside the input" in capsys.readouterr().err and weights.read_bytes() == before
+
+
+def test_a_run_whose_best_lost_its_config_is_refused_not_replaced_by_last(tmp_path: Path,
+                                                                          capsys) -> None:
+    from conftest import make_detector_checkpoint
+
+    run = tmp_path / "run"
+    make_detector_checkpoint(run, name="baseline", sub="best")
+    make_detector_checkpoint(run, name="baseline", sub="last", seed=1)
+    (run / "best" / "config.json").unlink()
+    assert main(["detect", str(FACE), "--model", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "best has no config.json" in err and "last" in err
