@@ -69,3 +69,33 @@ def test_a_run_whose_best_lost_its_config_is_refused_not_replaced_by_last(tmp_pa
     assert main(["detect", str(FACE), "--model", str(run)]) == 2
     err = capsys.readouterr().err
     assert "best has no config.json" in err and "last" in err
+
+
+def test_train_on_images_that_cannot_be_read_is_one_line_exit_2(faces_manifest: Path,
+                                                                tmp_path: Path, capsys) -> None:
+    import dataclasses
+
+    from lorefd.data.manifest import read_manifest, write_manifest
+
+    rows = []
+    for i, s in enumerate(read_manifest(faces_manifest)[:4]):
+        bad = tmp_path / f"broken_{i}.png"
+        bad.write_bytes(b"not an image at all")
+        rows.append(dataclasses.replace(s, path=str(bad)))
+    write_manifest(tmp_path / "m.csv", rows)
+    code = main(["train", "--config", "tiny", "--detector", "baseline", "--train",
+                 str(tmp_path / "m.csv"), "--set", "train.fakes=synth", "--out",
+                 str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "not one of its 4 images can be read" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("opt,value,said", [("--size", "0", "crop side in [16, 4096]"),
+                                            ("--margin", "-1", "template margin in [0, 1]")])
+def test_export_refuses_crop_parameters_no_detect_could_use(tmp_path: Path, opt, value, said,
+                                                            capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(tmp_path), "--out", str(tmp_path / "m.lorefd"), opt, value])
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "m.lorefd").exists()

@@ -22,6 +22,20 @@ from typing import Any
 from lorefd.cli.common import check_output_file, check_outputs_spare_inputs
 
 
+def _crop_side(value: str) -> int:
+    side = int(value)
+    if not 16 <= side <= 4096:
+        raise argparse.ArgumentTypeError(f"a crop side in [16, 4096] px, got {side}")
+    return side
+
+
+def _margin(value: str) -> float:
+    margin = float(value)
+    if not 0.0 <= margin <= 1.0:
+        raise argparse.ArgumentTypeError(f"a template margin in [0, 1], got {margin}")
+    return margin
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="single-file model bundle for `lorefd detect`",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,10 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold (default: the run's validation threshold if it "
                         "recorded one, else train.threshold of its config, 0.5)")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=_crop_side, default=None,
                    help="face crop side of the training data (default: what the run recorded, "
                         "else lorefd preprocess's 224)")
-    p.add_argument("--margin", type=float, default=None,
+    p.add_argument("--margin", type=_margin, default=None,
                    help="template margin of the training data (default: what the run "
                         "recorded, else lorefd preprocess's 0.25)")
     p.add_argument("--face-detector", choices=["dlib", "retinaface"], default=None,

@@ -28,7 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomS
 
 from lorefd.checkpoint import save_checkpoint
 from lorefd.config import Config, ConfigError
-from lorefd.data.dataset import FaceDataset
+from lorefd.data.dataset import FaceDataset, validate_samples
 from lorefd.data.manifest import (
     FAKE,
     REAL,
@@ -269,6 +269,11 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     counts = check_split(train_samples, "training set", need_both=tc.fakes == "manifest")
     if tc.fakes == "synth" and counts[REAL] == 0:
         raise ManifestError("training set: train.fakes=synth needs real faces with landmarks")
+    readable, _ = validate_samples(train_samples, what="training set")  # headers only: cheap
+    if not readable:
+        raise ManifestError(f"training set: not one of its {len(train_samples)} images can be "
+                            f"read (e.g. {train_samples[0].path})")
+    train_samples = readable
     if val_samples is not None:
         vcounts = check_split(val_samples, "validation set", need_both=False)
         if vcounts[REAL] == 0 or vcounts[FAKE] == 0:
