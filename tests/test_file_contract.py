@@ -99,3 +99,17 @@ def test_export_refuses_crop_parameters_no_detect_could_use(tmp_path: Path, opt,
         main(["export", str(tmp_path), "--out", str(tmp_path / "m.lorefd"), opt, value])
     assert exit_.value.code == 2 and said in capsys.readouterr().err
     assert not (tmp_path / "m.lorefd").exists()
+
+
+def test_detect_refuses_a_huge_image_from_its_header(tmp_path: Path) -> None:
+    import time
+
+    import numpy as np
+    from PIL import Image
+
+    big = tmp_path / "big.png"
+    Image.fromarray(np.zeros((8200, 8200), np.uint8)).save(big, optimize=False)  # 67 MP, tiny file
+    t0 = time.perf_counter()
+    r = lorefd.detect(big)["results"][0]
+    assert r["status"] == "unreadable" and "above 64 MP" in r["message"]
+    assert time.perf_counter() - t0 < 20

@@ -13,6 +13,9 @@ VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".m
 
 # Decompression-bomb guard: refuse images above this many pixels (a 16k x 16k photo is fine).
 MAX_PIXELS = 300_000_000
+# Photos screened by detect and serve: 64 MP is above any camera's; a 9400 x 9400 PNG of a few
+# hundred KB would otherwise cost 1.5 GB of memory and seconds of the only serve worker.
+SCREEN_MAX_PIXELS = 64_000_000
 
 
 class ImageLoadError(ValueError):
@@ -46,8 +49,9 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """Read ``path`` as HxWx3 uint8 RGB or raise :class:`ImageLoadError` with the reason."""
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read ``path`` as HxWx3 uint8 RGB or raise :class:`ImageLoadError` with the reason.
+    Images above ``max_pixels`` are refused from their header, before decoding."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"not a file: {path}")
@@ -57,8 +61,9 @@ def load_rgb(path: str | Path) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    raise ImageLoadError(f"image too large ({img.width}x{img.height}): {path}")
+                if img.width * img.height > max_pixels:
+                    raise ImageLoadError(f"image too large ({img.width}x{img.height} px, above "
+                                         f"{max_pixels / 1e6:g} MP): {path}")
                 img.load()
                 arr = to_rgb_array(img)
     except ImageLoadError:

@@ -52,7 +52,14 @@ import numpy as np
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.aggregate import aggregate
-from lorefd.data.images import ImageLoadError, is_image, is_video, load_rgb, walk_files
+from lorefd.data.images import (
+    SCREEN_MAX_PIXELS,
+    ImageLoadError,
+    is_image,
+    is_video,
+    load_rgb,
+    walk_files,
+)
 from lorefd.data.landmarks import LandmarkBackendError
 from lorefd.data.preprocess.crops import FaceCrop, FacePipeline
 from lorefd.data.preprocess.frames import VideoError, probe_video, read_frames, sample_indices
@@ -257,7 +264,7 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
     """Score every face of a still image (file score = max)."""
     res = _result(item, "image")
     try:
-        rgb = load_rgb(item.path)
+        rgb = load_rgb(item.path, SCREEN_MAX_PIXELS)
     except ImageLoadError as exc:
         res.update(status=UNREADABLE, message=str(exc))
         return res
