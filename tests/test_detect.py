@@ -105,8 +105,9 @@ def test_image_with_heatmap(bundle: Path, face_image: Path, work: Path) -> None:
     assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 288
     assert r["heatmap"] == str(heat / "face_heatmap.png")
     original, overlay = load_rgb(face_image), load_rgb(r["heatmap"])
-    assert overlay.shape == original.shape  # the original image, not the crop
-    diff = np.abs(overlay.astype(int) - original.astype(int)).sum(2)
+    h, w = original.shape[:2]  # the original image (not the crop), the strip below it
+    assert overlay.shape[1] == w and overlay.shape[0] > h
+    diff = np.abs(overlay[:original.shape[0]].astype(int) - original.astype(int)).sum(2)
     inner = diff[y0 + (y1 - y0) // 4:y1 - (y1 - y0) // 4, x0 + (x1 - x0) // 4:x1 - (x1 - x0) // 4]
     assert (inner > 10).mean() > 0.9  # the colour map covers the face
     assert (diff[-20:] == 0).all() and (diff[:, -20:] == 0).all()  # nothing far outside it
@@ -161,10 +162,11 @@ def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None
     assert fr["share_above_threshold"] == pytest.approx((scores >= report["threshold"]).mean())
     frames = decode(Path(r["heatmap"]))
     assert r["heatmap"].endswith("clip_heatmap.mp4") and len(frames) == 8
-    assert frames[0].shape == (240, 320, 3)
+    assert frames[0].shape[1:] == (320, 3) and frames[0].shape[0] > 240  # frame + strip
+    assert len({f.shape for f in frames}) == 1  # every frame the same size
     original = decode(video)[r["faces"][0]["frame_index"]].astype(int)
     x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
-    diff = np.abs(frames[0].astype(int) - original).mean(2)
+    diff = np.abs(frames[0][:original.shape[0]].astype(int) - original).mean(2)
     assert diff[y0 + 10:y1 - 10, x0 + 10:x1 - 10].mean() > 20  # overlay on the face
     assert diff[-15:, -15:].mean() < 8  # background untouched (up to h264 noise)
 
@@ -204,7 +206,8 @@ def test_mixed_folder(bundle: Path, face_image: Path, no_face_image: Path, video
         "mixed/face_heatmap.png", "mixed/sub/face_heatmap.png", "mixed/sub/clip_heatmap.mp4"}
     assert report["summary"]["ok"] == 3 and report["summary"]["unreadable"] == 4
     assert types["missing.png"] == "image" and types["empty.mp4"] == "video"
-    assert decode(heat / "mixed" / "sub" / "clip_heatmap.mp4")[0].shape == (120, 160, 3)
+    shape = decode(heat / "mixed" / "sub" / "clip_heatmap.mp4")[0].shape
+    assert shape[1:] == (160, 3) and shape[0] > 120
     for line in ("broken.jpg", "notes.txt", "empty.mp4", "clip.mp4", "9 input(s)"):
         assert line in table
     # nothing processable at all: exit status 1
@@ -233,7 +236,7 @@ def test_baseline_heatmap_says_it_has_no_attention(work: Path, face_image: Path)
     (r,) = report["results"]
     assert r["status"] == "ok" and "no attention map" in r["message"]
     original, overlay = load_rgb(face_image), load_rgb(r["heatmap"])
-    assert overlay.shape == original.shape
+    assert overlay.shape[1] == original.shape[1] and overlay.shape[0] > original.shape[0]
     x0, y0, x1, y1 = (int(v) for v in r["faces"][0]["box"])
     assert (overlay[y0 + 5:y1 - 5, x0 + 5:x1 - 5] == original[y0 + 5:y1 - 5, x0 + 5:x1 - 5]).all()
 
@@ -305,7 +308,7 @@ def test_long_video_progress_bar(bundle: Path, video: Path, capsys: pytest.Captu
     assert "clip.mp4" in capsys.readouterr().err
 
 
-def test_heatmap_has_a_colour_bar_that_says_what_colours_mean() -> None:
+def test_heatmap_draws_on_the_face_only_and_says_what_colours_mean_below_it() -> None:
     from lorefd.data.preprocess.crops import FaceCrop
     from lorefd.render import render_overlay
 
@@ -315,14 +318,28 @@ def test_heatmap_has_a_colour_bar_that_says_what_colours_mean() -> None:
                     heat=np.linspace(0, 1, 100 * 100, dtype=np.float32).reshape(100, 100))
     plain = render_overlay(rgb, [crop], 0.5)
     legend = render_overlay(rgb, [crop], 0.5, legend="P(pixel blended in), 0 to 1")
-    changed = np.abs(legend.astype(int) - plain.astype(int)).sum(2) > 0
-    ys, xs = np.nonzero(changed)
-    assert ys.max() < 100 and xs.min() == 0  # top-left, clear of the face
+    assert plain.shape[1] == legend.shape[1] == 400
+    assert plain.shape[0] > 300 and legend.shape[0] > plain.shape[0]  # a strip below, taller
+    picture = legend[:300]
+    assert (picture == render_overlay(rgb, [crop], 0.5)[:300]).all()  # the legend is not on it
+    tinted = np.abs(picture.astype(int) - 128).sum(2) > 0
+    ys, xs = np.nonzero(tinted)
+    assert ys.min() >= 90 and ys.max() <= 210 and xs.min() >= 140 and xs.max() <= 260  # face only
+    strip = legend[300:]
     low, high = cv2.applyColorMap(np.array([[0, 255]], np.uint8), cv2.COLORMAP_JET)[0, :, ::-1]
-    rows = [y for y in range(100) if (legend[y, 0] == low).all()]  # the bar starts blue...
-    assert rows
-    reds = np.nonzero((legend[rows[0]] == high).all(1))[0]
-    assert reds.size and reds.min() > 50  # ...and ends red, to the right
+    rows = [y for y in range(strip.shape[0]) if (strip[y] == low).all(1).any()]
+    assert rows  # the bar starts blue...
+    reds = np.nonzero((strip[rows[0]] == high).all(1))[0]
+    blues = np.nonzero((strip[rows[0]] == low).all(1))[0]
+    assert reds.size and reds.min() > blues.max()  # ...and ends red, to the right
     no_heat = dataclasses.replace(crop, heat=None)
-    assert (render_overlay(rgb, [no_heat], 0.5, legend="x") ==
-            render_overlay(rgb, [no_heat], 0.5)).all()  # no map drawn: no colour bar
+    assert render_overlay(rgb, [no_heat], 0.5).shape == plain.shape  # no legend: no bar
+
+
+def test_the_strip_is_sized_to_the_picture() -> None:
+    from lorefd.render import info_strip
+
+    small, big = info_strip(128, [("fake 0.56", (230, 40, 40))], legend="P(blended in), 0 to 1"), \
+        info_strip(1920, [("fake 0.56", (230, 40, 40))], legend="P(blended in), 0 to 1")
+    assert small.shape[1] == 128 and big.shape[1] == 1920
+    assert 30 < small.shape[0] < big.shape[0] < 400  # text scales with the width

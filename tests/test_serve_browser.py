@@ -139,6 +139,13 @@ def test_page_scores_a_real_and_a_fake(live: str, browser, tmp_path: Path) -> No
         legend = card.find_element(By.CSS_SELECTOR, ".legend")
         assert legend.is_displayed() and "Red" in legend.text
         assert card.find_element(By.CSS_SELECTOR, ".bar .thr").is_displayed()
+        assert "done in" in card.find_element(By.CSS_SELECTOR, ".state").text
+    # what a person would notice: raw Markdown, broken or unlabelled pictures, a favicon 404
+    page = driver.find_element(By.TAG_NAME, "body").text
+    assert "**" not in page and "`" not in page, page
+    assert driver.execute_script(
+        "return [...document.images].every(i => i.complete && i.naturalWidth > 0 && i.alt.trim())")
+    assert driver.execute_script("return !!document.querySelector('link[rel=icon]')")
     shot = tmp_path / "serve.png"
     assert driver.save_screenshot(str(shot)) and shot.stat().st_size > 20_000
     if os.environ.get(SCREENSHOT_ENV):
@@ -156,6 +163,8 @@ def test_page_scores_a_real_and_a_fake(live: str, browser, tmp_path: Path) -> No
     video = card.find_element(By.CSS_SELECTOR, "video.heatmap")
     wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1", video))
     assert driver.execute_script("return arguments[0].videoWidth", video) > 0
+    assert not driver.execute_script("return arguments[0].controls", video)  # none over the map
+    assert card.find_element(By.CSS_SELECTOR, "button.play").is_displayed()
 
     # plain-word errors, and a phone-sized window without sideways scrolling
     text = tmp_path / "notes.jpg"

@@ -55,38 +55,83 @@ def face_region(c: FaceCrop, shape: tuple[int, int]) -> np.ndarray:
     return cv2.GaussianBlur(mask, (k, k), 0) if k > 1 else mask
 
 
-def colour_bar(img: np.ndarray, legend: str, scale: float, top: int = 0) -> int:
-    """A JET colour bar top-left from ``top`` down: ``legend`` (what the colours mean), the
-    bar, then ``low`` / ``high`` under its ends; drawn in place, returns the y below it."""
-    h, w = img.shape[:2]
-    small = max(0.35, scale * 0.7)
-    line_h = cv2.getTextSize("Ag", FONT, small, 1)[0][1] + 10
-    label(img, legend, (0, top + line_h), GREY, small)
-    bw = int(min(w - 8, max(80, w * 0.3)))
-    bh = max(6, int(h * 0.02))
-    y0 = min(top + line_h + 2, max(0, h - bh))
-    ramp = np.tile(np.linspace(0, 255, bw).astype(np.uint8), (bh, 1))
-    img[y0:y0 + bh, 0:bw] = cv2.applyColorMap(ramp, cv2.COLORMAP_JET)[..., ::-1][:h - y0]
-    y = y0 + bh + line_h
-    label(img, "low", (0, y), GREY, small)
-    (tw, _), _ = cv2.getTextSize("high", FONT, small, max(1, round(small * 2)))
-    label(img, "high", (bw - tw - 4, y), GREY, small)
-    return y
+STRIP_BG = (32, 32, 32)
+
+
+def text_scale(width: int) -> float:
+    """Font scale for a picture ``width`` px wide: legible on a 128-px crop and a 1080p frame."""
+    return float(np.clip(width / 900, 0.35, 2.0))
+
+
+def _fit(text: str, scale: float, width: int) -> float:
+    """``scale`` shrunk until ``text`` fits in ``width`` px (not below 0.25)."""
+    tw = cv2.getTextSize(text, FONT, scale, max(1, round(scale * 2)))[0][0]
+    return scale if tw <= width else max(0.25, scale * width / tw)
+
+
+def _line_height(scale: float) -> int:
+    (_, th), base = cv2.getTextSize("Ag", FONT, scale, max(1, round(scale * 2)))
+    return th + base + max(4, round(scale * 8))
+
+
+def _text(img: np.ndarray, text: str, x: int, y: int, scale: float,
+          fill: tuple[int, int, int] | None = None) -> int:
+    """``text`` with its top-left at (x, y), on a ``fill`` box when given; returns its width."""
+    thick = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, FONT, scale, thick)
+    pad = max(2, round(scale * 4))
+    if fill is not None:
+        cv2.rectangle(img, (x, y), (x + tw + 2 * pad, y + th + base + pad), fill, -1)
+    cv2.putText(img, text, (x + pad, y + th + pad // 2), FONT, scale, WHITE, thick, cv2.LINE_AA)
+    return tw + 2 * pad
+
+
+def info_strip(width: int, verdicts: list[tuple[str, tuple[int, int, int]]],
+               note: str | None = None, legend: str | None = None) -> np.ndarray:
+    """The strip drawn *below* a heatmap, sized to its width: the verdicts (``fake 0.87`` on
+    red, ``real 0.12`` on green), an optional note, and with ``legend`` a JET colour bar with
+    what the colours mean and ``low`` / ``high`` under its ends. Its height depends only on
+    ``width`` and on which parts are present, so every frame of a video gets the same."""
+    scale = text_scale(width)
+    lh = _line_height(scale)
+    margin = max(2, round(scale * 6))
+    inner = width - 2 * margin
+    bar_h = max(6, round(lh * 0.45))
+    height = margin + lh + (lh if note else 0) + ((lh + bar_h + lh) if legend else 0) + margin
+    strip = np.full((height, width, 3), STRIP_BG, np.uint8)
+    y, x = margin, margin
+    for text, colour in verdicts or [("no face", GREY)]:
+        s = _fit(text, scale, max(8, inner - (x - margin)))
+        x += _text(strip, text, x, y, s, colour) + margin
+    y += lh
+    if note:
+        _text(strip, note, margin, y, _fit(note, scale * 0.85, inner))
+        y += lh
+    if legend:
+        _text(strip, legend, margin, y, _fit(legend, scale * 0.85, inner))
+        y += lh
+        ramp = np.tile(np.linspace(0, 255, inner).astype(np.uint8), (bar_h, 1))
+        strip[y:y + bar_h, margin:margin + inner] = cv2.applyColorMap(
+            ramp, cv2.COLORMAP_JET)[..., ::-1]
+        y += bar_h
+        small = _fit("low", scale * 0.75, inner // 3)
+        _text(strip, "low", margin, y, small)
+        tw = cv2.getTextSize("high", FONT, small, max(1, round(small * 2)))[0][0]
+        _text(strip, "high", margin + inner - tw - 2 * max(2, round(small * 4)), y, small)
+    return strip
 
 
 def render_overlay(rgb: np.ndarray, crops: list[FaceCrop], threshold: float,
                    note: str | None = None, legend: str | None = None) -> np.ndarray:
     """The original image with each face's heatmap (warped back from the aligned crop with
-    the inverse alignment transform) blended inside the face region, its box and
-    ``fake 0.87`` / ``real 0.12``; ``note`` is written top-left; with ``legend`` and a heatmap
-    drawn, a colour bar under it says what the colours mean."""
+    the inverse alignment transform) blended inside the face region only (the rest of the
+    picture untouched) and its box, then below the picture the :func:`info_strip`: each
+    face's ``fake 0.87`` / ``real 0.12``, ``note``, and with ``legend`` the colour bar."""
     h, w = rgb.shape[:2]
     out = rgb.astype(np.float32)
-    drawn = False
     for c in crops:
         if c.heat is None:
             continue
-        drawn = True
         inv = cv2.invertAffineTransform(c.matrix)
         heat = cv2.warpAffine(c.heat, inv, (w, h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
@@ -95,38 +140,18 @@ def render_overlay(rgb: np.ndarray, crops: list[FaceCrop], threshold: float,
         alpha = (face_region(c, (h, w)) * (0.2 + 0.5 * heat))[..., None]
         out = out * (1 - alpha) + colour * alpha
     out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    scale = max(0.4, min(h, w) / 700)
-    for c in crops:
+    verdicts = []
+    many = len(crops) > 1
+    for i, c in enumerate(crops, 1):
         fake = c.score >= threshold
         col = RED if fake else GREEN
         x0, y0, x1, y1 = (int(round(v)) for v in c.box)
-        cv2.rectangle(out, (x0, y0), (x1, y1), col, max(1, round(scale * 2)))
-        label(out, f"{'fake' if fake else 'real'} {c.score:.2f}", (x0, y0 - 2), col, scale)
-    top = note_text(out, note, scale * 0.8) if note else 0
-    if legend and drawn:
-        colour_bar(out, legend, scale, top)
-    return out
-
-
-def note_text(img: np.ndarray, text: str, scale: float) -> int:
-    """``text`` top-left, shrunk (down to 0.35) and then wrapped to fit the image width;
-    returns the y below it."""
-    w = img.shape[1]
-    width = cv2.getTextSize(text, FONT, scale, max(1, round(scale * 2)))[0][0]
-    if width > w - 8:
-        scale = max(0.35, scale * (w - 8) / width)
-    lines: list[str] = []
-    for word in text.split():
-        trial = f"{lines[-1]} {word}" if lines else word
-        thick = max(1, round(scale * 2))
-        if lines and cv2.getTextSize(trial, FONT, scale, thick)[0][0] <= w - 8:
-            lines[-1] = trial
-        else:
-            lines.append(word)
-    line_h = cv2.getTextSize("Ag", FONT, scale, 1)[0][1] + 10
-    for i, line in enumerate(lines):
-        label(img, line, (0, (i + 1) * line_h), GREY, scale)
-    return len(lines) * line_h + 4
+        cv2.rectangle(out, (x0, y0), (x1, y1), col, max(1, round(min(h, w) / 350)))
+        if many:  # numbers tie the boxes to the verdicts below
+            label(out, str(i), (x0, y0 - 2), col, text_scale(w) * 0.8)
+        verdicts.append((f"{f'{i}: ' if many else ''}{'fake' if fake else 'real'} "
+                         f"{c.score:.2f}", col))
+    return np.vstack([out, info_strip(w, verdicts, note, legend)])
 
 
 def shrink(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
@@ -178,5 +203,5 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: int = VIDEO_FPS) -> Non
     umask_mode(path)
 
 
-__all__ = ["colour_bar", "face_region", "label", "note_text", "render_overlay", "shrink",
+__all__ = ["face_region", "info_strip", "label", "render_overlay", "shrink", "text_scale",
            "umask_mode", "write_mp4", "write_png"]

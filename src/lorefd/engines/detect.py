@@ -290,8 +290,9 @@ def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
         note = ctx.heat_note(crops)
         small, factor = shrink(rgb, IMAGE_MAX_SIDE)  # a 9000 px photo is drawn at 2048 px
         drawn = [c.scaled(factor) for c in crops] if factor != 1.0 else crops
+        legend = ctx.legend() if any(c.heat is not None for c in drawn) else None
         _write_claimed(out, write_png,
-                       render_overlay(small, drawn, ctx.threshold, note, ctx.legend()))
+                       render_overlay(small, drawn, ctx.threshold, note, legend))
         res["heatmap"] = str(out)
         if note:
             notes.append(note)
@@ -368,6 +369,8 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
     if ctx.heatmaps is not None:
         by_frame = {c.frame_index: c for c in crops}
         heat_note = ctx.heat_note(crops)
+        # one legend for the whole video (every frame's strip the same height)
+        legend = ctx.legend() if any(c.heat is not None for c in crops) else None
         rendered = []
         for index, rgb, factor in kept:
             c = by_frame.get(index)
@@ -375,7 +378,7 @@ def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
             c = c.scaled(factor) if c is not None and factor != 1.0 else c
             rendered.append(render_overlay(rgb, [c] if c else [], ctx.threshold,
                                            f"frame {index}" + (f" - {note}" if note else ""),
-                                           ctx.legend()))
+                                           legend))
         out = ctx.heatmaps(item, ".mp4")
         _write_claimed(out, write_mp4, rendered)
         res["heatmap"] = str(out)
