@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,12 +64,40 @@ def test_demo_quick_writes_a_report_with_measured_numbers(tmp_path):
     assert summary["seconds"] > 0 and set(summary["identities"]) == {"train", "val", "test"}
     md = (out / "report.md").read_text()
     auc = summary["metrics"]["lre"]["overall"]["frame"]["auc"]
-    assert f"{auc:.4f}" in md  # the report shows the measured number
-    assert re.search(r"\| LRE .*\| \d\.\d{4} \|", md)
+    assert f"{auc:.3f}" in md  # the report shows the measured number
+    assert re.search(r"\| LRE .*\| \d\.\d{3} [\[(]", md)
+    assert "(**right**)" in md or "(**wrong**)" in md  # captions say whether detect was right
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "<img src='figures" not in page
     assert (out / "model.lorefd").is_file()
     heatmaps = [r["heatmap"] for r in summary["detect"]["results"] if r.get("heatmap")]
     assert heatmaps
+    _a_person_reads_the_report(out / "report.html")
     # a second run into the same folder is refused instead of mixing two runs
     assert main(["demo", "--quick", "--out", str(out)]) == 2
+
+
+def _a_person_reads_the_report(page: Path) -> None:
+    """In a real browser (when chromium is installed): no literal Markdown, every image loaded
+    with a non-empty alt text, the detect examples' verdicts visible."""
+    import shutil
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        return
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--window-size=1100,1400"):
+        opts.add_argument(arg)
+    opts.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=webdriver.ChromeService(shutil.which("chromedriver")),
+                              options=opts)
+    try:
+        driver.get(page.resolve().as_uri())
+        text = driver.find_element("tag name", "body").text
+        assert "**" not in text and "`" not in text
+        assert driver.execute_script("return document.images.length > 3 && [...document.images]"
+                                     ".every(i => i.complete && i.naturalWidth > 0 && i.alt.trim())")
+        assert "→ fake" in text or "→ real" in text
+    finally:
+        driver.quit()

@@ -188,8 +188,8 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
         roc_figure({n: out / n / "eval" for n in (*DETECTORS, SHIPPED)
                     if (out / n / "eval").exists()}, fig_dir / "roc.png")))
     bundle = out / "model.lorefd"
-    clock.run("export bundle", lambda: export_bundle(
-        out / "lre", bundle, preprocess={"size": opts.size, "margin": opts.margin}))
+    clock.run("export bundle", lambda: export_bundle(  # float16: half the size, same verdicts
+        out / "lre", bundle, preprocess={"size": opts.size, "margin": opts.margin}, half=True))
     detections = clock.run("detect with heatmaps", lambda: detect_paths(
         [test_reals[0], test_fakes[0]], bundle, heatmap_dir=fig_dir / "heatmaps", device=device))
     shipped_detections = None
@@ -199,17 +199,21 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
             device=device))
 
     total = time.perf_counter() - t_start
-    summary = {"quick": quick, "seconds": total, "stages": clock.times,
+    disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    summary = {"quick": quick, "seconds": total, "stages": clock.times, "disk_bytes": disk,
                "identities": {k: len(v) for k, v in splits.items()},
                "stage1": stage1, "train": runs, "metrics": metrics, "detect": detections,
                "detect_shipped": shipped_detections,
+               "truth": {str(p): "real" for p in test_reals} | {str(p): "fake" for p in test_fakes},
                "config": cfg.to_dict(), "lorefd_version": __version__,
                "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     atomic_write_json(out / "summary.json", summary)
     training_curves({n: out / n for n in DETECTORS}, fig_dir / "training.png",
                     stage1=out / "stage1")
     write_report(out, summary, fig_dir)
-    print(f"[demo] total: {total:.1f} s -> {out / 'report.html'}", flush=True)
+    print(f"[demo] total: {total:.1f} s -> {out / 'report.html'}; {out} holds "
+          f"{disk / 2**20:.0f} MiB (checkpoints with resume state; delete it when done)",
+          flush=True)
     return summary
 
 
@@ -251,6 +255,28 @@ def _metric(m: dict[str, Any], *keys: str) -> Any:
     return m
 
 
+def _detect_examples(rep: Report, summary: dict[str, Any]) -> None:
+    """``lorefd detect --heatmap`` on held-out faces, each caption with the ground truth and
+    whether the verdict was right."""
+    truth = summary.get("truth") or {}
+    items = [(who, item) for who, key in (("the shipped model", "detect_shipped"),
+                                          ("the method trained here", "detect"))
+             for item in (summary.get(key) or {}).get("results", []) if item.get("heatmap")]
+    if not items:
+        return
+    rep.heading("What lorefd detect shows (held-out test faces)")
+    rep.text("Each face's heatmap from `lorefd detect --heatmap`: the map on the face, the verdict "
+             "and what the colours mean in the strip below it.")
+    for who, item in items:
+        actual = truth.get(str(item["path"]))
+        verdict, p = item.get("verdict"), item.get("p_fake")
+        score = f"P(fake) {p:.2f} → {verdict}" if isinstance(p, float) else str(item["status"])
+        right = "" if actual is None or verdict is None else (
+            " (**right**)" if verdict == actual else " (**wrong**)")
+        rep.figure(Path(item["heatmap"]), f"{actual or 'unlabelled'} face, {who}: {score}{right}",
+                   width=256)
+
+
 def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
     rep = Report("lorefd demo: trained without deepfake data")
     ids = summary["identities"]
@@ -267,7 +293,7 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
     for name in names:
         m = _metric(summary["metrics"][name], "overall", "frame") or {}
         ci = m.get("auc_ci")
-        auc = (f"{m['auc']:.4f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+        auc = (f"{m['auc']:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
                if isinstance(ci, list) and isinstance(m.get("auc"), float) else "n/a")
         chance = at_chance(m)
         verdict = ("n/a" if chance is None else "**at chance** (interval contains 0.5)"
@@ -287,6 +313,7 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
              "minutes; the shipped model was trained for hours by `lorefd recipe` (MODEL.md), "
              "with every face of this demo kept out of its training.")
     rep.table(header, rows)
+    _detect_examples(rep, summary)
     methods = sorted({k for n in names
                       for k in (_metric(summary["metrics"][n], "per_method") or {})})
     if methods:
@@ -309,13 +336,11 @@ def write_report(out: Path, summary: dict[str, Any], fig_dir: Path) -> None:
     ]:
         if (fig_dir / name).exists():
             rep.figure(fig_dir / name, caption)
-    for who, key in (("shipped model", "detect_shipped"), ("method trained here", "detect")):
-        for item in (summary.get(key) or {}).get("results", []):
-            if item.get("heatmap"):
-                rep.figure(Path(item["heatmap"]), f"lorefd detect ({who}): "
-                           f"{Path(item['path']).name}: P(fake) "
-                           f"{item.get('p_fake', float('nan')):.3f} ({item.get('verdict')})")
     rep.heading("This run")
+    if summary.get("disk_bytes"):
+        rep.text(f"The run's folder holds {summary['disk_bytes'] / 2**20:.0f} MiB, most of it the "
+                 "training checkpoints (`best/` and `last/` with optimiser state, for `--resume`) "
+                 "and `model.lorefd` (float16); delete the folder when done.")
     rep.text(f"lorefd {summary.get('lorefd_version', __version__)}, run on "
              f"{summary.get('date', 'unknown date')}; the configuration (configs/demo.yaml with "
              "the run's overrides; each detector adds detector.name and train.fakes=synth, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,8 +32,10 @@ class Report:
         """Preformatted text (a config, a command)."""
         self.blocks.append(("pre", text))
 
-    def figure(self, path: str | Path, caption: str) -> None:
-        self.blocks.append(("img", (Path(path), caption)))
+    def figure(self, path: str | Path, caption: str, width: int | None = None) -> None:
+        """A picture with its caption (also its alt text); ``width``: shown at least this
+        many px wide in HTML (small crops are enlarged to be seen)."""
+        self.blocks.append(("img", (Path(path), caption, width)))
 
     def to_markdown(self, base: Path) -> str:
         """Markdown whose image links are relative to ``base`` (the report's folder)."""
@@ -51,7 +54,7 @@ class Report:
                 out += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
                 out.append("")
             elif kind == "img":
-                path, caption = value
+                path, caption, _ = value
                 # relative to the report's own folder, whatever the working directory
                 rel = Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
                 out += [f"![{caption}]({rel})", "", f"*{caption}*", ""]
@@ -63,29 +66,37 @@ class Report:
             f"<title>{html.escape(self.title)}</title><style>",
             "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}",
             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;"
-            "text-align:right}th{background:#eee}img{max-width:100%}figcaption{color:#555}",
+            "text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}"
+            "th{background:#eee}img{max-width:100%}figcaption{color:#555}"
+            "figure.example{display:inline-block;margin:0 1em 1em 0;vertical-align:top}"
+            "figure.example figcaption{max-width:300px}code{background:#f3f3f3;padding:0 3px}",
             "</style></head><body>", f"<h1>{html.escape(self.title)}</h1>",
         ]
         for kind, value in self.blocks:
             if kind == "h2":
-                parts.append(f"<h2>{html.escape(str(value))}</h2>")
+                parts.append(f"<h2>{inline_html(str(value))}</h2>")
             elif kind == "p":
-                parts.append(f"<p>{html.escape(str(value))}</p>")
+                parts.append(f"<p>{inline_html(str(value))}</p>")
             elif kind == "pre":
                 parts.append(f"<pre>{html.escape(str(value))}</pre>")
             elif kind == "table":
                 header, rows = value
-                parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                parts.append("<table><tr>" + "".join(f"<th>{inline_html(h)}</th>" for h in header)
                              + "</tr>")
                 for r in rows:
-                    parts.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in r)
-                                 + "</tr>")
+                    cells = [_fmt(c) for c in r]
+                    parts.append("<tr>" + "".join(
+                        f"<td{' class=num' if _NUMBER.match(c) else ''}>{inline_html(c)}</td>"
+                        for c in cells) + "</tr>")
                 parts.append("</table>")
             elif kind == "img":
-                path, caption = value
+                path, caption, width = value
                 data = base64.b64encode(Path(path).read_bytes()).decode()
-                parts.append(f"<figure><img src='data:image/png;base64,{data}'>"
-                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                alt = html.escape(_plain(caption), quote=True)
+                cls, style = ("example", f" style='width:{width}px'") if width else ("", "")
+                parts.append(f"<figure class='{cls}'><img src='data:image/png;base64,{data}' "
+                             f"alt='{alt}'{style}><figcaption>{inline_html(caption)}"
+                             "</figcaption></figure>")
         parts.append("</body></html>")
         return "\n".join(parts)
 
@@ -97,7 +108,27 @@ class Report:
         return md, page
 
 
+_NUMBER = re.compile(r"^[-+]?[\d.,]+( ?%| s)?( [\[(][\d., ]+[\])])?$|^n/a$")
+_CODE, _BOLD = re.compile(r"`([^`]+)`"), re.compile(r"\*\*(.+?)\*\*")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def inline_html(text: str) -> str:
+    """The inline Markdown the reports write (**bold**, `code`, [text](url)) as HTML, the rest
+    escaped."""
+    out = html.escape(text, quote=False)
+    out = _CODE.sub(r"<code>\1</code>", out)
+    out = _BOLD.sub(r"<b>\1</b>", out)
+    return _LINK.sub(lambda m: f"<a href=\"{html.escape(m.group(2))}\">{m.group(1)}</a>", out)
+
+
+def _plain(text: str) -> str:
+    """``text`` without its inline Markdown (for alt texts)."""
+    return _LINK.sub(r"\1", _BOLD.sub(r"\1", _CODE.sub(r"\1", text)))
+
+
 def _fmt(value: object) -> str:
+    """One rounding everywhere: three decimals below 1 (AUC, rates), one above (seconds)."""
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
     return "n/a" if value is None else str(value)

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from lorefd.data.images import ImageLoadError, load_rgb
+from lorefd.data.images import ImageLoadError, is_video, load_rgb
 from lorefd.data.landmarks import LandmarkBackendError
 from lorefd.data.manifest import Sample, write_manifest
 from lorefd.data.preprocess.adapters import DatasetIndex, MediaItem, index_dataset
@@ -347,6 +347,14 @@ def _rows_to_samples(out: Path, rows: list[dict]) -> list[Sample]:
     return samples
 
 
+def _count_media(items: list[MediaItem]) -> str:
+    """``"12 videos"``, ``"160 images"`` or ``"3 videos and 5 images"``."""
+    videos = sum(1 for i in items if is_video(i.path))
+    parts = [f"{n} {noun}{'s' if n != 1 else ''}" for n, noun in
+             ((videos, "video"), (len(items) - videos, "image")) if n]
+    return " and ".join(parts) or "0 videos or images"
+
+
 def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: PreprocessOptions,
                    split: str = "all", compressions: list[str] | None = None,
                    methods: list[str] | None = None, overwrite: bool = False,
@@ -362,10 +370,11 @@ def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: Preproces
     for stale in out.glob(".*.tmp"):  # a manifest/summary temp file from a killed run
         stale.unlink(missing_ok=True)
     index: DatasetIndex = index_dataset(kind, root, split, compressions, methods)
-    for note in index.missing:
-        log.warning("missing: %s", note)
+    for note in index.missing:  # partial datasets are normal: said, and listed in summary.json
+        (log.info if index.items else log.warning)("not present: %s", note)
     items = index.items[:limit] if limit else index.items
-    log.info("%s: %d videos/images selected (split %s)", kind, len(items), split)
+    what = _count_media(items)
+    log.info("%s: %s selected (split %s)", kind, what, split)
 
     finished: dict[str, dict] = {}
     todo = []
@@ -413,8 +422,8 @@ def run_preprocess(kind: str, root: str | Path, out: str | Path, opts: Preproces
     write_manifest(out / "manifest.csv", _rows_to_samples(out, rows))
     atomic_write_text(out / "failures.jsonl", "".join(json.dumps(f) + "\n" for f in failures))
     atomic_write_json(out / "summary.json", summary.to_dict())
-    log.info("%d videos (%d resumed): %d ok, %d no face, %d failed; %d frames sampled, "
-             "%d faces, %d frames without a face -> %s", summary.videos, summary.resumed,
+    log.info("%s (%d resumed): %d ok, %d no face, %d failed; %d frames sampled, "
+             "%d faces, %d frames without a face -> %s", what, summary.resumed,
              summary.ok, summary.no_face, summary.failed, summary.frames_sampled,
              summary.faces_found, summary.frames_without_face, out / "manifest.csv")
     return summary

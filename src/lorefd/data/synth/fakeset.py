@@ -155,7 +155,7 @@ def write_fake_set(samples: list[Sample], out: str | Path, kinds: list[str] | No
     n, per = len(dataset.samples), per_image
     jobs = [(i, k, dataset.kinds[(i * per + k) % len(dataset.kinds)], seed, str(out), jpeg)
             for i in range(n) for k in range(per)]
-    log.info("synth: %d fakes (%s) from %d reals -> %s", len(jobs), ",".join(dataset.kinds),
+    log.debug("synth: %d fakes (%s) from %d reals -> %s", len(jobs), ",".join(dataset.kinds),
              n, out)
     t0 = time.perf_counter()
     if workers > 1:
