@@ -1,6 +1,6 @@
 """`lorefd evaluate` on raw videos: crops made with the model's own parameters and cached, one
 set per child folder, videos without a face listed and never scored; stored crops made with
-another margin are refused (issue 17)."""
+another margin are refused, by robustness too."""
 
 from __future__ import annotations
 
@@ -72,6 +72,9 @@ def test_crops_made_at_another_margin_are_refused(tmp_path: Path) -> None:
     argv = ["evaluate", "--data", str(crops), "--out", str(tmp_path / "e")]
     assert main(argv) == 2  # margin 0.25, the model's is 0.1: no silent score
     assert not (tmp_path / "e" / "metrics.json").exists()
+    rob = ["robustness", "--model", str(shipped_bundle()), "--data", str(crops), "--out", str(tmp_path / "r"), "--types", "jpeg",
+           "--levels", "1"]
+    assert main(rob) == 2 and not (tmp_path / "r" / "robustness.json").exists()  # same rule
     assert main(argv + ["--allow-mismatch"]) == 0
     m = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert any("margin 0.25" in t for t in m["crop_mismatch"])

@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the random perturbations (block positions, noise)")
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     p.add_argument("--workers", type=int, default=0, help="data loader workers")
+    p.add_argument("--allow-mismatch", action="store_true",
+                   help="score crops made with another margin/face detector than the model's")
     add_device_arg(p)
     p.set_defaults(func=run)
 
@@ -70,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     samples = filter_samples(load_samples(args.data), args.filter)
     result = robustness(model_names(args.model), samples, args.out, types=args.types,
                         levels=args.levels, seed=args.seed, batch_size=args.batch_size,
-                        device=args.device, num_workers=args.workers, filters=args.filter)
+                        device=args.device, num_workers=args.workers, filters=args.filter,
+                        allow_mismatch=args.allow_mismatch)
     print(f"{'model':<20}{'level':<7}{'clean AUC':>10}{'DF mean':>9}{'drop':>8}{'JPEG mean':>10}"
           f"{'drop':>8}")
     for e in result["models"]:

@@ -176,10 +176,10 @@ def check_crops(samples: list[Sample], bundle: Bundle, allow_mismatch: bool = Fa
     if errors and not allow_mismatch:
         raise CropMismatchError(
             f"the crops ({where}) were made otherwise than the model's training crops: "
-            f"{'; '.join(errors)}. Scores on them are not the model's. Pass the videos or "
-            f"images themselves as --data (evaluate crops them as the model expects), or "
-            f"re-crop with `lorefd preprocess ... --size {pre.get('size')} --margin "
-            f"{pre.get('margin')} --detector {pre.get('face_detector')}`; --allow-mismatch "
+            f"{'; '.join(errors)}. Scores on them are not the model's. Re-crop with "
+            f"`lorefd preprocess ... --size {pre.get('size')} --margin {pre.get('margin')} "
+            f"--detector {pre.get('face_detector')}` (`lorefd evaluate` also takes the videos "
+            "or images themselves and crops them as the model expects); --allow-mismatch "
             "scores them anyway")
     for text in errors + warnings:
         log.warning("crops vs model: %s", text)

@@ -51,6 +51,7 @@ from lorefd.data.perturb import (
     parameter,
 )
 from lorefd.engines.common import autocast
+from lorefd.evaluation.evaluate import check_crops
 from lorefd.evaluation.metrics import NA, accuracy_at, fmt, video_level
 from lorefd.models.bundle import Bundle, BundleError, load_model
 from lorefd.models.detectors import Detector
@@ -357,8 +358,11 @@ def robustness(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path
                types: Sequence[str] | None = None, levels: Sequence[int] | None = None,
                seed: int = 0, batch_size: int = 64, device: str | None = None,
                num_workers: int = 0, amp: bool = True, filters: Sequence[str] | None = None,
-               figure: bool = True) -> dict[str, Any]:
+               figure: bool = True, allow_mismatch: bool = False) -> dict[str, Any]:
     """Score ``models`` (name -> bundle / run / checkpoint) on ``samples`` under every setting.
+
+    Crops made otherwise than a model's training crops are refused as ``lorefd evaluate``
+    refuses them (:func:`lorefd.evaluation.evaluate.check_crops`; ``allow_mismatch``: warn).
 
     Writes ``robustness.json``, ``.csv``, ``.md`` after each setting and ``.png`` at the end
     into ``out_dir``; returns the JSON's content.
@@ -375,6 +379,8 @@ def robustness(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
     loaded = load_models(models, dev)
+    for m in loaded:
+        check_crops(list(samples), m.loaded, allow_mismatch)
     signature = data_signature(samples, seed)
     _resume(out / "robustness.json", signature, loaded)
     header = {"lorefd_version": __version__, "data": describe(samples),
