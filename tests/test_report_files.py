@@ -122,3 +122,11 @@ def test_demo_report_has_curves_config_version_and_date(tmp_path: Path) -> None:
     assert f"lorefd {__version__}" in md and "2026-11-27 15:00 UTC" in md
     assert "```\ntrain:\n  epochs: 6\n```" in md
     assert "<pre>train:\n  epochs: 6\n</pre>" in (tmp_path / "report.html").read_text()
+
+
+def test_figure_labels_are_shortened_around_an_ellipsis_never_cut() -> None:
+    from lorefd.evaluation.figures import short_name
+
+    assert short_name("000000_000000_0.png") == "000000_000000_0.png"  # fits: whole
+    long = short_name("a_very_long_name_of_a_synthesised_face_0001.png")
+    assert len(long) == 24 and "\u2026" in long and long.endswith(".png")

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.images import load_rgb
 from lorefd.errors import NonFiniteScoreError
+from lorefd.evaluation.figures import short_name
 from lorefd.models.bundle import load_model
 from lorefd.models.detectors import Detector
 from lorefd.models.detectors.base import BLEND_MASK
@@ -31,7 +32,7 @@ def load_images(paths: list[str | Path], image_size: int) -> torch.Tensor:
 
 def _short(path: str | Path) -> str:
     p = Path(path)
-    return f"{p.parent.name[:12]}/{p.name[:16]}"
+    return short_name(f"{p.parent.name}/{p.name}", 28)
 
 
 def _img(t: torch.Tensor) -> np.ndarray:
@@ -87,7 +88,8 @@ def build_figure(batch: torch.Tensor, ex: dict[str, Any], images: list[str | Pat
     # one colour scale per layer for all faces, so reals and fakes compare directly
     vmax = {k: max(float(v.max()), 1e-6) for k, v in maps.items()}
     layer_of = {f"attention {k}": k for k in maps}
-    fig, axes = plt.subplots(n, len(cols), figsize=(2.2 * len(cols), 2.3 * n), squeeze=False)
+    # square panels with a colour bar beside each: rows 1.9 in tall leave no gaps between rows
+    fig, axes = plt.subplots(n, len(cols), figsize=(2.2 * len(cols), 1.9 * n + 0.5), squeeze=False)
     for i in range(n):
         panels = [_img(batch[i])]
         if has_recon:
@@ -120,7 +122,7 @@ def build_figure(batch: torch.Tensor, ex: dict[str, Any], images: list[str | Pat
                 ax.set_title(cols[j], fontsize=9)
         axes[i][0].set_ylabel(f"{_short(images[i])}\nP(fake)={float(ex['prob'][i]):.3f}",
                               fontsize=8)
-    fig.tight_layout()
+    fig.tight_layout(h_pad=0.4)
     return fig
 
 

@@ -22,6 +22,15 @@ from lorefd.data.keyregion import KeyRegion  # noqa: E402
 log = logging.getLogger("lorefd")
 
 
+def short_name(name: str, width: int = 24) -> str:
+    """``name`` whole when it fits in ``width`` characters, else its start and end around an
+    ellipsis (the extension kept): figure labels are never cut mid-word."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return f"{name[:head]}\u2026{name[-(width - 1 - head):]}"
+
+
 def _hwc(img: torch.Tensor | np.ndarray) -> np.ndarray:
     """``(3, H, W)`` tensor in ``[0, 1]`` or ``HxWx3`` array -> ``HxWx3`` float array."""
     if isinstance(img, torch.Tensor):
@@ -135,7 +144,7 @@ def reconstruction_grid(images: torch.Tensor, recon: torch.Tensor, mask: torch.T
             if i == 0:
                 ax.set_title(cols[j], fontsize=9)
             if j == 0 and names is not None:
-                ax.set_ylabel(str(names[i])[:18], fontsize=7)
+                ax.set_ylabel(short_name(str(names[i])), fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
     if title:
