@@ -126,3 +126,15 @@ def test_training_can_start_from_the_shipped_model(shipped: Path) -> None:
     own = det.state_dict()
     assert set(own) == set(ref)
     assert all(torch.equal(own[k], ref[k].to(own[k].dtype)) for k in ref)
+
+
+def test_explain_aligns_a_photo_like_detect_does(tmp_path) -> None:
+    """A photo that is not an aligned crop is aligned with the model's crop parameters first,
+    so explain and detect give the same score (explain used to score the whole photo)."""
+    import lorefd
+    from lorefd.evaluation.explain import explain_figure
+
+    face = sorted((Path(lorefd.__file__).parent / "assets" / "faces" / "real").glob("*.jpg"))[1]
+    res = explain_figure(shipped_bundle(), [face], tmp_path / "e.png")
+    p_detect = lorefd.detect(face, runtime="torch")["results"][0]["p_fake"]
+    assert res["prob"][0] == pytest.approx(p_detect, abs=1e-3)

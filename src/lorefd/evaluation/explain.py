@@ -8,6 +8,7 @@ in the figure). The baseline detector shows the input and probability only.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,45 @@ import torch.nn.functional as F
 
 from lorefd.data.dataset import resize_square, to_tensor
 from lorefd.data.images import load_rgb
-from lorefd.errors import NonFiniteScoreError
+from lorefd.errors import NonFiniteScoreError, UserError
 from lorefd.evaluation.figures import short_name
 from lorefd.models.bundle import load_model
 from lorefd.models.detectors import Detector
 from lorefd.models.detectors.base import BLEND_MASK
 from lorefd.utils import atomic_path
 
+log = logging.getLogger("lorefd")
+
 
 def load_images(paths: list[str | Path], image_size: int) -> torch.Tensor:
     """Face crops as a ``(B, 3, S, S)`` ``[0, 1]`` batch."""
     return torch.stack([to_tensor(resize_square(load_rgb(p), image_size)) for p in paths])
+
+
+def load_faces(paths: list[str | Path], image_size: int, pre: dict[str, Any] | None
+               ) -> torch.Tensor:
+    """Like :func:`load_images`, but an image that is not already a crop of the model's (a
+    square of the recorded crop side) has its largest face found and aligned with the model's
+    own crop parameters ``pre`` first, exactly as ``lorefd detect`` does; no face is an error."""
+    if pre is None:
+        return load_images(paths, image_size)
+    from lorefd.data.preprocess.crops import FacePipeline
+
+    side, pipeline, out = int(pre["size"]), None, []
+    for p in paths:
+        rgb = load_rgb(p)
+        if rgb.shape[0] == rgb.shape[1] == side:  # a crop as `lorefd preprocess` writes them
+            out.append(to_tensor(resize_square(rgb, image_size)))
+            continue
+        pipeline = pipeline or FacePipeline.from_preprocess(pre, image_size)
+        faces, _ = pipeline.faces(rgb)
+        if not faces:
+            raise UserError(f"explain: no face found in {p} (give an aligned crop, or a photo "
+                            "with a face)")
+        log.info("explain: %s is not a %d-px crop: its face aligned as the model's crops", p,
+                 side)
+        out.append(torch.from_numpy(pipeline.crop(rgb, faces[0]).image))
+    return torch.stack(out)
 
 
 def _short(path: str | Path) -> str:
@@ -43,7 +72,8 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
                    device: str = "cpu") -> dict[str, object]:
     """Write the figure to ``out`` (PNG); returns the probabilities and map statistics.
 
-    ``detector``: a module, or what ``--model`` accepts (bundle, run or checkpoint folder).
+    ``detector``: a module, or what ``--model`` accepts (bundle, run or checkpoint folder);
+    with the latter, photos that are not crops are aligned with its crop parameters first.
     A non-finite score (a damaged model) raises :class:`NonFiniteScoreError`, naming the file.
     """
     import matplotlib
@@ -53,11 +83,13 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
 
     if not images:
         raise ValueError("no images to explain")
+    pre = None
     if isinstance(detector, (str, Path)):
-        detector = load_model(detector, device).detector
+        bundle = load_model(detector, device)
+        detector, pre = bundle.detector, bundle.preprocess
     detector.eval()
     dev = next(detector.parameters()).device
-    batch = load_images(images, detector.image_size).to(dev)
+    batch = load_faces(images, detector.image_size, pre).to(dev)
     with torch.no_grad():
         ex = detector.explain(batch)
     bad = [str(p) for p, ok in zip(images, torch.isfinite(ex["prob"]).tolist(), strict=True)
