@@ -44,7 +44,8 @@ def service(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def variant(service: Service, **opts: object) -> Service:
     """The same loaded model and worker pool with other options (token, limits, queue)."""
-    return dataclasses.replace(service, opts=dataclasses.replace(service.opts, **opts), active=0)
+    return dataclasses.replace(service, opts=dataclasses.replace(service.opts, **opts), active=0,
+                               per_client={})
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +361,48 @@ def test_two_requests_never_overwrite_each_others_heatmaps(client: TestClient,
     assert sink(item, ".png").is_file()
     with pytest.raises(FileExistsError):
         sink(item, ".png")
+
+
+def test_slow_clients_are_dropped_and_one_client_cannot_fill_the_service(
+        service: Service, media: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slow-loris upload (headers, then a byte now and then) gets 408 instead of holding a
+    place forever; a third request of one client while two are in gets 429."""
+    svc = variant(service, workers=1, queue=8, upload_idle_s=0.3, min_upload_kbps=1000.0,
+                  per_client=2)
+    app = create_app(svc)
+    head = b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.jpg"\r\n\r\n'
+
+    async def trickle(pause: float, n: int) -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(n):
+            await asyncio.sleep(pause)
+            yield b"\xff"
+
+    release = threading.Event()
+    real_run = Service.run
+
+    def slow_run(self: Service, uploads: list, heat: Path | None) -> list:
+        assert release.wait(30)
+        return real_run(self, uploads, heat)
+
+    async def go() -> tuple[httpx.Response, ...]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as c:
+            ctype = {"content-type": "multipart/form-data; boundary=b"}
+            stalled = await c.post("/v1/detect", content=trickle(1.0, 3), headers=ctype)
+            trickled = await c.post("/v1/detect", content=trickle(0.05, 200), headers=ctype)
+            monkeypatch.setattr(Service, "run", slow_run)
+            files = upload(media["face"])
+            held = [asyncio.create_task(c.post("/v1/detect", files=files)) for _ in range(2)]
+            while svc.active < 2:
+                await asyncio.sleep(0.01)
+            third = await c.post("/v1/detect", files=files)
+            release.set()
+            return stalled, trickled, third, *await asyncio.gather(*held)
+
+    stalled, trickled, third, *held = asyncio.run(go())
+    assert stalled.status_code == 408 and "no data for 0.3 s" in stalled.json()["detail"]
+    assert trickled.status_code == 408 and "below" in trickled.json()["detail"]
+    assert third.status_code == 429 and "per client" in third.json()["detail"]
+    assert [r.status_code for r in held] == [200, 200]
+    assert svc.active == 0 and svc.per_client == {}

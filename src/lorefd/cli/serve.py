@@ -78,6 +78,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="inferences at a time, in threads sharing the model (default 1)")
     p.add_argument("--queue", type=_non_negative, default=8,
                    help="requests that may wait beyond --workers; more get 503 (default 8)")
+    p.add_argument("--per-client", type=_positive, default=2,
+                   help="requests one client address may have in at a time; more get 429 "
+                        "(default 2). Uploads that stall 10 s or trickle below 16 KB/s get 408")
     p.add_argument("--keep-minutes", type=_positive_float, default=10.0,
                    help="how long heatmaps stay downloadable (default 10)")
     p.add_argument("--frames", type=_positive, default=None,
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
                         queue=args.queue, keep_minutes=args.keep_minutes, token=token,
                         frames=args.frames, threshold=args.threshold, device=args.device,
                         batch_size=args.batch_size, retinaface_weights=args.retinaface_weights,
-                        runtime=args.runtime, threads=args.threads)
+                        runtime=args.runtime, threads=args.threads,
+                        per_client=args.per_client)
     service = Service.load(model, opts)  # a bad model: a user error, exit 2 (cli.main)
     app = create_app(service)
     shown = f"[{args.host}]" if ":" in args.host else args.host

@@ -107,14 +107,21 @@ class UploadTooLarge(Exception):
     """The body passed the size limit while it was read."""
 
 
+class UploadTooSlow(Exception):
+    """A body that stalls or trickles: it would hold one of the service's places forever."""
+
+
 class BadUpload(Exception):
     """A malformed multipart body."""
 
 
 async def receive_files(request: Request, folder: Path, limit: int,
-                        max_files: int) -> list[Upload]:
+                        max_files: int, idle_s: float = 10.0, min_rate: float = 16384.0,
+                        grace_s: float = 5.0) -> list[Upload]:
     """Stream a multipart body into ``folder/<n>.part`` files (names chosen here), counting
-    bytes: :class:`UploadTooLarge` as soon as the body passes ``limit``."""
+    bytes: :class:`UploadTooLarge` as soon as the body passes ``limit``;
+    :class:`UploadTooSlow` when no byte comes for ``idle_s`` or, after ``grace_s``, the body
+    arrives slower than ``min_rate`` bytes/s on average (a slow-loris client)."""
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise BadUpload("send the files as multipart/form-data")
@@ -167,12 +174,22 @@ async def receive_files(request: Request, folder: Path, limit: int,
         "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
         "on_part_end": on_part_end})
-    total = 0
+    total, start, chunks = 0, time.monotonic(), request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), idle_s)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise UploadTooSlow(f"no data for {idle_s:g} s") from None
             total += len(chunk)
             if total > limit:
                 raise UploadTooLarge
+            elapsed = time.monotonic() - start
+            if elapsed > grace_s and total < min_rate * elapsed:
+                raise UploadTooSlow(f"{total / elapsed / 1024:.1f} KB/s, below "
+                                    f"{min_rate / 1024:g} KB/s")
             parser.write(chunk)
         parser.finalize()
     except python_multipart.exceptions.FormParserError as exc:
@@ -254,6 +271,9 @@ class ServeOptions:
     runtime: str | None = None  # "onnx" | "torch"; default onnx when the bundle has a graph
     threads: int | None = None
     max_files: int = 32
+    per_client: int = 2  # requests one client address may have in the service at a time
+    upload_idle_s: float = 10.0  # an upload that sends nothing this long is dropped (408)
+    min_upload_kbps: float = 16.0  # ... or, after 5 s, one slower than this on average
     retinaface_weights: str | None = None
     workdir: str | None = None  # parent of the private temporary folder (default: system's)
 
@@ -287,6 +307,7 @@ class Service:
     pool: concurrent.futures.ThreadPoolExecutor
     started: float = field(default_factory=time.time)
     active: int = 0
+    per_client: dict[str, int] = field(default_factory=dict)  # requests in, per address
     recent: deque = field(default_factory=lambda: deque(maxlen=20))
     local: threading.local = field(default_factory=threading.local)
 
@@ -444,13 +465,24 @@ def create_app(service: Service, sweep_seconds: float = 30.0) -> FastAPI:
             return JSONResponse({"detail": "server busy: try again later"}, 503,
                                 headers={"Retry-After": str(service.retry_after()),
                                          "Connection": "close"})
+        host = request.client.host if request.client else "unknown"
+        if service.per_client.get(host, 0) >= opts.per_client:  # one client cannot fill it
+            return JSONResponse({"detail": f"at most {opts.per_client} requests at a time per "
+                                           "client: wait for one to finish"}, 429,
+                                headers={"Retry-After": str(service.retry_after())})
         service.active += 1
+        service.per_client[host] = service.per_client.get(host, 0) + 1
         folder = service.root / "uploads" / secrets.token_urlsafe(16)
         folder.mkdir(mode=0o700)
         job: concurrent.futures.Future | None = None
         try:
             try:
-                uploads = await receive_files(request, folder, limit, opts.max_files)
+                uploads = await receive_files(request, folder, limit, opts.max_files,
+                                              opts.upload_idle_s, opts.min_upload_kbps * 1024)
+            except UploadTooSlow as exc:
+                log.info("serve: dropped a slow upload from %s (%s; 408)", host, exc)
+                return JSONResponse({"detail": f"upload too slow ({exc})"}, 408,
+                                    headers={"Connection": "close"})
             except UploadTooLarge:
                 log.info("serve: refused upload over %s MB (413)", opts.max_upload_mb)
                 return JSONResponse({"detail": too_large}, 413, headers={"Connection": "close"})
@@ -502,6 +534,9 @@ def create_app(service: Service, sweep_seconds: float = 30.0) -> FastAPI:
             return Response(schema.dumps(report, indent=None), media_type="application/json")
         finally:
             service.active -= 1
+            service.per_client[host] -= 1
+            if not service.per_client[host]:
+                del service.per_client[host]
             if job is None or job.done():
                 shutil.rmtree(folder, ignore_errors=True)
             else:  # the client went away: delete the uploads when the worker is done with them
