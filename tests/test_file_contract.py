@@ -113,3 +113,18 @@ def test_detect_refuses_a_huge_image_from_its_header(tmp_path: Path) -> None:
     r = lorefd.detect(big)["results"][0]
     assert r["status"] == "unreadable" and "above 64 MP" in r["message"]
     assert time.perf_counter() - t0 < 20
+
+
+def test_written_files_get_the_usual_mode_not_0600(tmp_path: Path) -> None:
+    import os
+
+    import torch
+
+    from lorefd.models.bundle import write_bundle
+
+    umask = os.umask(0o022)
+    try:
+        write_bundle(tmp_path / "m.lorefd", {"x": torch.zeros(2)}, {})
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "m.lorefd").stat().st_mode & 0o777 == 0o644
