@@ -128,3 +128,11 @@ def test_written_files_get_the_usual_mode_not_0600(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "m.lorefd").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_binary_manifest_is_refused_naming_the_file(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "m.csv"
+    bad.write_bytes(bytes(range(128, 256)) * 8)
+    assert main(["evaluate", "--data", str(bad), "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not a text (UTF-8) CSV manifest" in err

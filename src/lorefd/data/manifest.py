@@ -94,7 +94,15 @@ def read_manifest(path: str | Path) -> list[Sample]:
         raise ManifestError(f"manifest not found: {path}")
     base = path.parent.resolve()
     samples: list[Sample] = []
-    with open(path, newline="") as fh:
+    try:
+        return _read_rows(path, base, samples)
+    except UnicodeDecodeError as exc:
+        raise ManifestError(f"{path}: not a text (UTF-8) CSV manifest ({exc.reason} at byte "
+                            f"{exc.start})") from None
+
+
+def _read_rows(path: Path, base: Path, samples: list[Sample]) -> list[Sample]:
+    with open(path, newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
