@@ -59,7 +59,7 @@ def test_checkpoints_carry_checksums_of_weights_and_state(tmp_path: Path) -> Non
     save_checkpoint(tmp_path / "c", net, load_config("tiny"), {"kind": "x"},
                     state={"step": 3})
     sums = json.loads((tmp_path / "c" / CONFIG).read_text())["checksums"]
-    assert set(sums) == {WEIGHTS, STATE}
+    assert set(sums) == {WEIGHTS, STATE, CONFIG}  # the config and meta too
     assert load_state(tmp_path / "c")["step"] == 3
     state = tmp_path / "c" / STATE
     raw = bytearray(state.read_bytes())
@@ -67,6 +67,17 @@ def test_checkpoints_carry_checksums_of_weights_and_state(tmp_path: Path) -> Non
     state.write_bytes(bytes(raw))
     with pytest.raises(CheckpointError, match=str(state)):
         load_state(tmp_path / "c")
+
+
+def test_an_edited_config_or_meta_is_refused(tmp_path: Path) -> None:
+    from lorefd.checkpoint import read_checkpoint_info
+
+    save_checkpoint(tmp_path / "c", torch.nn.Linear(3, 2), load_config("tiny"), {"kind": "x"})
+    data = json.loads((tmp_path / "c" / CONFIG).read_text())
+    data["config"]["data"]["image_size"] += 1  # one edit, the file still valid JSON
+    (tmp_path / "c" / CONFIG).write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="does not match its checksum"):
+        read_checkpoint_info(tmp_path / "c")
 
 
 def test_a_flipped_byte_is_refused_naming_the_file(ckpt: Path, tmp_path: Path) -> None:

@@ -90,9 +90,10 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.T
             torch.save(state, tmp / STATE)
         sums = {name: file_sha256(tmp / name) for name in (WEIGHTS, STATE)
                 if (tmp / name).is_file()}
+        body = json.loads(json.dumps({"config": config.to_dict(), "meta": meta}, default=str))
         (tmp / CONFIG).write_text(json.dumps(
-            {"config": config.to_dict(), "meta": meta, "checksums": sums},
-            indent=2, sort_keys=True, default=str))
+            {**body, "checksums": {**sums, CONFIG: _config_sha256(body)}},
+            indent=2, sort_keys=True))
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -106,6 +107,13 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module | dict[str, torch.T
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _config_sha256(data: dict[str, Any]) -> str:
+    """SHA-256 of a checkpoint's config and meta, as canonical JSON (stored beside them)."""
+    text = json.dumps({"config": data["config"], "meta": data["meta"]}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _checkpoint_json(path: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -125,6 +133,10 @@ def _checkpoint_json(path: str | Path) -> tuple[Path, dict[str, Any]]:
         raise CheckpointError(f"corrupt checkpoint {path}: {folder / CONFIG}: {exc}") from exc
     if not isinstance(data, dict) or "config" not in data or "meta" not in data:
         raise CheckpointError(f"corrupt checkpoint {path}: {folder / CONFIG} lacks config/meta")
+    expected = (data.get("checksums") or {}).get(CONFIG)
+    if expected is not None and _config_sha256(data) != expected:
+        raise CheckpointError(f"corrupt checkpoint {path}: the config or meta in {folder / CONFIG} "
+                              "does not match its checksum (damaged or edited after saving)")
     return folder, data
 
 
