@@ -69,6 +69,8 @@ def test_one_harness_for_method_and_baseline(data, tmp_path, name):
 def test_resume_is_exact(data, tmp_path):
     straight = train(tiny_config("train.epochs=2"), data["train"], None, data["mae"], tmp_path / "a")
     train(tiny_config("train.epochs=1"), data["train"], None, data["mae"], tmp_path / "b")
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as fh:  # logged after the checkpoint,
+        fh.write(json.dumps({"step": 3, "split": "train", "loss": 9.0}) + "\n")  # then killed
     resumed = train(tiny_config("train.epochs=2"), data["train"], None, data["mae"],
                     tmp_path / "b", resume=True)
     assert straight["steps"] == resumed["steps"] == 4
@@ -76,6 +78,10 @@ def test_resume_is_exact(data, tmp_path):
     wb, _, mb = load_checkpoint(tmp_path / "b" / "last", kind="detector")
     assert ma["epoch"] == mb["epoch"] == 1
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    steps = [(r["split"], r["step"]) for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl")
+                                                   .read_text().splitlines())]
+    assert len(steps) == len(set(steps)) and 9.0 not in [
+        r.get("loss") for r in map(json.loads, (tmp_path / "b" / "metrics.jsonl").open())]
 
 
 def test_init_starts_from_a_trained_detector(data, tmp_path):

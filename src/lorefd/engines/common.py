@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -22,7 +23,7 @@ from lorefd.checkpoint import (
     set_rng_state,
 )
 from lorefd.config import Config
-from lorefd.utils import append_jsonl
+from lorefd.utils import append_jsonl, atomic_write_text
 
 log = logging.getLogger("lorefd")
 
@@ -167,3 +168,14 @@ def restore_training_state(path: str | Path, model: torch.nn.Module, optimizer: 
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return {"step": state["step"], "epoch": state["epoch"], "extra": state.get("extra", {})}
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop ``metrics.jsonl`` records after the resume step (an interrupted run's tail), so a
+    resumed run never lists a step twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines()
+    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        atomic_write_text(path, "".join(f"{ln}\n" for ln in keep))

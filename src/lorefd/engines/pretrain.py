@@ -16,7 +16,6 @@ with landmarks), :func:`compute_key_region` (Section III-B-1), :func:`build_pret
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from lorefd.engines.common import (
     lr_lambda,
     restore_training_state,
     save_training_checkpoint,
+    truncate_metrics,
 )
 from lorefd.models.mae import KeyRegionMAE, build_mae, count_parameters
 from lorefd.utils import atomic_write_json, atomic_write_text, seed_everything
@@ -318,16 +318,6 @@ def _warn_resume_changes(saved: Config, cfg: Config, meta: dict[str, Any], dist:
                     "the original would have): %s", "; ".join(changed))
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop ``metrics.jsonl`` records after the resume step (an interrupted run's tail)."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= step]
-    if len(keep) != len(lines):
-        atomic_write_text(path, "".join(f"{ln}\n" for ln in keep))
-
-
 def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[str, Any],
            out: Path, resume: bool, dist: DistInfo) -> dict[str, Any]:
     pc = cfg.pretrain
@@ -351,7 +341,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
         step, epoch = state["step"], state["epoch"]
         start_batch = state["extra"].get("batch_in_epoch", 0)
         if dist.is_main:
-            _truncate_metrics(out / "metrics.jsonl", step)
+            truncate_metrics(out / "metrics.jsonl", step)
             log.info("resumed from %s at step %d (epoch %d, batch %d)", out / LAST, step, epoch,
                      start_batch)
 

@@ -48,6 +48,7 @@ from lorefd.engines.common import (
     lr_lambda,
     restore_training_state,
     save_training_checkpoint,
+    truncate_metrics,
 )
 from lorefd.engines.threshold import best_threshold
 from lorefd.models.detectors import (
@@ -317,6 +318,7 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
         extra = {**extra, **state["extra"]}
         if dist_info.is_main:
             log.info("resumed from %s at epoch %d (step %d)", out_dir / "last", start_epoch, step)
+            truncate_metrics(out_dir / "metrics.jsonl", step)
 
     model: torch.nn.Module = det
     if dist_info.distributed:
