@@ -136,3 +136,13 @@ def test_a_binary_manifest_is_refused_naming_the_file(tmp_path: Path, capsys) ->
     assert main(["evaluate", "--data", str(bad), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "not a text (UTF-8) CSV manifest" in err
+
+
+def test_a_link_to_itself_is_called_a_loop_not_a_missing_target(tmp_path: Path) -> None:
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop.name)
+    gone = tmp_path / "gone.jpg"
+    gone.symlink_to(tmp_path / "nowhere.jpg")
+    by_name = {Path(r["path"]).name: r for r in lorefd.detect([loop, gone])["results"]}
+    assert "loop" in by_name["loop.jpg"]["message"]
+    assert by_name["gone.jpg"]["message"] == "broken symbolic link (target missing)"

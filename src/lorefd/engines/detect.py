@@ -402,14 +402,27 @@ def _kind(path: Path) -> str | None:
     return "image" if is_image(path) else "video" if is_video(path) else None
 
 
+def _missing_reason(path: Path) -> str:
+    """Why ``path`` (which does not exist) cannot be read: a link loop, a dangling link, none."""
+    if not path.is_symlink():
+        return "not found"
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 on a loop
+        return "symbolic link loop (it points back to itself)"
+    except OSError as exc:
+        if exc.errno == 40:  # ELOOP
+            return "symbolic link loop (it points back to itself)"
+    return "broken symbolic link (target missing)"
+
+
 def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
     """One input of any kind; never raises for a bad file (status instead)."""
     t0 = time.perf_counter()
     try:
         if not item.path.exists():
             res = _result(item, _kind(item.path))
-            res.update(status=UNREADABLE, message="broken symbolic link (target missing)"
-                       if item.path.is_symlink() else "not found")
+            res.update(status=UNREADABLE, message=_missing_reason(item.path))
         elif is_image(item.path):
             res = detect_image(item, ctx)
         elif is_video(item.path):
