@@ -96,3 +96,12 @@ def test_a_run_and_its_bundle_are_evaluated_at_one_threshold(faces_manifest: Pat
     bundle = evaluate(tmp_path / "m.lorefd", samples, device="cpu")["overall"]["frame"]
     assert run["threshold"] == bundle["threshold"] == pytest.approx(0.37)
     assert run["acc"] == bundle["acc"]
+
+
+def test_a_missing_row_is_left_out_and_listed_as_robustness_does(
+        baseline: Path, faces_manifest: Path, tmp_path: Path) -> None:
+    good = [dataclasses.replace(s, label=REAL if i % 2 else FAKE, method="" if i % 2 else "sbi")
+            for i, s in enumerate(read_manifest(faces_manifest)[:8])]
+    gone = dataclasses.replace(good[0], path=str(tmp_path / "gone.png"), video_id="gone")
+    m = evaluate(baseline, [*good, gone], device="cpu")
+    assert m["scored"] == 8 and [e["path"] for e in m["excluded"]] == [gone.path]

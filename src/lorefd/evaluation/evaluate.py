@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from lorefd.data.images import ImageLoadError, is_video, load_rgb, walk_files
 from lorefd.data.manifest import (
     FAKE,
     REAL,
+    ManifestError,
     Sample,
     crop_mismatches,
     describe,
@@ -42,7 +44,7 @@ from lorefd.data.manifest import (
 from lorefd.data.preprocess.adapters import find_datasets
 from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 from lorefd.engines.common import autocast
-from lorefd.engines.train import check_split, make_eval_loader
+from lorefd.engines.train import make_eval_loader
 from lorefd.errors import NothingProcessedError, UserError
 from lorefd.evaluation.metrics import fmt, report
 from lorefd.models.bundle import Bundle, load_model
@@ -109,8 +111,12 @@ def evaluate(detector: Detector | Bundle | str | Path, samples: list[Sample], ou
     ``extra`` entries are added to the metrics (and ``metrics.json``).
     """
     samples = filter_samples(samples, filters)
-    counts = check_split(samples, "evaluation set" + (f" ({' '.join(filters)})" if filters else ""),
-                         need_both=False)
+    if not samples:
+        raise ManifestError("evaluation set" + (f" ({' '.join(filters)})" if filters else "")
+                            + ": no samples (empty split or filter)")
+    # one convention with robustness: a missing or unreadable row is left out and listed
+    # (``excluded``), never a reason to refuse the whole set
+    counts = Counter(s.label for s in samples)
     if counts[REAL] == 0 or counts[FAKE] == 0:
         log.warning("evaluation set has one class: AUC, EER, AP reported as n/a")
     dev = pick_device(device)
