@@ -108,3 +108,22 @@ def test_protocol_input_errors(env, tmp_path):
         run_protocol("in-dataset", no_test, env["mae"], None, tmp_path)
     with pytest.raises(ProtocolError, match="unknown protocol"):
         run_protocol("table-9", samples, env["mae"], None, tmp_path)
+
+
+def test_a_cross_dataset_set_cropped_otherwise_is_refused(tmp_path) -> None:
+    import json
+
+    from lorefd.cli.protocol import _same_crops
+    from lorefd.data.manifest import Sample
+    from lorefd.errors import UserError
+
+    def crops(name: str, margin: float) -> list[Sample]:
+        (tmp_path / name / "crops").mkdir(parents=True)
+        (tmp_path / name / "summary.json").write_text(json.dumps(
+            {"options": {"size": 224, "margin": margin, "detector": "dlib"}}))
+        return [Sample(path=str(tmp_path / name / "crops" / "a.png"), label=0)]
+
+    ffpp, same, other = crops("ffpp", 0.25), crops("cdf", 0.25), crops("dfd", 0.1)
+    _same_crops({"ffpp": ffpp, "celebdf": same})  # the same parameters: fine
+    with pytest.raises(UserError, match=r"--dfd: .*template margin 0.1 \(the ffpp's: 0.25\)"):
+        _same_crops({"ffpp": ffpp, "celebdf": same, "dfd": other})

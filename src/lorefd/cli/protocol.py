@@ -50,9 +50,29 @@ def run(args: argparse.Namespace) -> int:
         if path:
             sets[key] = load_samples(path)
             check_files(sets[key], f"--{key} {path}")
+    _same_crops(sets)
     res = run_protocol(args.name, sets["ffpp"], args.mae, cfg, args.out,
                        celebdf=sets.get("celebdf"), dfd=sets.get("dfd"),
                        compressions=[c.strip() for c in args.compression.split(",") if c.strip()],
                        device=args.device)
     print(Path(res["markdown"]).read_text())
     return 0
+
+
+def _same_crops(sets: dict) -> None:
+    """The detectors are trained on the --ffpp crops: a cross-dataset set cropped otherwise
+    (another template margin or face detector) would be scored silently wrong, so refuse it."""
+    from lorefd.data.manifest import crop_mismatches, preprocess_record
+    from lorefd.errors import UserError
+
+    train = preprocess_record(sets["ffpp"])
+    if train is None:
+        return
+    for key in ("celebdf", "dfd"):
+        if key in sets:
+            errors, _ = crop_mismatches(preprocess_record(sets[key]), train)
+            if errors:
+                raise UserError(f"--{key}: its crops were made otherwise than the --ffpp crops "
+                                f"the detectors train on: {'; '.join(errors).replace('model', 'ffpp')}; "
+                                f"re-crop it with `lorefd preprocess ... --size {train.get('size')} "
+                                f"--margin {train.get('margin')}`")
