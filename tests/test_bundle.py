@@ -82,9 +82,11 @@ def test_export_from_run_prefers_best_and_reads_validation_threshold(ckpt: Path,
     out = tmp_path / "a.lorefd"
     assert export_bundle(run, out, verify=False)["source"]["checkpoint"].endswith("last")
     shutil.copytree(ckpt, run / "best")
-    info = json.loads((run / "best" / "config.json").read_text())
-    info["meta"]["val"] = {"val_auc": 0.9, "val_threshold": 0.7}  # as a run may record it
-    (run / "best" / "config.json").write_text(json.dumps(info))
+    from lorefd.checkpoint import load_checkpoint, save_checkpoint
+
+    weights, cfg, meta = load_checkpoint(run / "best")
+    meta["val"] = {"val_auc": 0.9, "val_threshold": 0.7}  # as a run may record it
+    save_checkpoint(run / "best", weights, cfg, meta)
     m = export_bundle(run, out, verify=False)
     assert m["source"]["checkpoint"].endswith("best")
     assert m["threshold"] == {"value": 0.7, "source": "validation (best: meta.val.val_threshold)"}
