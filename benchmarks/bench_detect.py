@@ -58,7 +58,7 @@ def serve_latency(bundle: object, photo: Path, runtime: str, threads: int,
                   n: int = 20) -> dict[str, float]:
     from fastapi.testclient import TestClient
 
-    from lorefd.engines.serve import ServeOptions, Service, create_app
+    from lorefd.apps.serve import ServeOptions, Service, create_app
 
     t0 = time.perf_counter()
     opts = ServeOptions(runtime=runtime, threads=threads)

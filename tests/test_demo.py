@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lorefd.apps.demo import split_by_identity
 from lorefd.config import load_config
 from lorefd.data.manifest import FAKE, REAL, load_samples
 from lorefd.engines.train import build_train_dataset, dataset_labels
-from lorefd.evaluation.demo import split_by_identity
 
 
 def test_split_by_identity_is_disjoint_and_deterministic(faces_manifest):

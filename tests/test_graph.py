@@ -171,7 +171,7 @@ def test_serve_runs_the_asked_runtime(graph_bundle: Path, runtime: str) -> None:
     from fastapi.testclient import TestClient
     from media import stills
 
-    from lorefd.engines.serve import ServeOptions, Service, create_app
+    from lorefd.apps.serve import ServeOptions, Service, create_app
 
     service = Service.load(graph_bundle, ServeOptions(runtime=runtime))
     try:

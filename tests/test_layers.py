@@ -1,4 +1,4 @@
-"""Imports flow one way: ``data → models → engines → evaluation → cli`` (README).
+"""Imports flow one way: ``data → models → engines → evaluation → apps → cli`` (README).
 
 Every import in the package is read with ``ast`` -- module level and inside functions (lazy
 imports count: they run too) -- and none may reach a later layer. Modules outside the layers
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lorefd"
-LAYERS = ["data", "models", "engines", "evaluation", "cli"]
+LAYERS = ["data", "models", "engines", "evaluation", "apps", "cli"]
 BASE = -1
 ROOT = len(LAYERS)  # the package root ``lorefd/__init__.py``: above every layer
 
@@ -121,7 +121,8 @@ def test_the_check_catches_a_layer_importing_the_package_root(tmp_path: Path) ->
     assert len(found) == 2 and all("models imports lorefd" in v for v in found), found
 
 
-@pytest.mark.parametrize("module,expected", [("lorefd.cli.detect", 4), ("lorefd.utils", BASE),
+@pytest.mark.parametrize("module,expected", [("lorefd.cli.detect", 5),
+                                             ("lorefd.apps.serve.routes", 4), ("lorefd.utils", BASE),
                                              ("lorefd", ROOT),
                                              ("lorefd.data", 0), ("numpy", None)])
 def test_layer_of(module: str, expected: int | None) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from media import stills
 
-from lorefd.evaluation.recipe import STAGES, reserved_ids, run_recipe, split_reals
+from lorefd.apps.recipe import STAGES, reserved_ids, run_recipe, split_reals
 from lorefd.models.bundle import load_bundle
 
 TOY = ["data.image_size=64", "data.num_workers=0", "mae.encoder_depth=1", "mae.decoder_depth=1",

@@ -107,7 +107,7 @@ def test_training_curves_from_metrics_jsonl(tmp_path: Path,
 
 def test_demo_report_has_curves_config_version_and_date(tmp_path: Path) -> None:
     from lorefd import __version__
-    from lorefd.evaluation.demo import write_report
+    from lorefd.apps.demo import write_report
 
     fig_dir = tmp_path / "figures"
     fig_dir.mkdir()

@@ -21,10 +21,10 @@ from media import make_image, make_video, stills
 from PIL import Image
 from serve_helpers import bundled_real, serve_bundle
 
+from lorefd.apps.serve import ResultStore, ServeOptions, Service, create_app, sniff
 from lorefd.cli import main
 from lorefd.engines import report_schema as schema
 from lorefd.engines.detect import detect_paths
-from lorefd.engines.serve import ResultStore, ServeOptions, Service, create_app, sniff
 
 
 @pytest.fixture(scope="module")
@@ -345,8 +345,8 @@ def test_model_page_docs(client: TestClient) -> None:
 
 def test_two_requests_never_overwrite_each_others_heatmaps(client: TestClient,
                                                            media: dict, tmp_path: Path) -> None:
+    from lorefd.apps.serve.service import _HeatmapSink
     from lorefd.engines.detect import InputFile
-    from lorefd.engines.serve import _HeatmapSink
 
     urls, pngs = [], []
     for _ in range(2):  # the same upload twice: the same name inside each request

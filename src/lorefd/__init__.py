@@ -1,7 +1,7 @@
 """lorefd: face forgery detection by learning local reconstruction errors.
 
-Layers import one way: ``data`` -> ``models`` -> ``engines`` -> ``evaluation`` -> ``cli``; this
-package root is the Python API above them all.
+Layers import one way: ``data`` -> ``models`` -> ``engines`` -> ``evaluation`` -> ``apps`` ->
+``cli``; this package root is the Python API above them all.
 
 Scoring with the model shipped in the package takes two lines::
 

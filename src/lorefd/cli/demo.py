@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.evaluation.demo import run_demo
+    from lorefd.apps.demo import run_demo
 
     kwargs = {"faces": args.faces} if args.faces else {}
     run_demo(args.out, quick=args.quick, overrides=args.overrides, device=args.device, **kwargs)

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.evaluation.recipe import run_recipe
+    from lorefd.apps.recipe import run_recipe
 
     summary = run_recipe(args.faces, args.out, args.config, args.overrides, args.stages,
                          args.val_fraction, args.test_fraction, args.gan, args.device)

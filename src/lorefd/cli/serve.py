@@ -112,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)  # BundleError ("--model is required" when none shipped)
     import uvicorn
 
-    from lorefd.engines.serve import ServeOptions, Service, create_app
+    from lorefd.apps.serve import ServeOptions, Service, create_app
 
     opts = ServeOptions(max_upload_mb=args.max_upload_mb, workers=args.workers,
                         queue=args.queue, keep_minutes=args.keep_minutes, token=token,

@@ -97,10 +97,10 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     """Run the recipe's ``stages`` (default all) into ``out_dir``; returns the summary.
 
     ``reserve_bundled=False`` lets the bundled faces train (toy runs on the bundle only)."""
+    from lorefd.apps.demo import held_out_set
     from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
     from lorefd.engines.pretrain import pretrain
     from lorefd.engines.train import train
-    from lorefd.evaluation.demo import held_out_set
     from lorefd.evaluation.evaluate import evaluate
     from lorefd.models.bundle import export_bundle
 

@@ -1,0 +1,165 @@
+"""The ``lorefd serve`` service: the loaded model, the worker pool, admission control and the
+result store."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lorefd.apps.serve.store import ResultStore
+from lorefd.apps.serve.uploads import ACCEPTED, Upload
+from lorefd.data.preprocess.crops import FacePipeline
+from lorefd.engines import report_schema as schema
+from lorefd.engines.detect import Context, InputFile, claim, detect_file
+from lorefd.models.bundle import Bundle, shipped_bundle
+from lorefd.models.graph import OnnxDetector, load_runtime_model
+
+
+@dataclass
+class ServeOptions:
+    """Limits and behaviour of the service (the ``lorefd serve`` options)."""
+
+    max_upload_mb: float = 200.0
+    workers: int = 1
+    queue: int = 8
+    keep_minutes: float = 10.0
+    token: str | None = None
+    frames: int | None = None
+    threshold: float | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    runtime: str | None = None  # "onnx" | "torch"; default onnx when the bundle has a graph
+    threads: int | None = None
+    max_files: int = 32
+    per_client: int = 2  # requests one client address may have in the service at a time
+    upload_idle_s: float = 10.0  # an upload that sends nothing this long is dropped (408)
+    min_upload_kbps: float = 16.0  # ... or, after 5 s, one slower than this on average
+    retinaface_weights: str | None = None
+    workdir: str | None = None  # parent of the private temporary folder (default: system's)
+
+
+class _HeatmapSink:
+    """Heatmap paths for one request: ``<folder>/<n>.png|mp4`` (``n`` = the upload's index).
+
+    Each request has its own fresh random folder; the name is still claimed on disk
+    (:func:`~lorefd.engines.detect.claim`), so nothing is ever overwritten silently."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, item: InputFile, ext: str) -> Path:
+        path = self.folder / f"{item.rel.stem}{ext}"
+        if not claim(path):
+            raise FileExistsError(f"heatmap {path.name} exists already")
+        return path
+
+
+@dataclass
+class Service:
+    """The loaded model, the worker pool, admission control and the result store."""
+
+    bundle: Bundle
+    opts: ServeOptions
+    device: Any
+    threshold: float
+    root: Path
+    store: ResultStore
+    pool: concurrent.futures.ThreadPoolExecutor
+    started: float = field(default_factory=time.time)
+    active: int = 0
+    per_client: dict[str, int] = field(default_factory=dict)  # requests in, per address
+    recent: deque = field(default_factory=lambda: deque(maxlen=20))
+    local: threading.local = field(default_factory=threading.local)
+
+    @classmethod
+    def load(cls, bundle_path: str | Path, opts: ServeOptions) -> Service:
+        """Load the model once (a bundle, run or checkpoint folder; BundleError if unusable)
+        and make the private work folder."""
+        bundle = load_runtime_model(bundle_path, opts.device, opts.runtime, opts.threads)
+        dev = ("cpu" if isinstance(bundle.detector, OnnxDetector)
+               else next(bundle.detector.parameters()).device)
+        thr = bundle.threshold if opts.threshold is None else float(opts.threshold)
+        root = Path(tempfile.mkdtemp(prefix="lorefd-serve-", dir=opts.workdir))
+        (root / "uploads").mkdir(mode=0o700)
+        store = ResultStore(root / "results", opts.keep_minutes * 60.0)
+        pool = concurrent.futures.ThreadPoolExecutor(max(1, opts.workers),
+                                                     thread_name_prefix="lorefd-infer")
+        svc = cls(bundle=bundle, opts=opts, device=dev, threshold=thr, root=root, store=store,
+                  pool=pool)
+        svc.pipeline()  # the face detector loads now, not with the first request
+        return svc
+
+    @property
+    def capacity(self) -> int:
+        return max(1, self.opts.workers) + max(0, self.opts.queue)
+
+    def pipeline(self) -> FacePipeline:
+        """This thread's face pipeline (face detectors are not shared between threads)."""
+        if getattr(self.local, "faces", None) is None:
+            self.local.faces = FacePipeline.from_bundle(self.bundle, self.opts.retinaface_weights,
+                                                        str(self.device))
+        return self.local.faces
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: the queue ahead at the recent job time."""
+        per_job = sum(self.recent) / len(self.recent) if self.recent else 2.0
+        ahead = self.active - max(1, self.opts.workers) + 1
+        return int(min(120, max(1, math.ceil(per_job * ahead / max(1, self.opts.workers)))))
+
+    def model_card(self) -> str | None:
+        """The first paragraph of the bundle's model card (``MODEL.md`` beside the shipped
+        bundle, or ``<bundle>.md``), if there is one."""
+        path = self.bundle.path
+        cards = [path.with_suffix(".md")]
+        if path == shipped_bundle():
+            cards.append(path.parent / "MODEL.md")
+        for card in cards:
+            if card.is_file():
+                paras = [p.strip() for p in card.read_text(errors="replace").split("\n\n")]
+                text = [p for p in paras if p and not p.startswith("#")]
+                return text[0][:2000] if text else None
+        return None
+
+    def model_info(self) -> dict[str, Any]:
+        """The report's ``model`` block (the bundle's file name; the runtime that runs it)."""
+        return schema.model_info(self.bundle.manifest, self.bundle.path.name,
+                                 getattr(self.bundle.detector, "runtime", "torch"))
+
+    def model_json(self) -> dict[str, Any]:
+        info = self.model_info()
+        return {"model": info, "threshold": self.threshold, "card": self.model_card(),
+                "frames": int(self.opts.frames or self.bundle.preprocess["frames"]),
+                "limits": {"max_upload_mb": self.opts.max_upload_mb,
+                           "workers": self.opts.workers, "queue": self.opts.queue,
+                           "keep_minutes": self.opts.keep_minutes,
+                           "max_files": self.opts.max_files},
+                "accepted": ACCEPTED}
+
+    def run(self, uploads: list[Upload], heat_folder: Path | None) -> list[dict[str, Any]]:
+        """Score the uploads (in a worker thread); results with client names, no server path."""
+        faces = self.pipeline()
+        batch = self.opts.batch_size or (32 if getattr(self.device, "type", "") == "cuda" else 4)
+        ctx = Context(bundle=self.bundle, faces=faces, device=self.device,
+                      threshold=self.threshold,
+                      frames=int(self.opts.frames or faces.frames), batch_size=batch,
+                      heatmaps=_HeatmapSink(heat_folder) if heat_folder is not None else None)
+        results = []
+        for up in uploads:
+            res = detect_file(InputFile(up.path, Path(up.path.name)), ctx)
+            res["path"] = up.name
+            res["message"] = res["message"].replace(str(up.path), up.name).replace(
+                str(self.root), "")
+            results.append(res)
+        return results
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.root, ignore_errors=True)
