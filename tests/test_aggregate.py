@@ -8,7 +8,7 @@ import pytest
 from lorefd.aggregate import COMPARED, aggregate, check_spec
 from lorefd.data.synth.augment import random_jpeg
 from lorefd.data.synth.dataset import compress
-from lorefd.evaluation.metrics import report, video_level
+from lorefd.metrics import report, video_level
 
 
 def test_rules_on_known_scores():

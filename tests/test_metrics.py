@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
-from lorefd.evaluation.metrics import NA, binary_metrics, equal_error_rate, report, video_level
+from lorefd.metrics import NA, binary_metrics, equal_error_rate, report, video_level
 
 y10 = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 p10 = np.array([0.1, 0.4, 0.35, 0.8, 0.7, 0.2, 0.9, 0.55, 0.45, 0.65])
@@ -71,8 +71,8 @@ def test_report_per_method_against_all_reals():
 
 def test_one_best_threshold_function_labels_first() -> None:
     import lorefd.engines.train as train
-    import lorefd.evaluation.metrics as metrics
-    from lorefd.engines.threshold import best_threshold
+    import lorefd.metrics as metrics
+    from lorefd.metrics import best_threshold
 
     assert metrics.best_threshold is best_threshold and train.best_threshold is best_threshold
     assert not hasattr(train, "accuracy_threshold")

@@ -38,8 +38,8 @@ from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.evaluation.explain import explain_figure
 from lorefd.evaluation.figures import reconstruct_figure, training_curves
-from lorefd.evaluation.metrics import at_chance
 from lorefd.evaluation.report import Report
+from lorefd.metrics import at_chance, roc_points
 from lorefd.models.bundle import export_bundle, shipped_bundle
 from lorefd.utils import atomic_write_json
 from lorefd.version import __version__
@@ -225,7 +225,6 @@ def roc_figure(eval_dirs: dict[str, Path], out: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     for name, d in eval_dirs.items():
@@ -233,10 +232,11 @@ def roc_figure(eval_dirs: dict[str, Path], out: Path) -> Path:
             rows = list(csv.DictReader(fh))
         y = np.array([int(r["label"]) for r in rows])
         p = np.array([float(r["prob_fake"]) for r in rows])
-        if len(set(y)) < 2:
+        roc = roc_points(y, p)
+        if roc is None:
             continue
-        fpr, tpr, _ = roc_curve(y, p)
-        ax.plot(fpr, tpr, label=f"{LABELS.get(name, name)} (AUC {roc_auc_score(y, p):.3f})")
+        fpr, tpr, auc = roc
+        ax.plot(fpr, tpr, label=f"{LABELS.get(name, name)} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 def print_table(sets: dict, out: str) -> None:
     """Per set (a column when there are several), overall and per method: frame and video
     n, Acc, best Acc and its threshold, AUC with its bootstrap 95 % interval, EER, AP."""
-    from lorefd.evaluation.metrics import fmt
+    from lorefd.metrics import fmt
 
     many = len(sets) > 1
     print(("set".ljust(14) if many else "") + f"{'subset':<16}{'level':<7}{'n':>6}{'Acc':>8}"

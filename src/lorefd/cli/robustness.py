@@ -66,8 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lorefd.data.manifest import filter_samples, load_samples
-    from lorefd.evaluation.metrics import fmt
     from lorefd.evaluation.robustness import model_names, robustness
+    from lorefd.metrics import fmt
 
     samples = filter_samples(load_samples(args.data), args.filter)
     result = robustness(model_names(args.model), samples, args.out, types=args.types,

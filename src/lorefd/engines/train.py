@@ -50,7 +50,7 @@ from lorefd.engines.common import (
     save_training_checkpoint,
     truncate_metrics,
 )
-from lorefd.engines.threshold import best_threshold
+from lorefd.metrics import accuracy_at, best_threshold, roc_auc
 from lorefd.models.detectors import (
     Detector,
     build_detector,
@@ -194,14 +194,15 @@ def predict(detector: Detector, loader: DataLoader, device: torch.device, amp: b
 
 
 def validation_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score
-
+    """Validation loss (BCE), Acc at 0.5 (the untuned decision), AUC (None with one class)
+    and the best-accuracy threshold with its accuracy (recorded with the best checkpoint)."""
     eps = 1e-7
     p = np.clip(probs, eps, 1 - eps)
+    auc = roc_auc(labels, probs)
     out: dict[str, Any] = {
         "loss": float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p))),
-        "acc": float(np.mean((probs >= 0.5) == labels)),
-        "auc": float(roc_auc_score(labels, probs)) if len(set(labels.tolist())) == 2 else None,
+        "acc": accuracy_at(labels, probs, 0.5),
+        "auc": auc if isinstance(auc, float) else None,
     }
     out["threshold"], out["best_acc"] = best_threshold(labels, probs)
     return out

@@ -46,7 +46,7 @@ from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 from lorefd.engines.common import autocast
 from lorefd.engines.train import make_eval_loader
 from lorefd.errors import NothingProcessedError, UserError
-from lorefd.evaluation.metrics import fmt, report
+from lorefd.metrics import fmt, report
 from lorefd.models.bundle import Bundle, load_model
 from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, pick_device
@@ -282,9 +282,8 @@ def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
 
-    from lorefd.evaluation.metrics import video_level
+    from lorefd.metrics import roc_points, video_level
 
     y = np.array([s.label for s in samples])
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -298,11 +297,12 @@ def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
             sel = np.array([s.label == REAL or s.method == m for s in samples])
             curves.append((m, y[sel], probs[sel]))
     for name, yy, pp in curves:
-        if len(set(yy.tolist())) < 2:
+        roc = roc_points(yy, pp)
+        if roc is None:
             continue
-        fpr, tpr, _ = roc_curve(yy, pp)
+        fpr, tpr, auc = roc
         ax.plot(fpr, tpr, lw=1.5 if name in ("frame", "video") else 1,
-                label=f"{name} (AUC {roc_auc_score(yy, pp):.3f})")
+                label=f"{name} (AUC {auc:.3f})")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (fake = positive)",
            xlim=(0, 1), ylim=(0, 1))

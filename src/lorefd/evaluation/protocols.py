@@ -32,7 +32,7 @@ from lorefd.config import Config
 from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample
 from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
-from lorefd.evaluation.metrics import NA, fmt
+from lorefd.metrics import NA, fmt
 from lorefd.models.detectors import resolve_mae_checkpoint
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text
 

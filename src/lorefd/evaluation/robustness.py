@@ -52,7 +52,7 @@ from lorefd.data.perturb import (
 )
 from lorefd.engines.common import autocast
 from lorefd.evaluation.evaluate import check_crops
-from lorefd.evaluation.metrics import NA, accuracy_at, fmt, video_level
+from lorefd.metrics import NA, accuracy_at, fmt, roc_auc, video_level
 from lorefd.models.bundle import Bundle, BundleError, load_model
 from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device
@@ -207,12 +207,8 @@ def score_models(detectors: Sequence[Detector], loader: DataLoader, device: torc
 
 def auc_acc(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
     """AUC (n/a with one class) and Acc at ``threshold`` (n/a when empty), as
-    :func:`lorefd.evaluation.metrics.binary_metrics` reports them, without its other metrics."""
-    from sklearn.metrics import roc_auc_score
-
-    both = len(set(y.tolist())) == 2
-    return {"auc": float(roc_auc_score(y, p)) if both else NA,
-            "acc": accuracy_at(y, p, threshold) if len(y) else NA}
+    :func:`lorefd.metrics.binary_metrics` reports them, without its other metrics."""
+    return {"auc": roc_auc(y, p), "acc": accuracy_at(y, p, threshold) if len(y) else NA}
 
 
 def setting_row(setting: Setting, samples: Sequence[Sample], probs: np.ndarray, ok: np.ndarray,

@@ -1,9 +1,11 @@
-"""Detection metrics (Section IV-B: Acc and AUC; plus EER and AP), all from scikit-learn.
+"""Detection metrics (Section IV-B: Acc and AUC; plus EER, AP, bootstrap intervals, ROC
+points and the one best-accuracy threshold), from scikit-learn; the one metrics module, below
+every layer, so that training validation, evaluation, robustness and the demo share it.
 
 Frame level scores every crop; video level aggregates the frame probabilities of each
-``Sample.group`` (the video id) by one rule of :mod:`lorefd.aggregate` (default: the median). A subset holding one class
-reports the ranking metrics
-(AUC, EER, AP, best threshold) as ``"n/a"`` instead of failing.
+``Sample.group`` (the video id) by one rule of :mod:`lorefd.aggregate` (default: the median).
+A subset holding one class reports the ranking metrics (AUC, EER, AP, best threshold) as
+``"n/a"`` instead of failing.
 """
 
 from __future__ import annotations
@@ -16,9 +18,39 @@ import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score, roc_curve
 
 from lorefd.aggregate import COMPARED, DEFAULT, aggregate
-from lorefd.engines.threshold import best_threshold
 
 NA = "n/a"
+
+
+def best_threshold(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """The decision threshold (``prob >= threshold`` means fake) with the highest accuracy on
+    this set, and that accuracy: ``(threshold, accuracy)``. Arguments in scikit-learn's order
+    (``y_true, y_score``).
+
+    The threshold is the midpoint between the two neighbouring distinct probabilities (it
+    generalises better than either); above the highest probability when calling everything
+    real is best; 0.5 for an empty set.
+    """
+    labels = np.asarray(labels, dtype=np.float64).ravel()
+    probs = np.asarray(probs, dtype=np.float64).ravel()
+    if len(labels) != len(probs):
+        raise ValueError(f"{len(labels)} labels but {len(probs)} probabilities")
+    order = np.argsort(-probs, kind="stable")
+    p, y = probs[order], labels[order]
+    # predicting "fake" for the top k: correct = fakes in top k + reals outside top k
+    fakes_top = np.concatenate([[0], np.cumsum(y)])
+    reals_rest = (1 - y).sum() - np.concatenate([[0], np.cumsum(1 - y)])
+    acc = (fakes_top + reals_rest) / max(len(y), 1)
+    # only cut between distinct probabilities
+    valid = np.concatenate([[True], p[1:] != p[:-1], [True]])
+    k = int(np.argmax(np.where(valid, acc, -1)))
+    if k == 0:
+        thr = float(p[0]) + 1e-6 if len(p) else 0.5
+    elif k == len(p):
+        thr = float(p[-1])
+    else:
+        thr = float((p[k - 1] + p[k]) / 2)
+    return thr, float(acc[k])
 
 
 def accuracy_at(labels: np.ndarray, probs: np.ndarray, threshold: float) -> float:
@@ -57,6 +89,26 @@ def auc_interval(labels: np.ndarray, probs: np.ndarray, level: float = 0.95,
         aucs[b] = _auc_by_ranks(y[idx], p[idx])
     a = (1 - level) / 2
     return float(np.quantile(aucs, a)), float(np.quantile(aucs, 1 - a))
+
+
+def two_classes(labels: Sequence[int] | np.ndarray) -> bool:
+    """Whether ``labels`` hold both a real (0) and a fake (1): ranking metrics need both."""
+    return len(set(np.asarray(labels, dtype=int).ravel().tolist())) == 2
+
+
+def roc_auc(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray
+            ) -> float | str:
+    """The ROC AUC (fake = positive), :data:`NA` when the labels hold one class only."""
+    return float(roc_auc_score(labels, probs)) if two_classes(labels) else NA
+
+
+def roc_points(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """``(fpr, tpr, auc)`` of the ROC curve for plotting; None with one class only."""
+    if not two_classes(labels):
+        return None
+    fpr, tpr, _ = roc_curve(labels, probs)
+    return fpr, tpr, float(roc_auc_score(labels, probs))
 
 
 def at_chance(metrics: dict[str, Any]) -> bool | None:
@@ -156,5 +208,6 @@ def fmt(value: Any, scale: float = 100.0, digits: int = 2) -> str:
     return str(value)
 
 
-__all__ = ["NA", "accuracy_at", "aggregation_aucs", "best_threshold", "binary_metrics", "equal_error_rate", "fmt",
-           "report", "video_level"]
+__all__ = ["NA", "accuracy_at", "aggregation_aucs", "at_chance", "auc_interval", "best_threshold",
+           "binary_metrics", "equal_error_rate", "fmt", "report", "roc_auc", "roc_points",
+           "two_classes", "video_level"]
