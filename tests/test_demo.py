@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lorefd.apps.demo import split_by_identity
+from lorefd.apps.common import split_by_identity
 from lorefd.config import load_config
 from lorefd.data.manifest import FAKE, REAL, load_samples
 from lorefd.engines.train import build_train_dataset, dataset_labels
@@ -18,12 +18,12 @@ from lorefd.engines.train import build_train_dataset, dataset_labels
 
 def test_split_by_identity_is_disjoint_and_deterministic(faces_manifest):
     samples = load_samples(faces_manifest)
-    a = split_by_identity(samples, seed=0)
+    a = split_by_identity(samples, val=0.125, test=0.25, seed=0)
     groups = {k: {s.group for s in v} for k, v in a.items()}
     assert not (groups["train"] & groups["test"]) and not (groups["train"] & groups["val"])
     assert sum(len(v) for v in a.values()) == len(samples)
     assert all(len(v) > 0 for v in a.values())
-    b = split_by_identity(load_samples(faces_manifest), seed=0)
+    b = split_by_identity(load_samples(faces_manifest), val=0.125, test=0.25, seed=0)
     assert [s.path for s in a["test"]] == [s.path for s in b["test"]]
 
 

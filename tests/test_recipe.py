@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from media import stills
 
-from lorefd.apps.recipe import STAGES, reserved_ids, run_recipe, split_reals
+from lorefd.apps.common import bundled_ids, split_by_identity
+from lorefd.apps.recipe import STAGES, run_recipe
 from lorefd.models.bundle import load_bundle
 
 TOY = ["data.image_size=64", "data.num_workers=0", "mae.encoder_depth=1", "mae.decoder_depth=1",
@@ -65,9 +66,9 @@ def test_bundled_faces_are_always_test(faces: Path) -> None:
     from lorefd.data.manifest import Sample
 
     rows = [Sample(path=str(p), label=0, video_id=f"real/{p.stem}") for p in stills(40)]
-    parts = split_reals(rows, val=0.4, test=0.0)
+    parts = split_by_identity(rows, val=0.4, test=0.0, reserved=bundled_ids())
     assert len(parts["test"]) == 40 and not parts["train"]
-    assert {Path(r.path).stem for r in parts["test"]} <= reserved_ids()
+    assert {Path(r.path).stem for r in parts["test"]} <= bundled_ids()
 
 
 def test_unknown_stage_is_an_error(tmp_path: Path, faces: Path) -> None:

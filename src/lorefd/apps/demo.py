@@ -14,24 +14,25 @@ Every number in the report is measured in this run; nothing is copied from the p
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
+from lorefd.apps.common import (
+    BUNDLED_FACES,
+    DETECTORS,
+    MARGIN,
+    Stopwatch,
+    held_out_set,
+    split_by_identity,
+)
 from lorefd.config import Config, load_config
-from lorefd.data.images import load_rgb
-from lorefd.data.manifest import REAL, Sample, read_manifest, write_manifest
+from lorefd.data.manifest import REAL, read_manifest, write_manifest
 from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
-from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
-from lorefd.data.synth.fakeset import write_fake_set
 from lorefd.engines.detect import detect_paths
 from lorefd.engines.pretrain import pretrain
 from lorefd.engines.train import train
@@ -46,11 +47,6 @@ from lorefd.version import __version__
 
 log = logging.getLogger("lorefd")
 
-BUNDLED_FACES = Path(__file__).resolve().parents[1] / "assets" / "faces"
-# The baseline first: offline there are no ImageNet weights, so the method's frozen feature
-# extractor starts from the trained baseline (Section III-C asks for a pretrained extractor).
-DETECTORS = ("baseline", "lre")
-DEMO_MARGIN = 0.1
 SHIPPED = "shipped"
 LABELS = {"lre": "LRE (ours, Eq. 2 attention), trained here",
           "baseline": "Xception baseline, trained here",
@@ -62,59 +58,6 @@ QUICK_OVERRIDES = [
     "pretrain.batch_size=16", "train.epochs=1", "train.iters_per_epoch=4",
     "train.batch_size=8",
 ]
-
-
-@dataclass
-class Stopwatch:
-    """Elapsed seconds of each named stage, printed as they finish."""
-
-    times: dict[str, float] = field(default_factory=dict)
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        t0 = time.perf_counter()
-        result = fn()
-        self.times[name] = time.perf_counter() - t0
-        print(f"[demo] {name}: {self.times[name]:.1f} s", flush=True)
-        return result
-
-
-def split_by_identity(samples: list[Sample], val: float = 0.125, test: float = 0.25,
-                      seed: int = 0) -> dict[str, list[Sample]]:
-    """Deterministic identity-disjoint split (identity = ``Sample.group``), by hashed id."""
-    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
-    for s in samples:
-        h = int(hashlib.sha1(f"{seed}:{s.group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        split = "test" if h < test else "val" if h < test + val else "train"
-        s.split = split
-        out[split].append(s)
-    return out
-
-
-def jpeg_reals(samples: list[Sample], out: Path, quality: int) -> list[Sample]:
-    """JPEG round trip of the reals at ``quality``, matching the fakes' last step, so
-    compression is no shortcut at evaluation."""
-    out.mkdir(parents=True, exist_ok=True)
-    copies = []
-    for i, s in enumerate(samples):
-        rgb = jpeg_roundtrip(load_rgb(s.path), quality)
-        dest = out / f"{i:05d}_{Path(s.path).stem}.png"
-        cv2.imwrite(str(dest), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        copies.append(Sample(path=str(dest), label=REAL, dataset=s.dataset, split=s.split,
-                             video_id=s.video_id, landmarks=s.landmarks, method="real"))
-    return copies
-
-
-def held_out_set(reals: list[Sample], out: Path, seed: int, quality: int = 90) -> list[Sample]:
-    """The reals of held-out identities plus one fixed synthesised fake of each (kinds in turn)."""
-    summary = write_fake_set(reals, out / "fakes", per_image=1, seed=seed, jpeg=quality)
-    fakes = read_manifest(out / "fakes" / "manifest.csv")
-    for f in fakes:  # a fake is its own "video", never grouped with the real it came from
-        f.video_id = f"{f.method}:{f.video_id}"
-    samples = jpeg_reals(reals, out / "reals", quality) + fakes
-    write_manifest(out / "manifest.csv", samples)
-    log.info("held-out set %s: %d reals, %d fakes (%s)", out.name, len(reals), len(fakes),
-             summary["ms_per_fake"])
-    return samples
 
 
 def demo_config(quick: bool, overrides: list[str] | None = None) -> Config:
@@ -130,19 +73,19 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(quick, overrides)
-    clock = Stopwatch()
+    clock = Stopwatch("demo")
     t_start = time.perf_counter()
 
     # 1. align like `lorefd preprocess` (crops stored at 2x the model size for the figures).
     # The bundled faces are tight FFHQ crops: a 0.1 margin keeps the aligned crop inside them
     # (the default 0.25 would pad black borders). The bundle records both for `detect`.
-    opts = PreprocessOptions(size=2 * cfg.data.image_size, margin=DEMO_MARGIN, progress=False)
+    opts = PreprocessOptions(size=2 * cfg.data.image_size, margin=MARGIN, progress=False)
     clock.run("preprocess (dlib landmarks + alignment)",
               lambda: run_preprocess("folder", faces, out / "faces", opts))
     crops = [s for s in read_manifest(out / "faces" / "manifest.csv") if s.label == REAL]
     if quick:
         crops = crops[:48]
-    splits = split_by_identity(crops, seed=cfg.train.seed)
+    splits = split_by_identity(crops, val=0.125, test=0.25, seed=cfg.train.seed)
     for name, rows in splits.items():
         write_manifest(out / f"{name}_reals.csv", rows)
     log.info("identities: %s", {k: len(v) for k, v in splits.items()})

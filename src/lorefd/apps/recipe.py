@@ -23,12 +23,18 @@ its last checkpoint, so a killed run re-run with the same arguments ends with th
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
+from lorefd.apps.common import (
+    DETECTORS,
+    MARGIN,
+    Stopwatch,
+    bundled_ids,
+    held_out_set,
+    split_by_identity,
+)
 from lorefd.config import load_config
 from lorefd.data.manifest import FAKE, REAL, Sample, read_manifest, write_manifest
 from lorefd.utils import atomic_write_json
@@ -37,35 +43,10 @@ log = logging.getLogger("lorefd")
 
 STAGES = ("faces", "split", "heldout", "stage1", "baseline", "lre", "robust", "evaluate",
           "export")
-DETECTORS = ("baseline", "lre")
 RUNS = (*DETECTORS, "robust")  # trained run folders, in training order
 # the `robust` stage's overrides of the config (a fine-tune: new optimiser, lower peak lr)
 ROBUST_STAGE = ("data.augment=robust", "train.lr=3e-4", "train.warmup_steps=100",
                 "train.epochs=9")
-BUNDLED_FACES = Path(__file__).resolve().parents[1] / "assets" / "faces"
-MARGIN = 0.1  # FFHQ-style tight crops: a wider template would pad black borders
-
-
-def reserved_ids() -> set[str]:
-    """File stems of the faces bundled with lorefd (the demo set): test-only."""
-    return {p.stem for p in (BUNDLED_FACES / "real").glob("*.jpg")}
-
-
-def split_reals(samples: list[Sample], val: float, test: float, seed: int = 0,
-                reserve_bundled: bool = True) -> dict[str, list[Sample]]:
-    """Identity-disjoint split by hashed identity (``Sample.group``); with ``reserve_bundled``
-    the faces bundled with lorefd go to test whatever their hash."""
-    reserved = reserved_ids() if reserve_bundled else set()
-    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
-    for s in samples:
-        h = int(hashlib.sha1(f"{seed}:{s.group}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        if Path(s.video_id or s.path).name in reserved:
-            split = "test"
-        else:
-            split = "test" if h < test else "val" if h < test + val else "train"
-        s.split = split
-        out[split].append(s)
-    return out
 
 
 def _gan_set(gan_dir: Path, reals: list[Sample], out: Path, size: int, limit: int = 500
@@ -97,7 +78,6 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     """Run the recipe's ``stages`` (default all) into ``out_dir``; returns the summary.
 
     ``reserve_bundled=False`` lets the bundled faces train (toy runs on the bundle only)."""
-    from lorefd.apps.demo import held_out_set
     from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
     from lorefd.engines.pretrain import pretrain
     from lorefd.engines.train import train
@@ -120,14 +100,11 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
         summary = json.loads(summary_path.read_text())
     times = summary.setdefault("seconds", {})
 
-    def timed(name: str, fn):  # noqa: ANN001, ANN202
-        t0 = time.perf_counter()
-        result = fn()
-        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+    def save() -> None:
         summary["config"] = cfg.to_dict()
         atomic_write_json(summary_path, summary)
-        print(f"[recipe] {name}: {time.perf_counter() - t0:.1f} s", flush=True)
-        return result
+
+    timed = Stopwatch("recipe", times, after=save).run
 
     faces = out / "faces"
     if "faces" in todo:
@@ -138,8 +115,8 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     split_dir = out / "splits"
     if "split" in todo:
         reals = [s for s in read_manifest(faces / "manifest.csv") if s.label == REAL]
-        parts = split_reals(reals, val_fraction, test_fraction, seed=cfg.train.seed,
-                            reserve_bundled=reserve_bundled)
+        parts = split_by_identity(reals, val_fraction, test_fraction, seed=cfg.train.seed,
+                                  reserved=bundled_ids() if reserve_bundled else ())
         split_dir.mkdir(exist_ok=True)
         for name, rows in parts.items():
             write_manifest(split_dir / f"{name}_reals.csv", rows)
@@ -216,4 +193,4 @@ def choose_detector(out: Path, names: tuple[str, ...] = DETECTORS) -> str:
     return max(aucs, key=lambda n: (aucs[n], n == "lre"))
 
 
-__all__ = ["DETECTORS", "ROBUST_STAGE", "RUNS", "STAGES", "choose_detector", "reserved_ids", "run_recipe", "split_reals"]
+__all__ = ["ROBUST_STAGE", "RUNS", "STAGES", "choose_detector", "run_recipe"]
