@@ -17,8 +17,7 @@ from conftest import make_detector_checkpoint
 from media import make_image, make_video, render_frames, stills
 
 from lorefd.cli import main
-from lorefd.data.dataset import resize_square, to_tensor
-from lorefd.data.images import load_rgb
+from lorefd.data.images import load_rgb, resize_square, to_tensor
 from lorefd.data.preprocess.adapters import MediaItem
 from lorefd.data.preprocess.runner import PreprocessOptions, process_item
 from lorefd.engines.detect import STATUSES, detect_paths

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from lorefd.cli.common import (
     add_device_arg,
@@ -52,6 +53,41 @@ def _probability(value: str) -> float:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
     return x
 
+
+
+def format_table(report: dict[str, Any], width: int | None = None) -> str:
+    """The printed table: path, type, faces/frames, P(fake), verdict, status (and message).
+
+    FACES/FRAMES: for an image the faces scored; for a video ``scored/decoded fr``: frames
+    with a face (each scored) out of the sampled frames that could be decoded (``--frames``
+    are sampled evenly; a truncated file decodes fewer, and the message says so)."""
+    import shutil
+
+    from lorefd.engines.report_schema import NO_FACE, OK, SCORE, STATUSES
+
+    rows = [("PATH", "TYPE", "FACES/FRAMES", "P(fake)", "VERDICT", "STATUS")]
+    for r in report["results"]:
+        if r["type"] == "video" and r["frames"] is not None:
+            ff = f"{r['frames']['count']}/{r['frames']['decoded']} fr"
+        elif r["type"] == "image" and r["status"] in (OK, NO_FACE):
+            ff = f"{len(r['faces'])} face" + ("s" if len(r["faces"]) != 1 else "")
+        else:
+            ff = "-"
+        status = r["status"] + (f": {r['message']}" if r["message"] else "")
+        rows.append((r["path"], r["type"] or "-", ff,
+                     "-" if r[SCORE] is None else f"{r[SCORE]:.3f}", r["verdict"] or "-",
+                     status))
+    width = width or shutil.get_terminal_size((200, 24)).columns
+    pw = min(max(len(r[0]) for r in rows), max(20, width - 60))
+    lines = []
+    for r in rows:
+        path = r[0] if len(r[0]) <= pw else "..." + r[0][-(pw - 3):]
+        lines.append(f"{path:<{pw}}  {r[1]:<5}  {r[2]:>12}  {r[3]:>7}  {r[4]:<7}  {r[5]}")
+    s = report["summary"]
+    lines.append(f"{s['inputs']} input(s): " + ", ".join(
+        f"{s[k]} {k}" for k in STATUSES if s[k]) + f"; threshold {report['threshold']:.3f}; "
+        f"{s['seconds']:.1f} s")
+    return "\n".join(lines)
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="real/fake scores and heatmaps for images and videos",
@@ -83,7 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.engines.detect import detect_paths, format_table, processed_any
+    from lorefd.engines.detect import detect_paths, processed_any
     from lorefd.models.bundle import resolve_model
 
     check_output_file(args.json, "--json")  # before the work, not after it

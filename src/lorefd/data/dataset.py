@@ -11,10 +11,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from lorefd.data.images import ImageLoadError, load_rgb
+from lorefd.data.images import ImageLoadError, load_rgb, resize_square, to_tensor
 from lorefd.data.manifest import REAL, Sample
 from lorefd.data.perturb import random_perturbation
-from lorefd.data.preprocess.align import resize_square, to_chw
 
 log = logging.getLogger("lorefd")
 
@@ -48,12 +47,6 @@ def validate_samples(samples: list[Sample], need_landmarks: bool = False,
         log.warning("%s: skipped %d of %d samples (%s)", what, sum(skipped.values()), len(samples),
                     ", ".join(f"{k}: {v}" for k, v in skipped.items()))
     return kept, skipped
-
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 -> 3xHxW float in ``[0, 1]``."""
-    # numpy does the layout change: torch's float() on a permuted view is ~10x slower here.
-    return torch.from_numpy(to_chw(rgb))
 
 
 class FaceDataset(Dataset):

@@ -40,7 +40,6 @@ import csv
 import io
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -542,37 +541,6 @@ def processed_any(report: dict[str, Any]) -> bool:
     return any(r["status"] in (OK, NO_FACE) for r in report["results"])
 
 
-def format_table(report: dict[str, Any], width: int | None = None) -> str:
-    """The printed table: path, type, faces/frames, P(fake), verdict, status (and message).
-
-    FACES/FRAMES: for an image the faces scored; for a video ``scored/decoded fr``: frames
-    with a face (each scored) out of the sampled frames that could be decoded (``--frames``
-    are sampled evenly; a truncated file decodes fewer, and the message says so)."""
-    rows = [("PATH", "TYPE", "FACES/FRAMES", "P(fake)", "VERDICT", "STATUS")]
-    for r in report["results"]:
-        if r["type"] == "video" and r["frames"] is not None:
-            ff = f"{r['frames']['count']}/{r['frames']['decoded']} fr"
-        elif r["type"] == "image" and r["status"] in (OK, NO_FACE):
-            ff = f"{len(r['faces'])} face" + ("s" if len(r["faces"]) != 1 else "")
-        else:
-            ff = "-"
-        status = r["status"] + (f": {r['message']}" if r["message"] else "")
-        rows.append((r["path"], r["type"] or "-", ff,
-                     "-" if r[SCORE] is None else f"{r[SCORE]:.3f}", r["verdict"] or "-",
-                     status))
-    width = width or shutil.get_terminal_size((200, 24)).columns
-    pw = min(max(len(r[0]) for r in rows), max(20, width - 60))
-    lines = []
-    for r in rows:
-        path = r[0] if len(r[0]) <= pw else "..." + r[0][-(pw - 3):]
-        lines.append(f"{path:<{pw}}  {r[1]:<5}  {r[2]:>12}  {r[3]:>7}  {r[4]:<7}  {r[5]}")
-    s = report["summary"]
-    lines.append(f"{s['inputs']} input(s): " + ", ".join(
-        f"{s[k]} {k}" for k in STATUSES if s[k]) + f"; threshold {report['threshold']:.3f}; "
-        f"{s['seconds']:.1f} s")
-    return "\n".join(lines)
-
-
 __all__ = ["CSV_COLUMNS", "STATUSES", "Context", "HeatmapNamer", "InputFile", "attention_heat",
            "claim", "collect_inputs", "detect_file", "detect_paths", "format_csv",
-           "format_table", "processed_any", "score_crops"]
+           "processed_any", "score_crops"]

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lorefd.data.dataset import resize_square, to_tensor
-from lorefd.data.images import load_rgb
+from lorefd.data.images import load_rgb, resize_square, to_tensor
 from lorefd.errors import NonFiniteScoreError, UserError
 from lorefd.evaluation.figures import short_name
 from lorefd.models.bundle import load_model

@@ -251,8 +251,7 @@ def collect_images(items: list[str], limit: int) -> list[str]:
 def reconstruct_figure(ckpt: str | Path, images: list[str], out: str | Path, seed: int = 0,
                        device: str | None = None) -> Path:
     """Load a stage-1 model, reconstruct ``images`` under key-region masking, draw Fig. 4."""
-    from lorefd.data.dataset import resize_square, to_tensor
-    from lorefd.data.images import ImageLoadError, load_rgb
+    from lorefd.data.images import ImageLoadError, load_rgb, resize_square, to_tensor
     from lorefd.evaluation.figures import reconstruction_grid
     from lorefd.models.detectors import resolve_mae_checkpoint
     from lorefd.models.mae import load_mae

@@ -36,8 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.checkpoint import CheckpointError
-from lorefd.data.dataset import resize_square, to_tensor
-from lorefd.data.images import ImageLoadError, load_rgb
+from lorefd.data.images import ImageLoadError, load_rgb, resize_square, to_tensor
 from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, describe
 from lorefd.data.perturb import (
     DEEPERFORENSICS,

@@ -52,8 +52,8 @@ class GraphError(BundleError):
 def reference_crops(image_size: int, preprocess: dict[str, Any], n: int = 8) -> np.ndarray:
     """``n`` bundled real faces aligned and resized as ``lorefd detect`` crops them (with their
     stored landmarks, so no face detector is needed): ``(n, 3, S, S)`` float32 in [0, 1]."""
-    from lorefd.data.images import load_rgb
-    from lorefd.data.preprocess.align import align_face, resize_square, to_chw
+    from lorefd.data.images import load_rgb, resize_square, to_chw
+    from lorefd.data.preprocess.align import align_face
 
     out = []
     for jpg in sorted((FACES / "real").glob("*.jpg"))[:n]:

@@ -77,14 +77,3 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int = 224,
     return crop, transform_points(landmarks, matrix), matrix
 
 
-def resize_square(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Resize a crop to ``size x size`` (area interpolation when shrinking)."""
-    if rgb.shape[0] == size and rgb.shape[1] == size:
-        return rgb
-    interp = cv2.INTER_AREA if min(rgb.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
-
-
-def to_chw(rgb: np.ndarray) -> np.ndarray:
-    """HxWx3 uint8 -> 3xHxW float32 in ``[0, 1]``: the detector input of both runtimes."""
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1), dtype=np.float32) / 255.0

@@ -2,7 +2,7 @@
 
 Shared by ``lorefd detect`` and ``lorefd serve``: the face detector (:mod:`.faces`), the
 5-point alignment (:mod:`.align`) with the size and margin recorded at preprocessing, then the
-training resize (:func:`~lorefd.data.preprocess.align.resize_square`). Crops are numpy arrays,
+training resize (:func:`~lorefd.data.images.resize_square`). Crops are numpy arrays,
 the input of both runtimes (PyTorch and ONNX Runtime); nothing here imports torch.
 """
 
@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from lorefd.data.images import resize_square, to_chw
 from lorefd.data.landmarks import Face
-from lorefd.data.preprocess.align import align_face, resize_square, to_chw
+from lorefd.data.preprocess.align import align_face
 from lorefd.data.preprocess.faces import FaceBackend, FaceFinder, make_backend
 
 # A second, third... face in an image must reach this face-detector score (dlib: HOG margin;
