@@ -32,17 +32,6 @@ def build_parser() -> argparse.ArgumentParser:
 # OS errors that mean a path the user gave is wrong (not a bug): one line, exit 2
 _PATH_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
                 PermissionError)
-# domain errors of modules that predate lorefd.errors.UserError: (module, class, exit status);
-# looked up in sys.modules only, so nothing is imported for them
-_LEGACY_USER_ERRORS = [
-    ("lorefd.data.manifest", "ManifestError", 2), ("lorefd.data.images", "ImageLoadError", 2),
-    ("lorefd.data.landmarks", "LandmarkBackendError", 2),
-    ("lorefd.engines.common", "NonFiniteLossError", 2),
-    ("lorefd.evaluation.protocols", "ProtocolError", 2),
-    ("lorefd.engines.pretrain", "EmptyDatasetError", 1),  # not one usable face: nothing to do
-]
-
-
 def user_error_code(exc: BaseException) -> int | None:
     """The exit status of an error the user can fix (2; 1 when nothing could be processed),
     or None for a bug (which keeps its traceback)."""
@@ -52,10 +41,6 @@ def user_error_code(exc: BaseException) -> int | None:
         return exc.exit_code
     if isinstance(exc, _PATH_ERRORS):
         return 2
-    for module, name, code in _LEGACY_USER_ERRORS:
-        cls = getattr(sys.modules.get(module), name, None)
-        if cls is not None and isinstance(exc, cls):
-            return code
     if isinstance(exc, ValueError):  # bad values given to the library: the user's input
         return 2
     return None

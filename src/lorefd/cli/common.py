@@ -12,6 +12,35 @@ from pathlib import Path
 from typing import Any
 
 
+# ---- argument types (argparse ``type=``): a bad value is a usage error naming the rule --------
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+
+def non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
+    return n
+
+
+def positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return x
+
+
+def probability(value: str) -> float:
+    x = float(value)
+    if not 0.0 <= x <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
+    return x
+
+
 def add_config_args(p: argparse.ArgumentParser, default: str | None = "paper") -> None:
     """``--config`` (a YAML file or a bundled name) and repeatable ``--set KEY=VALUE``."""
     p.add_argument("--config", default=default,

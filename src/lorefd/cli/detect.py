@@ -37,22 +37,9 @@ from lorefd.cli.common import (
     check_output_dir,
     check_output_file,
     check_outputs_spare_inputs,
+    positive_int,
+    probability,
 )
-
-
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def _probability(value: str) -> float:
-    x = float(value)
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
-    return x
-
 
 
 def format_table(report: dict[str, Any], width: int | None = None) -> str:
@@ -103,13 +90,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar (it is also off when stderr is not a terminal)")
     add_device_arg(p)
-    p.add_argument("--frames", type=_positive, default=None,
+    p.add_argument("--frames", type=positive_int, default=None,
                    help="frames sampled evenly per video (default: the bundle's, 32)")
-    p.add_argument("--threshold", type=_probability, default=None,
+    p.add_argument("--threshold", type=probability, default=None,
                    help="decision threshold (default: the bundle's)")
-    p.add_argument("--batch-size", type=_positive, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of the runtime (default: its own; 1 is faster on a busy "
                         "machine)")
     add_runtime_arg(p)

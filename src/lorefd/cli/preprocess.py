@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from lorefd.cli.common import add_alias, check_output_dir
+from lorefd.cli.common import add_alias, check_output_dir, positive_int
 from lorefd.utils import log
 
 # as in lorefd.data.preprocess.adapters (not imported here: it loads OpenCV; a test keeps
@@ -20,13 +20,6 @@ COMPRESSIONS = ["c0", "c23", "c40"]
 
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("root", help="dataset root folder")
     p.add_argument("--out", required=True, help="output folder (crops, manifest.csv, ...)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--frames", type=_positive, default=32,
+    g.add_argument("--frames", type=positive_int, default=32,
                    help="frames evenly spaced per video (default 32; shorter videos: all)")
-    g.add_argument("--every", type=_positive, default=None, help="every K-th frame instead")
+    g.add_argument("--every", type=positive_int, default=None, help="every K-th frame instead")
     p.add_argument("--split", choices=["train", "val", "test", "all"], default="all",
                    help="keep one split (official FF++ / Celeb-DF lists); default all")
     p.add_argument("--compression", type=_csv, default=None, metavar="C[,C]",
@@ -51,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", type=_csv, default=None, metavar="M[,M]",
                    help="FF++ manipulation methods (default Deepfakes,Face2Face,FaceSwap,"
                         "NeuralTextures,FaceShifter, those present); folder: fake sub-folders")
-    p.add_argument("--size", type=_positive, default=224, help="crop side in pixels (224)")
+    p.add_argument("--size", type=positive_int, default=224, help="crop side in pixels (224)")
     p.add_argument("--margin", type=float, default=0.25,
                    help="context around the 5-point template, fraction per side (0.25)")
     p.add_argument("--format", dest="image_format", choices=["png", "jpg"], default="png",
@@ -70,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--track-face-side", type=int, default=100,
                    help="after the first frame, detect only near the previous face, scaled so "
                         "the face is this many pixels (100; 0 = full-frame detection always)")
-    p.add_argument("--limit", type=_positive, default=None,
+    p.add_argument("--limit", type=positive_int, default=None,
                    help="only the first N videos (a quick look)")
     p.add_argument("--overwrite", action="store_true", help="redo finished videos")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

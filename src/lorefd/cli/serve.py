@@ -19,37 +19,17 @@ import ipaddress
 import os
 import sys
 
-from lorefd.cli.common import add_device_arg, add_model_arg, add_runtime_arg
+from lorefd.cli.common import (
+    add_device_arg,
+    add_model_arg,
+    add_runtime_arg,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 TOKEN_ENV = "LOREFD_SERVE_TOKEN"
-
-
-def _positive(value: str) -> int:
-    n = int(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
-    return n
-
-
-def _non_negative(value: str) -> int:
-    n = int(value)
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {n}")
-    return n
-
-
-def _positive_float(value: str) -> float:
-    x = float(value)
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return x
-
-
-def _probability(value: str) -> float:
-    x = float(value)
-    if not 0.0 <= x <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {x}")
-    return x
 
 
 def is_loopback(host: str) -> bool:
@@ -72,26 +52,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token", default=None,
                    help=f"require `Authorization: Bearer TOKEN` on every API call "
                         f"(default: ${TOKEN_ENV})")
-    p.add_argument("--max-upload-mb", type=_positive_float, default=200.0,
+    p.add_argument("--max-upload-mb", type=positive_float, default=200.0,
                    help="largest request body in MB (MiB); larger gets 413 (default 200)")
-    p.add_argument("--workers", type=_positive, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="inferences at a time, in threads sharing the model (default 1)")
-    p.add_argument("--queue", type=_non_negative, default=8,
+    p.add_argument("--queue", type=non_negative_int, default=8,
                    help="requests that may wait beyond --workers; more get 503 (default 8)")
-    p.add_argument("--per-client", type=_positive, default=2,
+    p.add_argument("--per-client", type=positive_int, default=2,
                    help="requests one client address may have in at a time; more get 429 "
                         "(default 2). Uploads that stall 10 s or trickle below 16 KB/s get 408")
-    p.add_argument("--keep-minutes", type=_positive_float, default=10.0,
+    p.add_argument("--keep-minutes", type=positive_float, default=10.0,
                    help="how long heatmaps stay downloadable (default 10)")
-    p.add_argument("--frames", type=_positive, default=None,
+    p.add_argument("--frames", type=positive_int, default=None,
                    help="frames sampled evenly per video (default: the bundle's, 32)")
-    p.add_argument("--threshold", type=_probability, default=None,
+    p.add_argument("--threshold", type=probability, default=None,
                    help="decision threshold (default: the bundle's)")
     add_device_arg(p)
-    p.add_argument("--threads", type=_positive, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of the runtime (default: its own)")
     add_runtime_arg(p)
-    p.add_argument("--batch-size", type=_positive, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=None,
                    help="faces per forward pass (default 4 on CPU, 32 on CUDA)")
     p.add_argument("--retinaface-weights", default=None, metavar="PATH",
                    help="for bundles preprocessed with RetinaFace")

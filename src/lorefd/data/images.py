@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lorefd.errors import UserError
+
 if TYPE_CHECKING:
     import torch
 
@@ -23,7 +25,7 @@ MAX_PIXELS = 300_000_000
 SCREEN_MAX_PIXELS = 64_000_000
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(UserError, ValueError):
     """An image that cannot be read; ``str(exc)`` is the reason for the skip log."""
 
 

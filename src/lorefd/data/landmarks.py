@@ -18,6 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lorefd.errors import UserError
+
 # Index groups of the 68-point layout. "Left"/"right" are the subject's: the subject's right
 # eyebrow (17-21) appears on the image's left.
 JAW = list(range(0, 17))
@@ -32,7 +34,7 @@ NUM_LANDMARKS = 68
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
-class LandmarkBackendError(RuntimeError):
+class LandmarkBackendError(UserError, RuntimeError):
     """dlib or its landmark model is not installed."""
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lorefd.data.images import is_image, walk_files
+from lorefd.errors import UserError
 
 log = logging.getLogger("lorefd")
 
@@ -31,7 +32,7 @@ FAKE_FOLDER_NAMES = {"fake", "fakes", "manipulated", "synthesis", "forged"}
 REAL_FOLDER_NAMES = {"real", "reals", "original", "pristine"}
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """A manifest that cannot be used: missing columns or files, bad labels, empty selection."""
 
 

@@ -23,6 +23,7 @@ from lorefd.checkpoint import (
     set_rng_state,
 )
 from lorefd.config import Config
+from lorefd.errors import UserError
 from lorefd.utils import append_jsonl, atomic_write_text
 
 log = logging.getLogger("lorefd")
@@ -87,7 +88,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN/inf; the run stops and the last good checkpoint is kept."""
 
 

@@ -54,6 +54,7 @@ from lorefd.engines.common import (
     save_training_checkpoint,
     truncate_metrics,
 )
+from lorefd.errors import NothingProcessedError
 from lorefd.models.mae import KeyRegionMAE, build_mae, count_parameters
 from lorefd.utils import atomic_write_json, atomic_write_text, seed_everything
 
@@ -62,7 +63,7 @@ log = logging.getLogger("lorefd")
 LAST, FINAL = "checkpoints/last", "mae"
 
 
-class EmptyDatasetError(ValueError):
+class EmptyDatasetError(NothingProcessedError, ValueError):
     """No usable real face is left after filtering; raised before any model is built."""
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from lorefd.config import Config
 from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample
 from lorefd.engines.train import train
+from lorefd.errors import UserError
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.metrics import NA, fmt
 from lorefd.models.detectors import resolve_mae_checkpoint
@@ -59,7 +60,7 @@ PAPER: dict[str, Any] = {
 }
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError, ValueError):
     """A protocol that cannot run on the given manifests."""
 
 
@@ -143,10 +144,6 @@ def _splits(ffpp: list[Sample], methods: list[str] | None, c: str | None
     return select(ffpp, "train", methods, c), select(ffpp, "val", methods, c)
 
 
-def _pct(v: Any) -> str:
-    return fmt(v) if v != NA else NA
-
-
 def in_dataset(ctx: Context, ffpp: list[Sample], compressions: list[str], **_: Any) -> tuple[list[str], list[list[str]]]:
     header = ["Dataset", "Acc", "Acc (paper)", "AUC", "AUC (paper)"]
     rows = []
@@ -155,8 +152,8 @@ def in_dataset(ctx: Context, ffpp: list[Sample], compressions: list[str], **_: A
         ckpt = ctx.train(f"lre_all_{c}", "lre", tr, va)
         m = ctx.test(f"lre_all_{c}__ffpp_{c}", ckpt, require(select(ffpp, "test", None, c), "test set"))
         p = PAPER["in-dataset"].get(c, {})
-        rows.append([f"FF++({c.upper()})", _pct(m["acc"]), str(p.get("acc", "—")),
-                     _pct(m["auc"]), str(p.get("auc", "—"))])
+        rows.append([f"FF++({c.upper()})", fmt(m["acc"]), str(p.get("acc", "—")),
+                     fmt(m["auc"]), str(p.get("auc", "—"))])
     return header, rows
 
 
@@ -173,10 +170,10 @@ def cross_manipulation(ctx: Context, ffpp: list[Sample], **_: Any) -> tuple[list
             m = ctx.test(f"lre_{SHORT[train_m]}_c23__{SHORT[test_m]}", ckpt,
                          require(select(ffpp, "test", [test_m], "c23"), f"test set {test_m}"))
             aucs.append(m["auc"])
-            row += [_pct(m["auc"]), str(PAPER["cross-manipulation"][train_m][SHORT[test_m]])]
+            row += [fmt(m["auc"]), str(PAPER["cross-manipulation"][train_m][SHORT[test_m]])]
         nums = [a for a in aucs if a != NA]
         avg = float(np.mean(nums)) if len(nums) == len(aucs) else NA
-        row += [_pct(avg), str(PAPER["cross-manipulation"][train_m]["Avg"])]
+        row += [fmt(avg), str(PAPER["cross-manipulation"][train_m]["Avg"])]
         rows.append(row)
     return header, rows
 
@@ -193,8 +190,8 @@ def gid(ctx: Context, ffpp: list[Sample], compressions: list[str], **_: Any) -> 
             m = ctx.test(f"{key}__{SHORT[held]}", ckpt,
                          require(select(ffpp, "test", [held], c), f"test set {held}"))
             p = PAPER["gid"][held].get(c, {})
-            rows.append([f"GID-{SHORT[held]}({c.upper()})", _pct(m["acc"]), str(p.get("acc", "—")),
-                         _pct(m["auc"]), str(p.get("auc", "—"))])
+            rows.append([f"GID-{SHORT[held]}({c.upper()})", fmt(m["acc"]), str(p.get("acc", "—")),
+                         fmt(m["auc"]), str(p.get("auc", "—"))])
     return header, rows
 
 
@@ -229,7 +226,7 @@ def _ablation_rows(ctx, ffpp, celebdf, dfd, detectors, name):
                 row += ["not run (no manifest)", str(paper[set_name])]
                 continue
             m = ctx.test(f"{det}_all_c23__{set_name}", ckpt, require(data, f"test set {set_name}"))
-            row += [_pct(m["auc"]), str(paper[set_name])]
+            row += [fmt(m["auc"]), str(paper[set_name])]
         rows.append(row)
     return header, rows
 

@@ -452,7 +452,8 @@ def _cell(v: Any) -> Any:
     return f"{v:.6f}" if isinstance(v, float) else v
 
 
-def _pct(v: Any) -> str:
+def fmt1(v: Any) -> str:
+    """A metric as a percentage with one decimal (``n/a`` kept), for the report tables."""
     return fmt(v, 100.0, 1)
 
 
@@ -474,11 +475,11 @@ def markdown(result: dict[str, Any]) -> str:
         for lv in ("frame", "video"):
             df, jp, cl = s["deeperforensics"], s["jpeg"], s["clean"] or {}
             lines.append(
-                f"| {e['name']} | {lv} | {_pct(cl.get(f'{lv}_auc', NA))} | "
-                f"{_pct(cl.get(f'{lv}_acc', NA))} | {_pct(df[f'{lv}_auc'])} "
-                f"({df[f'{lv}_auc_n']}/{n_df}) | {_pct(df[f'{lv}_auc_drop'])} | "
-                f"{_pct(jp[f'{lv}_auc'])} ({jp[f'{lv}_auc_n']}/{len(LEVELS)}) | "
-                f"{_pct(jp[f'{lv}_auc_drop'])} |")
+                f"| {e['name']} | {lv} | {fmt1(cl.get(f'{lv}_auc', NA))} | "
+                f"{fmt1(cl.get(f'{lv}_acc', NA))} | {fmt1(df[f'{lv}_auc'])} "
+                f"({df[f'{lv}_auc_n']}/{n_df}) | {fmt1(df[f'{lv}_auc_drop'])} | "
+                f"{fmt1(jp[f'{lv}_auc'])} ({jp[f'{lv}_auc_n']}/{len(LEVELS)}) | "
+                f"{fmt1(jp[f'{lv}_auc_drop'])} |")
     lines += ["", "(k/N): settings with an AUC among those of the full sweep (n/a: one class "
               "left, or nothing the perturbation could apply to). h264 scores only videos of two "
               "or more frames (n, skipped); its drop is against the clean AUC of all items.", ""]
@@ -494,9 +495,9 @@ def markdown(result: dict[str, Any]) -> str:
             why = "; ".join(f"{k}: {v}" for k, v in r.get("skip_reasons", {}).items())
             lines.append(
                 f"| {r['type']} | {r['level'] or ''} | {param} | {r['n']} | {r['n_videos']} | "
-                f"{r['skipped']}{f' ({why})' if why else ''} | {_pct(r['frame_auc'])} | "
-                f"{_pct(r['frame_acc'])} | {_pct(r['video_auc'])} | {_pct(r['video_acc'])} | "
-                f"{_pct(r['frame_auc_drop'])} | {_pct(r['video_auc_drop'])} |")
+                f"{r['skipped']}{f' ({why})' if why else ''} | {fmt1(r['frame_auc'])} | "
+                f"{fmt1(r['frame_acc'])} | {fmt1(r['video_auc'])} | {fmt1(r['video_acc'])} | "
+                f"{fmt1(r['frame_auc_drop'])} | {fmt1(r['video_auc_drop'])} |")
         lines.append("")
     return "\n".join(lines)
 
