@@ -19,7 +19,7 @@ from lorefd.models.bundle import (
     BundleError,
     export_bundle,
     load_bundle,
-    read_manifest,
+    read_bundle_header,
 )
 from lorefd.models.detectors import build_detector, load_detector, save_detector
 
@@ -61,7 +61,7 @@ def test_bundle_gives_the_checkpoint_detector(ckpt: Path, bundle: Path) -> None:
 
 
 def test_manifest_contents(ckpt: Path, bundle: Path) -> None:
-    m = read_manifest(bundle)
+    m = read_bundle_header(bundle)
     assert m["format"] == "lorefd-bundle" and m["bundle_version"] == BUNDLE_VERSION
     assert m["detector"] == "lre" and m["image_size"] == 64
     assert m["key_patches"] == KEY
@@ -131,15 +131,15 @@ def test_not_a_bundle(ckpt: Path, tmp_path: Path) -> None:
     text = tmp_path / "notes.lorefd"
     text.write_text("hello, this is not a model\n")
     with pytest.raises(BundleError, match="not a lorefd bundle"):
-        read_manifest(text)
+        read_bundle_header(text)
     plain = tmp_path / "plain.safetensors"
     shutil.copy(ckpt / "model.safetensors", plain)
     with pytest.raises(BundleError, match="not a lorefd bundle"):
-        read_manifest(plain)
+        read_bundle_header(plain)
     with pytest.raises(BundleError, match="export it first"):
-        read_manifest(ckpt)
+        read_bundle_header(ckpt)
     with pytest.raises(BundleError, match="not found"):
-        read_manifest(tmp_path / "missing.lorefd")
+        read_bundle_header(tmp_path / "missing.lorefd")
 
 
 def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path: Path,
@@ -147,7 +147,7 @@ def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path
     out = tmp_path / "cli.lorefd"
     assert main(["export", str(ckpt), "--out", str(out), "--threshold", "0.6"]) == 0
     assert "threshold 0.600 (given at export)" in capsys.readouterr().out
-    assert read_manifest(out)["threshold"]["value"] == 0.6
+    assert read_bundle_header(out)["threshold"]["value"] == 0.6
     # --half: float16 weights, half the size; weights beyond float16's range are refused
     # up front (this checkpoint's head was scaled to logits of +-2: its weights overflow)
     half = tmp_path / "half.lorefd"
@@ -159,7 +159,7 @@ def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path
     full = tmp_path / "full.lorefd"
     assert main(["export", str(plain), "--out", str(full)]) == 0
     assert main(["export", str(plain), "--out", str(half), "--half"]) == 0
-    assert read_manifest(half)["weights_dtype"] == "float16"
+    assert read_bundle_header(half)["weights_dtype"] == "float16"
     assert half.stat().st_size < 0.6 * full.stat().st_size
     capsys.readouterr()
     assert main(["export", str(tmp_path / "nope"), "--out", str(out)]) == 2
@@ -213,7 +213,7 @@ def test_a_version_1_bundle_is_refused_with_how_to_reseal_it(bundle: Path, tmp_p
 def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> None:
     from lorefd.models.bundle import write_bundle
 
-    good = read_manifest(ckpt.parent / "model.lorefd")
+    good = read_bundle_header(ckpt.parent / "model.lorefd")
     with safe_open(str(ckpt.parent / "model.lorefd"), "pt") as fh:
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 - safe_open API
     name = next(k for k, v in tensors.items() if v.is_floating_point() and k.startswith("net."))

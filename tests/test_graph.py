@@ -15,7 +15,7 @@ import torch
 from conftest import make_detector_checkpoint
 
 from lorefd.models import graph as graph_mod
-from lorefd.models.bundle import export_bundle, load_bundle, read_manifest, write_bundle
+from lorefd.models.bundle import export_bundle, load_bundle, read_bundle_header, write_bundle
 from lorefd.models.graph import (
     GRAPH_KEY,
     GraphError,
@@ -58,7 +58,7 @@ def test_onnx_scores_equal_torch(graph_bundle: Path) -> None:
 
 
 def test_graph_shares_the_weights(graph_bundle: Path) -> None:
-    info = read_manifest(graph_bundle)["onnx"]
+    info = read_bundle_header(graph_bundle)["onnx"]
     from safetensors.numpy import load_file
 
     tensors = load_file(str(graph_bundle))
@@ -79,7 +79,7 @@ def _rewrite(src: Path, dst: Path, **onnx: object) -> Path:
     """``src`` written again with entries of its manifest's ``onnx`` changed."""
     from safetensors.torch import load_file
 
-    manifest = read_manifest(src)
+    manifest = read_bundle_header(src)
     manifest["onnx"].update(onnx)
     write_bundle(dst, load_file(str(src)), manifest)
     return dst
@@ -99,7 +99,7 @@ def test_bad_graph_falls_back_or_is_refused(graph_bundle, tmp_path, caplog, chan
 def test_no_graph_runs_torch_and_onnx_is_refused(graph_bundle, tmp_path) -> None:
     from safetensors.torch import load_file
 
-    manifest = read_manifest(graph_bundle)
+    manifest = read_bundle_header(graph_bundle)
     del manifest["onnx"]
     plain = tmp_path / "plain.lorefd"
     write_bundle(plain, {k: v for k, v in load_file(str(graph_bundle)).items()
@@ -195,9 +195,9 @@ def test_cli_export_adds_the_graph_or_not(graph_bundle: Path, tmp_path: Path, ca
     ckpt = graph_bundle.parent / "det"
     plain = tmp_path / "plain.lorefd"
     assert main(["export", str(ckpt), "--out", str(plain), "--no-onnx"]) == 0
-    assert "onnx" not in read_manifest(plain)
+    assert "onnx" not in read_bundle_header(plain)
     assert main(["export", str(plain), "--out", str(plain), "--no-onnx"]) == 2
     again = tmp_path / "again.lorefd"
     assert main(["export", str(plain), "--out", str(again)]) == 0
     assert "with its ONNX graph" in capsys.readouterr().out
-    assert read_manifest(again)["onnx"]["max_abs_diff"]["prob"] <= 1e-4
+    assert read_bundle_header(again)["onnx"]["max_abs_diff"]["prob"] <= 1e-4

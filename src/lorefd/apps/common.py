@@ -15,7 +15,7 @@ import cv2
 
 from lorefd.data.images import load_rgb
 from lorefd.data.manifest import REAL, Sample, read_manifest, write_manifest
-from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
+from lorefd.data.perturb import jpeg as jpeg_roundtrip
 from lorefd.data.synth.fakeset import write_fake_set
 
 log = logging.getLogger("lorefd")

@@ -211,7 +211,7 @@ class HeatmapNamer:
 
 # ------------------------------------------------------------------------------ per file
 @dataclass
-class Context:
+class DetectContext:
     """What every file needs: the bundle, the face pipeline, device and options.
 
     ``heatmaps`` maps an input and an extension to the path to write (claimed, see
@@ -259,7 +259,7 @@ def _face_entry(c: FaceCrop) -> dict[str, Any]:
     return face_entry(c.box, c.score, c.frame_index)
 
 
-def detect_image(item: InputFile, ctx: Context) -> dict[str, Any]:
+def detect_image(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     """Score every face of a still image (file score = max)."""
     res = _result(item, "image")
     try:
@@ -308,7 +308,7 @@ def _video_status(exc: VideoError) -> str:
     return UNREADABLE
 
 
-def detect_video(item: InputFile, ctx: Context) -> dict[str, Any]:
+def detect_video(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     """Sample frames evenly, track one face, score each frame (video score: the frames' median,
     :data:`lorefd.aggregate.DEFAULT`)."""
     res = _result(item, "video")
@@ -415,7 +415,7 @@ def _missing_reason(path: Path) -> str:
     return "broken symbolic link (target missing)"
 
 
-def detect_file(item: InputFile, ctx: Context) -> dict[str, Any]:
+def detect_file(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     """One input of any kind; never raises for a bad file (status instead)."""
     t0 = time.perf_counter()
     try:
@@ -483,7 +483,7 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
     batch_size = batch_size or (32 if getattr(dev, "type", dev) == "cuda" else 4)
     thr = bundle.threshold if threshold is None else float(threshold)
     pipeline = faces or FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
-    ctx = Context(bundle=bundle, faces=pipeline, device=dev, threshold=thr,
+    ctx = DetectContext(bundle=bundle, faces=pipeline, device=dev, threshold=thr,
                   frames=int(frames or pipeline.frames), batch_size=max(1, batch_size),
                   heatmaps=HeatmapNamer(Path(heatmap_dir)) if heatmap_dir is not None else None,
                   progress=progress)
@@ -541,6 +541,6 @@ def processed_any(report: dict[str, Any]) -> bool:
     return any(r["status"] in (OK, NO_FACE) for r in report["results"])
 
 
-__all__ = ["CSV_COLUMNS", "STATUSES", "Context", "HeatmapNamer", "InputFile", "attention_heat",
+__all__ = ["CSV_COLUMNS", "STATUSES", "DetectContext", "HeatmapNamer", "InputFile", "attention_heat",
            "claim", "collect_inputs", "detect_file", "detect_paths", "format_csv",
            "processed_any", "score_crops"]

@@ -105,7 +105,7 @@ def require(samples: list[Sample], what: str) -> list[Sample]:
 
 # ---- running ------------------------------------------------------------------------------
 @dataclass
-class Context:
+class ProtocolRun:
     cfg: Config
     mae_ckpt: str | None
     out: Path
@@ -144,7 +144,7 @@ def _splits(ffpp: list[Sample], methods: list[str] | None, c: str | None
     return select(ffpp, "train", methods, c), select(ffpp, "val", methods, c)
 
 
-def in_dataset(ctx: Context, ffpp: list[Sample], compressions: list[str], **_: Any) -> tuple[list[str], list[list[str]]]:
+def in_dataset(ctx: ProtocolRun, ffpp: list[Sample], compressions: list[str], **_: Any) -> tuple[list[str], list[list[str]]]:
     header = ["Dataset", "Acc", "Acc (paper)", "AUC", "AUC (paper)"]
     rows = []
     for c in compressions:
@@ -157,7 +157,7 @@ def in_dataset(ctx: Context, ffpp: list[Sample], compressions: list[str], **_: A
     return header, rows
 
 
-def cross_manipulation(ctx: Context, ffpp: list[Sample], **_: Any) -> tuple[list[str], list[list[str]]]:
+def cross_manipulation(ctx: ProtocolRun, ffpp: list[Sample], **_: Any) -> tuple[list[str], list[list[str]]]:
     short = [SHORT[m] for m in METHODS]
     header = ["Train"] + [f"{s}{x}" for s in [*short, "Avg"] for x in ("", " (paper)")]
     rows = []
@@ -178,7 +178,7 @@ def cross_manipulation(ctx: Context, ffpp: list[Sample], **_: Any) -> tuple[list
     return header, rows
 
 
-def gid(ctx: Context, ffpp: list[Sample], compressions: list[str], **_: Any) -> tuple[list[str], list[list[str]]]:
+def gid(ctx: ProtocolRun, ffpp: list[Sample], compressions: list[str], **_: Any) -> tuple[list[str], list[list[str]]]:
     header = ["Setting", "Acc", "Acc (paper)", "AUC", "AUC (paper)"]
     rows = []
     for held in ["Deepfakes", "Face2Face"]:
@@ -202,12 +202,12 @@ def _cross_sets(ffpp: list[Sample], celebdf: list[Sample] | None, dfd: list[Samp
             ("DFD", test_split(dfd) if dfd else None)]
 
 
-def cross_dataset(ctx: Context, ffpp: list[Sample], celebdf: list[Sample] | None = None,
+def cross_dataset(ctx: ProtocolRun, ffpp: list[Sample], celebdf: list[Sample] | None = None,
                   dfd: list[Sample] | None = None, **_: Any) -> tuple[list[str], list[list[str]]]:
     return _ablation_rows(ctx, ffpp, celebdf, dfd, ["lre"], "cross-dataset")
 
 
-def ablation(ctx: Context, ffpp: list[Sample], celebdf: list[Sample] | None = None,
+def ablation(ctx: ProtocolRun, ffpp: list[Sample], celebdf: list[Sample] | None = None,
              dfd: list[Sample] | None = None, **_: Any) -> tuple[list[str], list[list[str]]]:
     return _ablation_rows(ctx, ffpp, celebdf, dfd, ["baseline", "lre"], "ablation")
 
@@ -283,7 +283,7 @@ def run_protocol(name: str, ffpp: list[Sample], mae_ckpt: str | Path | None, cfg
             raise ProtocolError("none of the requested compressions is in the manifest")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(cfg, str(mae_ckpt) if mae_ckpt else None, out, device)
+    ctx = ProtocolRun(cfg, str(mae_ckpt) if mae_ckpt else None, out, device)
     header, rows = RUNNERS[name](ctx, ffpp, compressions=compressions, celebdf=celebdf, dfd=dfd)
     md = (f"# {TITLES[name]}\n\n{markdown_table(header, rows)}\n\n"
           f"Ours: this run (config image size {cfg.data.image_size}, detector "

@@ -140,7 +140,7 @@ def _payload_sha256(path: Path, offset: int) -> str:
     return h.hexdigest()
 
 
-def read_manifest(path: str | Path, verify: bool = True, old: bool = False) -> dict[str, Any]:
+def read_bundle_header(path: str | Path, verify: bool = True, old: bool = False) -> dict[str, Any]:
     """The manifest of a bundle, after checking format, version, the tensor table and
     (``verify``) the tensor data. ``old``: accept a version 1 bundle (no tensor-table
     checksum), for re-sealing it.
@@ -241,7 +241,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", old: bool 
     from lorefd.models.detectors.base import detector_from_state
 
     path = Path(path)
-    manifest = read_manifest(path, verify=True, old=old)
+    manifest = read_bundle_header(path, verify=True, old=old)
     try:
         weights = {k: v for k, v in load_file(str(path), device="cpu").items()
                    if not k.startswith(RESERVED_PREFIX)}
@@ -475,5 +475,5 @@ def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
 
 
 __all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "bundle_preprocess",
-           "default_preprocess", "export_bundle", "load_bundle", "load_model", "read_manifest",
+           "default_preprocess", "export_bundle", "load_bundle", "load_model", "read_bundle_header",
            "resolve_detector_checkpoint", "resolve_model", "shipped_bundle", "write_bundle"]

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lorefd.models.bundle import Bundle, BundleError, read_manifest, resolve_model
+from lorefd.models.bundle import Bundle, BundleError, read_bundle_header, resolve_model
 from lorefd.version import __version__
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ def read_graph(path: Path, manifest: dict[str, Any]) -> tuple[bytes, dict[str, n
 def load_onnx_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     """A bundle whose detector is its ONNX graph (:class:`OnnxDetector`); no torch."""
     path = Path(path)
-    manifest = read_manifest(path, verify=True)
+    manifest = read_bundle_header(path, verify=True)
     graph, shared = read_graph(path, manifest)
     try:
         det = OnnxDetector(graph, shared, graph_info(manifest), manifest["detector"],
@@ -270,7 +270,7 @@ def pick_runtime(path: Path, runtime: str | None) -> str:
     if not path.is_file():
         return "torch"
     try:
-        return "onnx" if graph_info(read_manifest(path, verify=False)) else "torch"
+        return "onnx" if graph_info(read_bundle_header(path, verify=False)) else "torch"
     except BundleError:
         return "torch"  # load_model says what is wrong with it
 

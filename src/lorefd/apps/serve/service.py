@@ -18,7 +18,7 @@ from lorefd.apps.serve.store import ResultStore
 from lorefd.apps.serve.uploads import ACCEPTED, Upload
 from lorefd.data.preprocess.crops import FacePipeline
 from lorefd.engines import report_schema as schema
-from lorefd.engines.detect import Context, InputFile, claim, detect_file
+from lorefd.engines.detect import DetectContext, InputFile, claim, detect_file
 from lorefd.models.bundle import Bundle, shipped_bundle
 from lorefd.models.graph import OnnxDetector, load_runtime_model
 
@@ -147,7 +147,7 @@ class Service:
         """Score the uploads (in a worker thread); results with client names, no server path."""
         faces = self.pipeline()
         batch = self.opts.batch_size or (32 if getattr(self.device, "type", "") == "cuda" else 4)
-        ctx = Context(bundle=self.bundle, faces=faces, device=self.device,
+        ctx = DetectContext(bundle=self.bundle, faces=faces, device=self.device,
                       threshold=self.threshold,
                       frames=int(self.opts.frames or faces.frames), batch_size=batch,
                       heatmaps=_HeatmapSink(heat_folder) if heat_folder is not None else None)

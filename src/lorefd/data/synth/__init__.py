@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
+from lorefd.data.perturb import jpeg as jpeg_roundtrip
 from lorefd.data.synth.core import SynthResult
 from lorefd.data.synth.local import local_forgery
 from lorefd.data.synth.masks import HULL_TOLERANCE, SynthError

@@ -10,6 +10,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from lorefd.data.perturb import jpeg
+
 
 def _lut(img: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Apply a per-channel (3, 256) float lookup table, clipped to uint8."""
@@ -70,15 +72,6 @@ def affine_jitter(img: np.ndarray, rng: np.random.Generator, center: tuple[float
     h, w = img.shape[:2]
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REFLECT_101)
-
-
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    """JPEG round trip at ``quality`` (1-100)."""
-    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:
-        raise RuntimeError("JPEG encoding failed")
-    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def random_jpeg(img: np.ndarray, rng: np.random.Generator,

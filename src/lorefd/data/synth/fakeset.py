@@ -21,8 +21,8 @@ import numpy as np
 
 from lorefd.data.images import ImageLoadError
 from lorefd.data.manifest import FAKE, REAL, Sample, write_manifest
+from lorefd.data.perturb import jpeg as jpeg_roundtrip
 from lorefd.data.synth import KINDS, SynthError
-from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
 from lorefd.data.synth.dataset import SynthDataset, usable_reals
 from lorefd.utils import atomic_path, atomic_write_json
 

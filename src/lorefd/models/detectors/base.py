@@ -137,11 +137,6 @@ class Detector(nn.Module):
             m.eval()  # frozen networks keep their BatchNorm statistics
         return self
 
-    def check_images(self, images: torch.Tensor) -> None:
-        if images.dim() != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size,) * 2:
-            raise ValueError(f"{self.name}: expected images (B, 3, {self.image_size}, "
-                             f"{self.image_size}), got {tuple(images.shape)}")
-
     def meta(self) -> dict[str, Any]:
         return {"kind": KIND, "detector": self.name, "image_size": self.image_size,
                 **self.extra_meta()}
