@@ -18,10 +18,10 @@ from lorefd.models.bundle import (
     BUNDLE_VERSION,
     BundleError,
     export_bundle,
-    load_bundle,
+    load_model,
     read_bundle_header,
 )
-from lorefd.models.detectors import build_detector, load_detector, save_detector
+from lorefd.models.detectors import build_detector, save_detector
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def _rewrite(src: Path, dst: Path, **changes: str) -> None:
 
 
 def test_bundle_gives_the_checkpoint_detector(ckpt: Path, bundle: Path) -> None:
-    ref = load_detector(ckpt)
-    b = load_bundle(bundle)
+    ref = load_model(ckpt).detector
+    b = load_model(bundle)
     images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     p_ref, p_bundle = ref.predict_proba(images), b.detector.predict_proba(images)
     assert float(p_ref.std()) > 0.01  # scores differ per image, so equality means something
@@ -105,11 +105,11 @@ def test_corrupted_weights_are_detected(bundle: Path, tmp_path: Path) -> None:
     data[-1000] ^= 0x01  # one bit in the tensor payload
     bad.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="corrupted bundle: checksum mismatch"):
-        load_bundle(bad)
+        load_model(bad)
     cut = tmp_path / "truncated.lorefd"
     cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
     with pytest.raises(BundleError, match="corrupted bundle"):
-        load_bundle(cut)
+        load_model(cut)
 
 
 def test_other_version_and_edited_manifest_are_refused(bundle: Path, tmp_path: Path) -> None:
@@ -117,14 +117,14 @@ def test_other_version_and_edited_manifest_are_refused(bundle: Path, tmp_path: P
     _rewrite(bundle, newer, bundle_version=str(BUNDLE_VERSION + 1))
     with pytest.raises(BundleError, match=f"bundle version {BUNDLE_VERSION + 1} is newer than "
                                           "this lorefd supports"):
-        load_bundle(newer)
+        load_model(newer)
     with safe_open(str(bundle), "pt") as fh:
         manifest = json.loads(fh.metadata()["manifest"])
     manifest["threshold"]["value"] = 0.01
     edited = tmp_path / "edited.lorefd"
     _rewrite(bundle, edited, manifest=json.dumps(manifest, sort_keys=True))
     with pytest.raises(BundleError, match="manifest checksum mismatch"):
-        load_bundle(edited)
+        load_model(edited)
 
 
 def test_not_a_bundle(ckpt: Path, tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_an_edited_dtype_or_offset_in_the_header_is_refused(bundle: Path, tmp_pa
     dtype = tmp_path / "dtype.lorefd"
     _edit_header(bundle, dtype, b'"dtype":"F32"', b'"dtype":"I32"')  # same bytes, read as ints
     with pytest.raises(BundleError, match="tensor table checksum mismatch"):
-        load_bundle(dtype)
+        load_model(dtype)
     offset = tmp_path / "offset.lorefd"
     data = bundle.read_bytes()
     n = int.from_bytes(data[:8], "little")
@@ -195,7 +195,7 @@ def test_an_edited_dtype_or_offset_in_the_header_is_refused(bundle: Path, tmp_pa
     _edit_header(bundle, offset, data[at - 16:at + 1],
                  data[at - 16:at] + (b"1" if digit != b"1" else b"2"))
     with pytest.raises(BundleError, match="tensor table checksum mismatch"):
-        load_bundle(offset)
+        load_model(offset)
     for bad in (dtype, offset):  # the command line: one line, exit 2, the file named
         assert main(["detect", str(tmp_path / "none.png"), "--model", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -206,8 +206,8 @@ def test_a_version_1_bundle_is_refused_with_how_to_reseal_it(bundle: Path, tmp_p
     old = tmp_path / "v1.lorefd"
     _rewrite(bundle, old, bundle_version="1")
     with pytest.raises(BundleError, match=r"re-seal it: lorefd export .*v1\.lorefd --out"):
-        load_bundle(old)
-    assert load_bundle(old, old=True).detector is not None  # re-sealing reads it
+        load_model(old)
+    assert load_model(old, old=True).detector is not None  # re-sealing reads it
 
 
 def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> None:
@@ -222,4 +222,4 @@ def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> No
     write_bundle(bad, tensors, {k: v for k, v in good.items() if k not in ("payload_sha256",
                                                                            "tensors_sha256")})
     with pytest.raises(BundleError, match=f"tensor {name} is torch.int16"):
-        load_bundle(bad)
+        load_model(bad)

@@ -21,7 +21,7 @@ from lorefd.data.images import load_rgb, resize_square, to_tensor
 from lorefd.data.preprocess.adapters import MediaItem
 from lorefd.data.preprocess.runner import PreprocessOptions, process_item
 from lorefd.engines.detect import STATUSES, detect_paths
-from lorefd.models.bundle import export_bundle, load_bundle
+from lorefd.models.bundle import export_bundle, load_model
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_image_with_heatmap(bundle: Path, face_image: Path, work: Path) -> None:
 def test_scores_match_the_training_crops(bundle: Path, face_image: Path, video: Path,
                                          tmp_path: Path) -> None:
     """Detect crops faces exactly like `lorefd preprocess` + the training dataset do."""
-    det = load_bundle(bundle).detector
+    det = load_model(bundle).detector
     report = detect_paths([face_image, video], bundle, frames=6)
     for r, path in zip(report["results"], (face_image, video), strict=True):
         item = MediaItem(path=path, label=0, dataset="t", video_id=path.stem)

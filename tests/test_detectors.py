@@ -11,7 +11,8 @@ from conftest import save_tiny_mae, tiny_config
 
 import lorefd.models.xception as xmod
 from lorefd.checkpoint import CheckpointError
-from lorefd.models.detectors import build_detector, load_detector, save_detector
+from lorefd.models.bundle import load_model
+from lorefd.models.detectors import build_detector, save_detector
 from lorefd.models.registry import create_detector, list_detectors
 
 
@@ -114,17 +115,15 @@ def test_checkpoint_is_self_contained(mae_ckpt, tmp_path):
     p = det.predict_proba(x)
     save_detector(tmp_path / "det", det, cfg)
     shutil.rmtree(own_mae)  # the detector must not need the MAE folder any more
-    back = load_detector(tmp_path / "det")
+    back = load_model(tmp_path / "det").detector
     assert back.name == "lre" and back.image_size == 64 and back.layers == det.layers
     assert torch.allclose(back.predict_proba(x), p, atol=1e-6)
     assert back.checkpoint_meta["mae"]["path"].endswith("mae_copy")
-    with pytest.raises(CheckpointError, match="64 px"):
-        load_detector(tmp_path / "det", image_size=224)
 
 
 def test_wrong_checkpoints_are_named(mae_ckpt, tmp_path):
-    with pytest.raises(CheckpointError, match="expected 'detector'"):
-        load_detector(mae_ckpt)
+    with pytest.raises(CheckpointError, match="'mae' checkpoint, expected a detector"):
+        load_model(mae_ckpt)
     big = save_tiny_mae(tmp_path / "mae128", image_size=128)
     with pytest.raises(CheckpointError, match="128 px"):
         build_detector(tiny_config(), big)
@@ -144,7 +143,7 @@ def test_baseline_has_no_attention(tmp_path):
     ex = det.explain(x)
     assert ex["attention"] == {} and ex["recon"] is None and ex["prob"].shape == (2,)
     save_detector(tmp_path / "xc", det, tiny_config())
-    assert torch.allclose(load_detector(tmp_path / "xc").predict_proba(x), det.predict_proba(x))
+    assert torch.allclose(load_model(tmp_path / "xc").detector.predict_proba(x), det.predict_proba(x))
 
 
 def test_pretrained_offline_says_so_once_and_continues(monkeypatch, caplog):
@@ -204,14 +203,14 @@ def test_every_registered_detector_keeps_the_interface(name, mae_ckpt, tmp_path)
     ex = det.explain(x)
     assert torch.allclose(ex["prob"], prob, atol=1e-6) and isinstance(ex["attention"], dict)
     save_detector(tmp_path / name, det, cfg)
-    assert torch.allclose(load_detector(tmp_path / name).predict_proba(x), prob, atol=1e-6)
+    assert torch.allclose(load_model(tmp_path / name).detector.predict_proba(x), prob, atol=1e-6)
 
 
 def test_one_mae_resolver_for_every_command(tmp_path, caplog):
     """``--mae RUN``: the final ``mae/``, else the resume point ``checkpoints/last`` (with a
     warning) -- the same for training, protocols, ``reconstruct`` and ``masks``."""
     import lorefd.evaluation.figures as figures
-    from lorefd.models.detectors import resolve_mae_checkpoint
+    from lorefd.models.mae import resolve_mae_checkpoint
 
     assert not hasattr(figures, "resolve_mae_dir")  # no second resolver
     run = tmp_path / "run"

@@ -15,7 +15,7 @@ import torch
 from conftest import make_detector_checkpoint
 
 from lorefd.models import graph as graph_mod
-from lorefd.models.bundle import export_bundle, load_bundle, read_bundle_header, write_bundle
+from lorefd.models.bundle import export_bundle, load_model, read_bundle_header, write_bundle
 from lorefd.models.graph import (
     GRAPH_KEY,
     GraphError,
@@ -40,7 +40,7 @@ def graph_bundle(request, tmp_path_factory) -> Path:
 
 
 def test_onnx_scores_equal_torch(graph_bundle: Path) -> None:
-    torch_bundle = load_bundle(graph_bundle)
+    torch_bundle = load_model(graph_bundle)
     onnx_bundle = load_onnx_bundle(graph_bundle)
     assert isinstance(onnx_bundle.detector, OnnxDetector)
     crops = reference_crops(torch_bundle.detector.image_size, torch_bundle.preprocess, 6)

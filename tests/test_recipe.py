@@ -11,7 +11,7 @@ from media import stills
 
 from lorefd.apps.common import bundled_ids, split_by_identity
 from lorefd.apps.recipe import STAGES, run_recipe
-from lorefd.models.bundle import load_bundle
+from lorefd.models.bundle import load_model
 
 TOY = ["data.image_size=64", "data.num_workers=0", "mae.encoder_depth=1", "mae.decoder_depth=1",
        "pretrain.max_steps=3", "pretrain.batch_size=8", "pretrain.log_every=1",
@@ -43,7 +43,7 @@ def test_recipe_runs_every_stage_and_resumes(faces: Path, tmp_path: Path) -> Non
     for name in ("baseline", "lre", "robust"):
         auc = s["metrics"][name]["test"]["overall"]["frame"]["auc"]
         assert 0.0 <= auc <= 1.0
-    bundle = load_bundle(out / "model.lorefd")
+    bundle = load_model(out / "model.lorefd")
     assert bundle.manifest["weights_dtype"] == "float16"
     # the shipped model is the robust stage: the better detector continued from its final weights
     assert s["shipped"] == "robust"

@@ -15,7 +15,8 @@ from lorefd.data.dataset import FaceDataset
 from lorefd.data.manifest import ManifestError, Sample, read_manifest
 from lorefd.engines.train import balanced_sampler, make_eval_loader, predict, train
 from lorefd.evaluation.protocols import select
-from lorefd.models.detectors import build_detector, load_detector
+from lorefd.models.bundle import load_model
+from lorefd.models.detectors import build_detector
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_one_harness_for_method_and_baseline(data, tmp_path, name):
         assert (tmp_path / "run" / f).is_file(), f
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert {r["split"] for r in records} == {"train", "val"}
-    det = load_detector(tmp_path / "run" / "best")
+    det = load_model(tmp_path / "run" / "best").detector
     assert det.name == name
     assert (name == "lre") == ("mae" in det.checkpoint_meta)
 
@@ -174,7 +175,7 @@ def test_train_command(data, tmp_path, capsys):
     assert main([*base, "--detector", "baseline", "--val", manifest, "--val-filter", "split=val",
                  "--out", str(tmp_path / "xc")]) == 0
     assert "best:" in capsys.readouterr().out
-    assert load_detector(tmp_path / "xc" / "best").name == "baseline"
+    assert load_model(tmp_path / "xc" / "best").detector.name == "baseline"
     # clear errors, exit code 2 (user errors), before any training
     assert main([*base, "--out", str(tmp_path / "nomae")]) == 2
     assert "--mae CKPT is required" in capsys.readouterr().err

@@ -75,17 +75,16 @@ def run(args: argparse.Namespace) -> int:
 
     from lorefd.data.manifest import load_samples
     from lorefd.evaluation.evaluate import check_crops, evaluate, evaluate_media
-    from lorefd.models.bundle import load_model, resolve_model
+    from lorefd.models.bundle import load_model
     from lorefd.utils import pick_device
 
     check_output_dir(args.out, "--out")
-    resolve_model(args.model)  # a wrong path fails before any data is read
+    bundle = load_model(args.model, pick_device(args.device))  # before any data is read
     data = Path(args.data)
     given = _crops_given(data, args.faces)
     if given and (args.frames is not None or args.cache is not None):
         print("lorefd evaluate: note: --frames/--cache apply to raw videos, not to crops",
               file=sys.stderr)
-    bundle = load_model(args.model, pick_device(args.device))
     if given:
         samples = load_samples(data)
         mismatch = check_crops(samples, bundle, args.allow_mismatch)

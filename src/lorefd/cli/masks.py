@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from lorefd.engines.pretrain import compute_key_region, prepare_pretrain_samples
     from lorefd.evaluation.figures import key_region_figure
-    from lorefd.models.detectors import resolve_mae_checkpoint
+    from lorefd.models.mae import resolve_mae_checkpoint
 
     out = Path(args.out)
     check_output_file(out, "--out")

@@ -51,12 +51,8 @@ from lorefd.engines.common import (
     truncate_metrics,
 )
 from lorefd.metrics import accuracy_at, best_threshold, roc_auc
-from lorefd.models.detectors import (
-    Detector,
-    build_detector,
-    detector_meta,
-    resolve_mae_checkpoint,
-)
+from lorefd.models.detectors import Detector, build_detector, detector_meta
+from lorefd.models.mae import resolve_mae_checkpoint
 from lorefd.utils import atomic_write_json, seed_everything
 
 log = logging.getLogger("lorefd")

@@ -253,12 +253,11 @@ def reconstruct_figure(ckpt: str | Path, images: list[str], out: str | Path, see
     """Load a stage-1 model, reconstruct ``images`` under key-region masking, draw Fig. 4."""
     from lorefd.data.images import ImageLoadError, load_rgb, resize_square, to_tensor
     from lorefd.evaluation.figures import reconstruction_grid
-    from lorefd.models.detectors import resolve_mae_checkpoint
     from lorefd.models.mae import load_mae
     from lorefd.utils import pick_device
 
     dev = pick_device(device)
-    model = load_mae(str(resolve_mae_checkpoint(ckpt)), device=dev)
+    model = load_mae(ckpt, device=dev)
     tensors, names = [], []
     for path in images:
         try:

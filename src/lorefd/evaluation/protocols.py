@@ -34,7 +34,7 @@ from lorefd.engines.train import train
 from lorefd.errors import UserError
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.metrics import NA, fmt
-from lorefd.models.detectors import resolve_mae_checkpoint
+from lorefd.models.mae import resolve_mae_checkpoint
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("lorefd")

@@ -229,8 +229,8 @@ def _check_kinds(weights: dict[str, torch.Tensor], det: Detector, path: Path) ->
                               f"{v.dtype}, the architecture holds {expected[k].dtype}")
 
 
-def load_bundle(path: str | Path, device: torch.device | str = "cpu", old: bool = False
-                ) -> Bundle:
+def _load_bundle_file(path: str | Path, device: torch.device | str = "cpu", old: bool = False
+                      ) -> Bundle:
     """Check and load a bundle; :class:`BundleError` on anything wrong with the file.
     ``old``: also a version 1 bundle (to re-seal it)."""
     from safetensors import SafetensorError
@@ -263,7 +263,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu", old: bool 
 
 
 # ------------------------------------------------------------------------------ export
-def resolve_detector_checkpoint(run: str | Path) -> Path:
+def _run_checkpoint(run: str | Path) -> Path:
     """A detector checkpoint folder from a training run (``RUN/best``, else ``RUN/last``) or
     the checkpoint folder itself."""
     from lorefd.checkpoint import CheckpointError
@@ -402,7 +402,7 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
 
     from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
 
-    ckpt = resolve_detector_checkpoint(run)
+    ckpt = _run_checkpoint(run)
     cfg, meta = read_checkpoint_info(ckpt)
     if meta.get("kind") != DETECTOR_KIND:
         raise CheckpointError(f"{ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
@@ -419,7 +419,7 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
         manifest["weights_dtype"] = "float16"
     stored = write_bundle(out_path, weights, manifest)
     if verify:
-        load_bundle(out_path)
+        _load_bundle_file(out_path)
     return stored
 
 
@@ -438,14 +438,16 @@ def resolve_model(spec: str | Path | None) -> Path:
     if path.is_file():
         return path.parent if path.name in (WEIGHTS, CONFIG) else path
     if path.is_dir():
-        return resolve_detector_checkpoint(path)
+        return _run_checkpoint(path)
     raise BundleError(f"model not found: {spec} (a .lorefd bundle, a run folder or a "
                       "checkpoint folder)")
 
 
 def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
-               warn: bool = False) -> Bundle:
-    """The detector ``--model`` names (see :func:`resolve_model`) as a :class:`Bundle`.
+               warn: bool = False, old: bool = False) -> Bundle:
+    """The one detector loader: what ``--model`` names (see :func:`resolve_model`) as a
+    :class:`Bundle`; a bundle file is checked (:class:`BundleError` on anything wrong with
+    it; ``old``: also a version 1 bundle, to re-seal it).
 
     A checkpoint folder is verified and wrapped in memory exactly as ``lorefd export`` would
     write it (threshold, recorded preprocessing; ``source`` "checkpoint"), so every command
@@ -456,7 +458,7 @@ def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
 
     path = resolve_model(spec)
     if path.is_file():
-        return load_bundle(path, device)
+        return _load_bundle_file(path, device, old=old)
     cfg, meta = read_checkpoint_info(path)
     if meta.get("kind") != DETECTOR_KIND:
         raise CheckpointError(f"{path} holds a {meta.get('kind')!r} checkpoint, expected a "
@@ -475,5 +477,5 @@ def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
 
 
 __all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "bundle_preprocess",
-           "default_preprocess", "export_bundle", "load_bundle", "load_model", "read_bundle_header",
-           "resolve_detector_checkpoint", "resolve_model", "shipped_bundle", "write_bundle"]
+           "default_preprocess", "export_bundle", "load_model", "read_bundle_header", "resolve_model",
+           "shipped_bundle", "write_bundle"]

@@ -146,10 +146,10 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     import torch
     from safetensors.torch import load_file
 
-    from lorefd.models.bundle import load_bundle, write_bundle
+    from lorefd.models.bundle import load_model, write_bundle
 
     bundle_path = Path(bundle_path)
-    bundle = load_bundle(bundle_path, old=True)  # a version 1 bundle is re-sealed here
+    bundle = load_model(bundle_path, old=True)  # a version 1 bundle is re-sealed here
     weights = {k: v for k, v in load_file(str(bundle_path)).items()
                if not k.startswith("onnx.")}
     graph, names, shared = export_graph(bundle.detector, weights)

@@ -8,13 +8,19 @@ predictions are returned in the same ``[0, 1]`` space so reconstructions are rea
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import torch
 import torch.nn as nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
+from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
 from lorefd.config import MAEConfig, MaskConfig
 from lorefd.data.keyregion import key_region_masking
+
+log = logging.getLogger("lorefd")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,17 +215,56 @@ def count_parameters(model: nn.Module) -> str:
     return f"{n / 1e6:.1f}M" if n >= 1e5 else str(n)
 
 
-def load_mae(path: str, device: torch.device | str = "cpu", frozen: bool = True) -> KeyRegionMAE:
-    """A stage-1 checkpoint as a model (T included); frozen = eval mode, no gradients."""
-    from lorefd.checkpoint import load_checkpoint
+def resolve_mae_checkpoint(mae_ckpt: str | Path, image_size: int | None = None) -> Path:
+    """The one resolver of ``--mae``: a checkpoint folder as is; a ``lorefd pretrain`` run
+    folder resolves to ``RUN/mae`` (the final model), or, while the run has none yet (still
+    running, or stopped), to its resume point ``RUN/checkpoints/last`` with a warning. Checked
+    for kind and image size from its config alone (cheap: no weights are read)."""
+    path = Path(mae_ckpt)
+    if not (path / "config.json").is_file():
+        if (path / "mae" / "config.json").is_file():
+            path = path / "mae"
+        elif (path / "checkpoints" / "last" / "config.json").is_file():
+            path = path / "checkpoints" / "last"
+            log.warning("%s has no final mae/ (the run has not finished): using its resume "
+                        "point %s", mae_ckpt, path)
+    if not path.exists():
+        raise CheckpointError(f"MAE checkpoint not found: {mae_ckpt}")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise CheckpointError(f"MAE checkpoint not found in {mae_ckpt}: no config.json, mae/ "
+                              "or checkpoints/last/ (a `lorefd pretrain` run folder or a "
+                              "checkpoint folder)")
+    mcfg, meta = read_checkpoint_info(path)
+    if meta.get("kind") != "mae":
+        raise CheckpointError(f"{mae_ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
+                              "stage-1 'mae' checkpoint (from `lorefd pretrain`)")
+    if image_size is not None and mcfg.data.image_size != image_size:
+        raise CheckpointError(
+            f"MAE checkpoint {mae_ckpt} was trained at {mcfg.data.image_size} px but the detector "
+            f"config uses data.image_size={image_size}; use the same image size")
+    return path
 
-    weights, config, meta = load_checkpoint(path, kind="mae")
-    model = build_mae(config.data.image_size, config.mae, config.mask)
+
+def load_mae(spec: str | Path, device: torch.device | str = "cpu", frozen: bool = True,
+             image_size: int | None = None) -> KeyRegionMAE:
+    """The one stage-1 loader: the MAE ``spec`` names (:func:`resolve_mae_checkpoint`: a
+    checkpoint folder or a ``lorefd pretrain`` run) with its key patches T; frozen = eval
+    mode, no gradients. ``checkpoint_info`` (``{"path", "config", "meta"}``) is what a
+    detector stores of it, so that it rebuilds without the folder."""
+    path = resolve_mae_checkpoint(spec, image_size)
+    weights, mcfg, meta = load_checkpoint(path, kind="mae")
+    model = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
     model.load_state_dict(weights)
+    if not bool(model.key_patches.any()):
+        log.warning("MAE checkpoint %s has an empty key-patch set T; masking is purely random",
+                    path)
+    model.checkpoint_info = {"path": str(Path(path).resolve()), "config": mcfg.to_dict(),
+                             "meta": meta}
     model.to(device)
     if frozen:
         model.eval().requires_grad_(False)
     return model
 
 
-__all__ = ["KeyRegionMAE", "build_mae", "count_parameters", "load_mae", "sincos_pos_embed"]
+__all__ = ["KeyRegionMAE", "build_mae", "count_parameters", "load_mae",
+           "resolve_mae_checkpoint", "sincos_pos_embed"]

@@ -6,10 +6,7 @@ from lorefd.models.detectors.base import (
     build_detector,
     detector_from_state,
     detector_meta,
-    load_detector,
-    resolve_mae_checkpoint,
     save_detector,
 )
 
-__all__ = ["Detector", "build_detector", "detector_from_state", "detector_meta", "load_detector",
-           "resolve_mae_checkpoint", "save_detector"]
+__all__ = ["Detector", "build_detector", "detector_from_state", "detector_meta", "save_detector"]

@@ -15,7 +15,7 @@ A new detector is one new file in this package: subclass :class:`Detector`, impl
 
 Checkpoints (kind ``"detector"``) hold the weights of every sub-network (frozen MAE and
 feature extractor included) and, in ``meta["mae"]``, the MAE's own config, so
-:func:`load_detector` needs nothing but the checkpoint folder.
+:func:`lorefd.models.bundle.load_model` needs nothing but the checkpoint folder.
 """
 
 from __future__ import annotations
@@ -31,12 +31,10 @@ import torch.nn.functional as F
 
 from lorefd.checkpoint import (
     CheckpointError,
-    load_checkpoint,
-    read_checkpoint_info,
     save_checkpoint,
 )
 from lorefd.config import Config, config_from_dict
-from lorefd.models.mae import KeyRegionMAE, build_mae
+from lorefd.models.mae import build_mae, load_mae
 from lorefd.models.registry import BLEND_MASK, create_detector, is_detector, list_detectors
 
 log = logging.getLogger("lorefd")
@@ -142,53 +140,6 @@ class Detector(nn.Module):
                 **self.extra_meta()}
 
 
-def resolve_mae_checkpoint(mae_ckpt: str | Path, image_size: int | None = None) -> Path:
-    """The one resolver of ``--mae``: a checkpoint folder as is; a ``lorefd pretrain`` run
-    folder resolves to ``RUN/mae`` (the final model), or, while the run has none yet (still
-    running, or stopped), to its resume point ``RUN/checkpoints/last`` with a warning. Checked
-    for kind and image size from its config alone (cheap: no weights are read)."""
-    path = Path(mae_ckpt)
-    if not (path / "config.json").is_file():
-        if (path / "mae" / "config.json").is_file():
-            path = path / "mae"
-        elif (path / "checkpoints" / "last" / "config.json").is_file():
-            path = path / "checkpoints" / "last"
-            log.warning("%s has no final mae/ (the run has not finished): using its resume "
-                        "point %s", mae_ckpt, path)
-    if not path.exists():
-        raise CheckpointError(f"MAE checkpoint not found: {mae_ckpt}")
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise CheckpointError(f"MAE checkpoint not found in {mae_ckpt}: no config.json, mae/ "
-                              "or checkpoints/last/ (a `lorefd pretrain` run folder or a "
-                              "checkpoint folder)")
-    mcfg, meta = read_checkpoint_info(path)
-    if meta.get("kind") != "mae":
-        raise CheckpointError(f"{mae_ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
-                              "stage-1 'mae' checkpoint (from `lorefd pretrain`)")
-    if image_size is not None and mcfg.data.image_size != image_size:
-        raise CheckpointError(
-            f"MAE checkpoint {mae_ckpt} was trained at {mcfg.data.image_size} px but the detector "
-            f"config uses data.image_size={image_size}; use the same image size")
-    return path
-
-
-def load_mae_for_detector(mae_ckpt: str | Path, image_size: int) -> tuple[KeyRegionMAE, dict[str, Any]]:
-    """The frozen stage-1 MAE and ``{"path", "config", "meta"}`` to store with the detector.
-
-    ``mae_ckpt``: an MAE checkpoint folder, or a ``lorefd pretrain`` run folder (uses ``RUN/mae``).
-    """
-    mae_ckpt = resolve_mae_checkpoint(mae_ckpt, image_size)
-    weights, mcfg, mmeta = load_checkpoint(mae_ckpt, kind="mae")
-    mae = build_mae(mcfg.data.image_size, mcfg.mae, mcfg.mask)
-    mae.load_state_dict(weights)
-    if not bool(mae.key_patches.any()):
-        log.warning("MAE checkpoint %s has an empty key-patch set T; masking is purely random",
-                    mae_ckpt)
-    mae.eval().requires_grad_(False)
-    info = {"path": str(Path(mae_ckpt).resolve()), "config": mcfg.to_dict(), "meta": mmeta}
-    return mae, info
-
-
 def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | None = None,
                    pretrained: bool | None = None) -> Detector:
     """A registered detector from the config; the MAE (if given) is loaded frozen."""
@@ -197,9 +148,8 @@ def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | 
     name = name or cfg.detector.name
     if not is_detector(name):
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
-    mae, info = (None, None)
-    if mae_ckpt is not None:
-        mae, info = load_mae_for_detector(mae_ckpt, cfg.data.image_size)
+    mae = None if mae_ckpt is None else load_mae(mae_ckpt, image_size=cfg.data.image_size)
+    info = None if mae is None else mae.checkpoint_info
     det = create_detector(name, cfg=cfg, mae=mae,
                           pretrained=cfg.detector.pretrained if pretrained is None else pretrained,
                           weights=cfg.detector.weights)
@@ -220,26 +170,6 @@ def detector_meta(detector: Detector) -> dict[str, Any]:
     if info is not None:
         meta["mae"] = info
     return meta
-
-
-def load_detector(path: str | Path, device: torch.device | str = "cpu",
-                  image_size: int | None = None) -> Detector:
-    """A trained detector from its checkpoint alone, in eval mode.
-
-    The returned module carries ``.config`` (the training config) and ``.checkpoint_meta``.
-    ``image_size``, when given, must match the checkpoint's (clear error otherwise).
-    """
-    import lorefd.models.detectors  # noqa: F401  (registration)
-
-    cfg, meta = read_checkpoint_info(path)
-    if meta.get("kind") != KIND:
-        raise CheckpointError(f"{path} holds a {meta.get('kind')!r} checkpoint, expected "
-                              f"'detector' (train one with `lorefd train`)")
-    if image_size is not None and meta.get("image_size") != image_size:
-        raise CheckpointError(f"{path} was trained at {meta.get('image_size')} px, "
-                              f"not {image_size} px")
-    weights, cfg, meta = load_checkpoint(path, kind=KIND)
-    return detector_from_state(weights, cfg, meta, device)
 
 
 def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dict[str, Any],
@@ -267,6 +197,5 @@ def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dic
     return det.to(device).eval()
 
 
-__all__ = ["BLEND_MASK", "KIND", "Detector", "build_detector", "detector_from_state", "detector_meta",
-           "load_detector",
-           "load_mae_for_detector", "resolve_mae_checkpoint", "save_detector"]
+__all__ = ["BLEND_MASK", "KIND", "Detector", "build_detector", "detector_from_state",
+           "detector_meta", "save_detector"]
