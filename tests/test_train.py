@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_detector_checkpoint, make_mini_ffpp, save_tiny_mae, tiny_config
@@ -13,7 +14,8 @@ from lorefd.checkpoint import CheckpointError, load_checkpoint
 from lorefd.config import ConfigError
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.manifest import ManifestError, Sample, read_manifest
-from lorefd.engines.train import balanced_sampler, make_eval_loader, predict, train
+from lorefd.engines.predict import make_eval_loader, predict
+from lorefd.engines.train import balanced_sampler, train
 from lorefd.evaluation.protocols import select
 from lorefd.models.bundle import load_model
 from lorefd.models.detectors import build_detector
@@ -126,10 +128,13 @@ def test_validation_leaves_out_unreadable_samples(data, tmp_path):
     good = data["val"][:5]
     samples = good[:2] + [Sample(path=str(bad), label=1)] + good[2:]
     det = build_detector(tiny_config("detector.name=baseline"))
-    probs, labels = predict(det, make_eval_loader(samples, 64, batch_size=2), torch.device("cpu"))
-    ref, ref_labels = predict(det, make_eval_loader(good, 64, batch_size=2), torch.device("cpu"))
-    assert len(probs) == len(good) and labels.tolist() == ref_labels.tolist()
-    assert torch.allclose(torch.from_numpy(probs), torch.from_numpy(ref), atol=1e-5)
+    got = predict([det], make_eval_loader(samples, 64, batch_size=2), torch.device("cpu"))
+    ref = predict([det], make_eval_loader(good, 64, batch_size=2), torch.device("cpu"))
+    assert got.ok.tolist() == [True, True, False, True, True, True] and ref.ok.all()
+    assert got.reasons[2] and np.isnan(got.probs[0][2])
+    probs, labels = got.probs[0][got.ok], got.labels[got.ok]
+    assert len(probs) == len(good) and labels.tolist() == ref.labels.tolist()
+    assert torch.allclose(torch.from_numpy(probs), torch.from_numpy(ref.probs[0]), atol=1e-5)
 
 
 def test_bad_inputs_fail_before_training(data, tmp_path):

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from lorefd.engines.common import (
     save_training_checkpoint,
     truncate_metrics,
 )
+from lorefd.engines.predict import make_eval_loader, predict
 from lorefd.metrics import accuracy_at, best_threshold, roc_auc
 from lorefd.models.detectors import Detector, build_detector, detector_meta
 from lorefd.models.mae import resolve_mae_checkpoint
@@ -137,14 +139,6 @@ def balanced_sampler(labels: list[int] | None, num_samples: int, seed: int, bala
     return WeightedRandomSampler(weights, num_samples, replacement=True, generator=g)
 
 
-def make_eval_loader(samples: list[Sample], image_size: int, batch_size: int,
-                     num_workers: int = 0) -> DataLoader:
-    """Samples in order, no augmentation."""
-    ds = FaceDataset(samples, image_size, augment=False)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=torch.cuda.is_available())
-
-
 def single_threaded_worker(_worker_id: int) -> None:
     """DataLoader workers decode and synthesise with one thread each (OpenCV and torch would
     otherwise start one per core in every worker and starve the training process)."""
@@ -154,41 +148,7 @@ def single_threaded_worker(_worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-# ---- prediction ---------------------------------------------------------------------------
-@torch.no_grad()
-def predict(detector: Detector, loader: DataLoader, device: torch.device, amp: bool = True
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Fake probabilities and labels over a loader, in loader order (eval mode, seeded masks).
-
-    A sample that could not be read (the dataset substituted the next one) is left out, with
-    a warning, rather than counted twice.
-    """
-    was_training = detector.training
-    detector.eval()
-    probs, labels = [], []
-    cl = torch.channels_last
-    seen = skipped = 0
-    for batch in loader:
-        images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=cl)
-        with autocast(device, amp):
-            logits = detector(images)["logits"]
-        n, y = images.shape[0], batch["label"]
-        own = batch["index"] == torch.arange(seen, seen + n) if "index" in batch else None
-        seen += n
-        if own is not None and not bool(own.all()):
-            skipped += int((~own).sum())
-            logits, y = logits[own.to(logits.device)], y[own]
-        probs.append(torch.sigmoid(logits.float()))
-        labels.append(y)
-    detector.train(was_training)
-    if skipped:
-        log.warning("predict: %d unreadable sample(s) left out of %d", skipped, seen)
-    if not probs:
-        return np.zeros(0), np.zeros(0, dtype=int)
-    return (torch.cat(probs).cpu().numpy().astype(np.float64),
-            torch.cat(labels).numpy().astype(int))
-
-
+# ---- validation ---------------------------------------------------------------------------
 def validation_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """Validation loss (BCE), Acc at 0.5 (the untuned decision), AUC (None with one class)
     and the best-accuracy threshold with its accuracy (recorded with the best checkpoint)."""
@@ -202,6 +162,17 @@ def validation_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     }
     out["threshold"], out["best_acc"] = best_threshold(labels, probs)
     return out
+
+
+def validate(detector: Detector, loader: DataLoader, device: torch.device, amp: bool = True
+             ) -> dict[str, Any]:
+    """:func:`validation_metrics` of the validation loader's scored samples (an unreadable
+    one is left out with a warning, never counted with another image's score)."""
+    pred = predict([detector], loader, device, amp)
+    if not pred.ok.all():
+        log.warning("validation: %d unreadable sample(s) left out of %d", int((~pred.ok).sum()),
+                    len(pred.ok))
+    return validation_metrics(pred.probs[0][pred.ok], pred.labels[pred.ok])
 
 
 # ---- training -----------------------------------------------------------------------------
@@ -254,16 +225,12 @@ def init_from(det: Detector, spec: str) -> None:
         raise ConfigError(f"train.init={spec}: unexpected weights {result.unexpected_keys[:2]}")
 
 
-def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,
-          mae_ckpt: str | Path | None, out_dir: str | Path, resume: bool = False,
-          device: str | None = None) -> dict[str, Any]:
-    """Train the configured detector (``cfg.detector.name``); returns a summary dict.
-
-    Under DDP every rank returns, but only rank 0's summary (validation, best) is meaningful.
-    """
-    out_dir = Path(out_dir)
+def check_inputs(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,
+                 mae_ckpt: str | Path | None) -> tuple[list[Sample], Counter, Path | None]:
+    """Everything that can fail before anything slow: the split, readable training images,
+    the MAE checkpoint and the step counts. Returns the readable training samples, their
+    label counts and the resolved MAE checkpoint."""
     tc = cfg.train
-    # -- checks first: nothing slow happens before the inputs are known to be usable
     counts = check_split(train_samples, "training set", need_both=tc.fakes == "manifest")
     if tc.fakes == "synth" and counts[REAL] == 0:
         raise ManifestError("training set: train.fakes=synth needs real faces with landmarks")
@@ -271,7 +238,6 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     if not readable:
         raise ManifestError(f"training set: not one of its {len(train_samples)} images can be "
                             f"read (e.g. {train_samples[0].path})")
-    train_samples = readable
     if val_samples is not None:
         vcounts = check_split(val_samples, "validation set", need_both=False)
         if vcounts[REAL] == 0 or vcounts[FAKE] == 0:
@@ -280,8 +246,128 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
         mae_ckpt = resolve_mae_checkpoint(mae_ckpt, cfg.data.image_size)
     if tc.batch_size < 1 or tc.iters_per_epoch < 1 or tc.epochs < 1:
         raise ValueError("train.batch_size, train.iters_per_epoch and train.epochs must be >= 1")
-    resuming = _prepare_out(out_dir, resume)
+    return readable, counts, mae_ckpt
 
+
+def build_optimizer(det: Detector, cfg: Config, device: torch.device
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam (Section IV-B) over the trainable parameters, warm-up then ``train.schedule``."""
+    tc = cfg.train
+    # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
+    optimizer = torch.optim.Adam(det.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                 fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
+        tc.warmup_steps, tc.epochs * tc.iters_per_epoch, tc.schedule))
+    return optimizer, scheduler
+
+
+def epoch_loader(dataset: Dataset, labels: list[int] | None, cfg: Config, epoch: int,
+                 dist_info: DistInfo) -> DataLoader:
+    """The epoch's ``train.iters_per_epoch`` batches per rank, class-balanced, seeded by the
+    epoch (so a resumed run draws what an uninterrupted one would)."""
+    tc = cfg.train
+    per_rank = max(1, tc.batch_size // dist_info.world_size)
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    sampler = balanced_sampler(labels, tc.iters_per_epoch * per_rank,
+                               seed=(tc.seed * 1000 + epoch) * 131 + dist_info.rank,
+                               balance=tc.balance, size=len(dataset))
+    return DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
+                      num_workers=cfg.data.num_workers, worker_init_fn=single_threaded_worker,
+                      pin_memory=dist_info.device.type == "cuda")
+
+
+def train_one_epoch(det: Detector, fwd: torch.nn.Module, loader: DataLoader,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Config, epoch: int,
+                    step: int, logger: RunLogger, dist_info: DistInfo) -> tuple[int, int]:
+    """One epoch of optimiser steps on the detector's own loss (Eq. 3,
+    :meth:`~lorefd.models.detectors.Detector.get_losses`); loss, accuracy and throughput
+    logged every ``train.log_every`` steps. Returns the step count and the images seen."""
+    tc, dev = cfg.train, dist_info.device
+    det.train()
+    run_loss = torch.zeros((), device=dev)
+    run_correct = torch.zeros((), device=dev)
+    n_log, seen, t0 = 0, 0, time.perf_counter()
+    for batch in loader:
+        images = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with autocast(dev, tc.amp):
+            out = fwd(images)
+        loss = det.get_losses(out, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        n_log += images.shape[0]
+        seen += images.shape[0]
+        run_loss += loss.detach()
+        labels = batch["label"].to(dev, non_blocking=True)
+        run_correct += ((out["logits"].detach() >= 0).float() == labels).sum()
+        if step % tc.log_every == 0:
+            mean_loss = check_finite(run_loss / tc.log_every, step)  # the only host sync
+            dt = time.perf_counter() - t0
+            metrics = {"loss": mean_loss, "acc": float(run_correct) / n_log,
+                       "img_per_s": n_log * dist_info.world_size / max(dt, 1e-9),
+                       "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+            logger.log(step, metrics)
+            if dist_info.is_main:
+                log.info("epoch %d step %d loss %.4f acc %.3f %.1f img/s", epoch, step,
+                         metrics["loss"], metrics["acc"], metrics["img_per_s"])
+            run_loss.zero_()
+            run_correct.zero_()
+            n_log, t0 = 0, time.perf_counter()
+    return step, seen
+
+
+@dataclass
+class CheckpointSaver:
+    """``OUT/best`` (the best validation AUC so far; the last epoch when there is no AUC) and
+    ``OUT/last`` (the full resume state) at every epoch end; ``extra`` is what resume restores
+    (best AUC and epoch, the validation history)."""
+
+    out_dir: Path
+    det: Detector
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    cfg: Config
+    meta: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=lambda: {"best_auc": None, "best_epoch": None,
+                                                           "history": []})
+
+    def save(self, epoch: int, step: int, record: dict[str, Any]) -> None:
+        auc, best = record.get("val_auc"), self.extra["best_auc"]
+        improved = (auc is not None and (best is None or auc > best)) or (auc is None and best is None)
+        self.extra["history"].append(record)
+        if improved:
+            self.extra["best_auc"], self.extra["best_epoch"] = auc, epoch
+            save_checkpoint(self.out_dir / "best", self.det, self.cfg,
+                            {**self.meta, "step": step, "epoch": epoch, "val": record})
+        save_training_checkpoint(self.out_dir / "last", self.det, self.optimizer, self.scheduler,
+                                 self.cfg, self.meta, step, epoch, extra=self.extra)
+
+    def restore(self, is_main: bool) -> tuple[int, int]:
+        """Weights, optimiser, scheduler, RNG and ``extra`` from ``OUT/last``; returns the
+        epoch to start and the step count (the metrics log is cut back to that step)."""
+        state = restore_training_state(self.out_dir / "last", self.det, self.optimizer,
+                                       self.scheduler, kind="detector")
+        self.extra.update(state["extra"])
+        if is_main:
+            log.info("resumed from %s at epoch %d (step %d)", self.out_dir / "last",
+                     state["epoch"] + 1, state["step"])
+            truncate_metrics(self.out_dir / "metrics.jsonl", state["step"])
+        return state["epoch"] + 1, state["step"]
+
+
+def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,
+          mae_ckpt: str | Path | None, out_dir: str | Path, resume: bool = False,
+          device: str | None = None) -> dict[str, Any]:
+    """Train the configured detector (``cfg.detector.name``); returns a summary dict.
+
+    Under DDP every rank returns, but only rank 0's summary (validation, best) is meaningful.
+    """
+    out_dir, tc = Path(out_dir), cfg.train
+    train_samples, counts, mae_ckpt = check_inputs(cfg, train_samples, val_samples, mae_ckpt)
+    resuming = _prepare_out(out_dir, resume)
     dist_info: DistInfo = init_distributed(device)
     dev = dist_info.device
     seed_everything(tc.seed + dist_info.rank)
@@ -290,7 +376,6 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
         log.info("train: %s", describe(train_samples))
         if val_samples is not None:
             log.info("val:   %s", describe(val_samples))
-
     det = build_detector(cfg, mae_ckpt)
     if tc.init and not resuming:
         init_from(det, tc.init)
@@ -300,119 +385,66 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     # channels_last on every device: on CUDA for tensor cores, on this 2-core CPU a ResNet-18
     # step at 128 px measured 1.2x faster (oneDNN's NHWC convolutions)
     det.to(dev).to(memory_format=torch.channels_last)
-    # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
-    optimizer = torch.optim.Adam(det.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                 fused=dev.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
-        tc.warmup_steps, tc.epochs * tc.iters_per_epoch, tc.schedule))
-
-    start_epoch, step = 0, 0
-    extra: dict[str, Any] = {"best_auc": None, "best_epoch": None, "history": []}
-    if resuming:
-        state = restore_training_state(out_dir / "last", det, optimizer, scheduler,
-                                       kind="detector")
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        extra = {**extra, **state["extra"]}
-        if dist_info.is_main:
-            log.info("resumed from %s at epoch %d (step %d)", out_dir / "last", start_epoch, step)
-            truncate_metrics(out_dir / "metrics.jsonl", step)
-
-    model: torch.nn.Module = det
-    if dist_info.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
-            det, device_ids=[dev.index] if dev.type == "cuda" else None)
-    fwd = torch.compile(model) if tc.compile else model
-
-    per_rank = max(1, tc.batch_size // dist_info.world_size)
+    optimizer, scheduler = build_optimizer(det, cfg, dev)
+    uses_mae = getattr(det, "mae", None) is not None
+    meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None, "init": tc.init, "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
+            "preprocess": preprocess_record(train_samples)}  # `lorefd export` crops alike
+    saver = CheckpointSaver(out_dir, det, optimizer, scheduler, cfg, meta)
+    start_epoch, step = saver.restore(dist_info.is_main) if resuming else (0, 0)
+    fwd = wrap_model(det, tc.compile, dist_info)
     labels_all = dataset_labels(dataset)
     logger = RunLogger(out_dir, enabled=dist_info.is_main)
     val_loader = make_eval_loader(val_samples, cfg.data.image_size, tc.batch_size * 2,
                                   cfg.data.num_workers) if val_samples else None
-    uses_mae = getattr(det, "mae", None) is not None
-    meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None,
-            "init": tc.init,
-            "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
-            "preprocess": preprocess_record(train_samples)}  # `lorefd export` crops alike
-    cl = torch.channels_last
-    t_run = time.perf_counter()
-    images_seen = 0
+    t_run, images_seen = time.perf_counter(), 0
     try:
         for epoch in range(start_epoch, tc.epochs):
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            sampler = balanced_sampler(labels_all, tc.iters_per_epoch * per_rank,
-                                       seed=(tc.seed * 1000 + epoch) * 131 + dist_info.rank,
-                                       balance=tc.balance, size=len(dataset))
-            loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                                num_workers=cfg.data.num_workers,
-                                worker_init_fn=single_threaded_worker,
-                                pin_memory=dev.type == "cuda")
-            det.train()
-            run_loss = torch.zeros((), device=dev)
-            run_correct = torch.zeros((), device=dev)
-            n_log, t0 = 0, time.perf_counter()
-            for batch in loader:
-                images = batch["image"].to(dev, non_blocking=True).contiguous(memory_format=cl)
-                labels = batch["label"].to(dev, non_blocking=True)
-                with autocast(dev, tc.amp):
-                    out = fwd(images)
-                masks = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
-                has_mask = batch["has_mask"].to(dev) if "has_mask" in batch else None
-                loss = det.loss(out, labels, masks, has_mask)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                n_log += images.shape[0]
-                images_seen += images.shape[0]
-                run_loss += loss.detach()
-                run_correct += ((out["logits"].detach() >= 0).float() == labels).sum()
-                if step % tc.log_every == 0:
-                    k = tc.log_every
-                    mean_loss = check_finite(run_loss / k, step)  # the only host sync
-                    dt = time.perf_counter() - t0
-                    metrics = {"loss": mean_loss, "acc": float(run_correct) / n_log,
-                               "img_per_s": n_log * dist_info.world_size / max(dt, 1e-9),
-                               "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-                    logger.log(step, metrics)
-                    if dist_info.is_main:
-                        log.info("epoch %d step %d loss %.4f acc %.3f %.1f img/s", epoch, step,
-                                 metrics["loss"], metrics["acc"], metrics["img_per_s"])
-                    run_loss.zero_()
-                    run_correct.zero_()
-                    n_log, t0 = 0, time.perf_counter()
-            # -- end of epoch: validate, keep best, write last (main process)
-            record: dict[str, Any] = {"epoch": epoch, "step": step}
-            if dist_info.is_main:
+            loader = epoch_loader(dataset, labels_all, cfg, epoch, dist_info)
+            step, seen = train_one_epoch(det, fwd, loader, optimizer, scheduler, cfg, epoch,
+                                         step, logger, dist_info)
+            images_seen += seen
+            if dist_info.is_main:  # end of epoch: validate, keep best, write last
+                record = {"epoch": epoch, "step": step}
                 if val_loader is not None:
-                    probs, vlabels = predict(det, val_loader, dev, tc.amp)
-                    vm = validation_metrics(probs, vlabels)
-                    record.update({f"val_{k}": v for k, v in vm.items()})
-                    logger.log(step, {k: v for k, v in vm.items() if v is not None}, prefix="val")
-                    log.info("epoch %d validation: loss %.4f acc %.3f auc %s", epoch, vm["loss"],
-                             vm["acc"], "n/a" if vm["auc"] is None else f"{vm['auc']:.4f}")
-                auc = record.get("val_auc")
-                improved = (auc is not None and (extra["best_auc"] is None or auc > extra["best_auc"])) \
-                    or (auc is None and extra["best_auc"] is None)
-                extra["history"].append(record)
-                if improved:
-                    extra["best_auc"], extra["best_epoch"] = auc, epoch
-                    save_checkpoint(out_dir / "best", det, cfg,
-                                    {**meta, "step": step, "epoch": epoch, "val": record})
-                save_training_checkpoint(out_dir / "last", det, optimizer, scheduler, cfg, meta, step,
-                                         epoch, extra=extra)
+                    record.update(log_validation(det, val_loader, cfg, epoch, step, logger, dev))
+                saver.save(epoch, step, record)
             if dist_info.distributed:
                 dist.barrier()
     finally:
         logger.close()
-    elapsed = time.perf_counter() - t_run
+    return finish(out_dir, det, cfg, step, saver.extra, images_seen * dist_info.world_size,
+                  time.perf_counter() - t_run, dist_info)
+
+
+def wrap_model(det: Detector, use_compile: bool, dist_info: DistInfo) -> torch.nn.Module:
+    """The module the training steps call: DDP across ranks, ``torch.compile`` if asked."""
+    model: torch.nn.Module = det
+    if dist_info.distributed:
+        dev = dist_info.device
+        model = torch.nn.parallel.DistributedDataParallel(
+            det, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return torch.compile(model) if use_compile else model
+
+
+def log_validation(det: Detector, loader: DataLoader, cfg: Config, epoch: int, step: int,
+                   logger: RunLogger, device: torch.device) -> dict[str, Any]:
+    """:func:`validate`, logged; returns the ``val_*`` entries of the epoch record."""
+    vm = validate(det, loader, device, cfg.train.amp)
+    logger.log(step, {k: v for k, v in vm.items() if v is not None}, prefix="val")
+    log.info("epoch %d validation: loss %.4f acc %.3f auc %s", epoch, vm["loss"], vm["acc"],
+             "n/a" if vm["auc"] is None else f"{vm['auc']:.4f}")
+    return {f"val_{k}": v for k, v in vm.items()}
+
+
+def finish(out_dir: Path, det: Detector, cfg: Config, step: int, extra: dict[str, Any],
+           images: int, elapsed: float, dist_info: DistInfo) -> dict[str, Any]:
+    """The run's summary (written to ``OUT/summary.json`` by the main process)."""
     summary = {
         "out": str(out_dir), "best": str(out_dir / "best"), "last": str(out_dir / "last"),
-        "detector": det.name, "epochs": tc.epochs, "steps": step,
+        "detector": det.name, "epochs": cfg.train.epochs, "steps": step,
         "best_auc": extra["best_auc"], "best_epoch": extra["best_epoch"],
         "history": extra["history"],
-        "train_img_per_s": images_seen * dist_info.world_size / elapsed if elapsed > 0 else math.nan,
+        "train_img_per_s": images / elapsed if elapsed > 0 else math.nan,
     }
     if dist_info.is_main:
         atomic_write_json(out_dir / "summary.json", summary)
@@ -420,6 +452,6 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
         cleanup_distributed()
     return summary
 
-
-__all__ = ["balanced_sampler", "build_train_dataset", "check_split", "init_from",
-           "make_eval_loader", "predict", "train", "validation_metrics"]
+__all__ = ["CheckpointSaver", "balanced_sampler", "build_optimizer", "build_train_dataset",
+           "check_inputs", "check_split", "epoch_loader", "init_from", "train", "train_one_epoch",
+           "validate", "validation_metrics"]

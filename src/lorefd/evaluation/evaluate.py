@@ -43,8 +43,7 @@ from lorefd.data.manifest import (
 )
 from lorefd.data.preprocess.adapters import find_datasets
 from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
-from lorefd.engines.common import autocast
-from lorefd.engines.train import make_eval_loader
+from lorefd.engines.predict import make_eval_loader, predict
 from lorefd.errors import NothingProcessedError, UserError
 from lorefd.metrics import fmt, report
 from lorefd.models.bundle import Bundle, load_model
@@ -67,26 +66,16 @@ def score_samples(detector: Detector, samples: list[Sample], batch_size: int = 6
     """
     device = device or next(detector.parameters()).device
     loader = make_eval_loader(samples, detector.image_size, batch_size, num_workers)
-    was_training = detector.training
-    detector.eval()
-    probs, got = [], []
     try:
-        for batch in loader:
-            with autocast(device, amp):
-                logits = detector(batch["image"].to(device, non_blocking=True))["logits"]
-            probs.append(torch.sigmoid(logits.float()).cpu())
-            got.append(batch["index"])
+        pred = predict([detector], loader, device, amp)
     except RuntimeError as exc:
         if "no readable sample" not in str(exc):
             raise
         raise NothingProcessedError(f"evaluation set: not one of {len(samples)} images could be "
                                     "read") from None
-    finally:
-        detector.train(was_training)
-    p = torch.cat(probs).numpy().astype(np.float64) if probs else np.zeros(0)
-    index = torch.cat(got).numpy() if got else np.zeros(0, dtype=int)
+    p = pred.probs[0]
     excluded: dict[int, str] = {}
-    for row in np.flatnonzero(index != np.arange(len(samples))):
+    for row in np.flatnonzero(~pred.ok):
         try:
             load_rgb(samples[row].path)
             reason = "unreadable image"

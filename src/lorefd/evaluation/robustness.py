@@ -49,11 +49,10 @@ from lorefd.data.perturb import (
     h264,
     parameter,
 )
-from lorefd.engines.common import autocast
+from lorefd.engines.predict import predict
 from lorefd.evaluation.evaluate import check_crops
 from lorefd.metrics import NA, accuracy_at, fmt, roc_auc, video_level
 from lorefd.models.bundle import Bundle, BundleError, load_model
-from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device
 from lorefd.version import __version__
 
@@ -177,31 +176,6 @@ class PerturbedCrops(Dataset):
         if rgb is None:
             rgb = np.zeros((self.image_size, self.image_size, 3), np.uint8)
         return {"image": to_tensor(rgb), "ok": ok, "reason": reason, "index": index}
-
-
-@torch.no_grad()
-def score_models(detectors: Sequence[Detector], loader: DataLoader, device: torch.device,
-                 amp: bool = True) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """Fake probabilities of every item for each detector (one pass over the loader; NaN for
-    items left out, which are not run through the models), the ``ok`` flags and the reasons
-    of the failed items."""
-    probs: list[list[torch.Tensor]] = [[] for _ in detectors]
-    oks, reasons = [], []
-    cl = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    for batch in loader:
-        ok = batch["ok"].bool()
-        images = batch["image"][ok].to(device, non_blocking=True).contiguous(memory_format=cl)
-        for out, det in zip(probs, detectors, strict=True):
-            p = torch.full((len(ok),), float("nan"))
-            if len(images):
-                with autocast(device, amp):
-                    p[ok] = torch.sigmoid(det(images)["logits"].float()).cpu()
-            out.append(p)
-        oks.append(batch["ok"])
-        reasons.extend(batch["reason"])
-    ok = torch.cat(oks).numpy().astype(bool) if oks else np.zeros(0, bool)
-    return ([torch.cat(p).numpy().astype(np.float64) if p else np.zeros(0) for p in probs],
-            ok, reasons)
 
 
 def auc_acc(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -395,7 +369,8 @@ def robustness(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path
             ds = PerturbedCrops(samples, st, size, seed)
             loader = DataLoader(ds, batch_size=batch_size, shuffle=False,
                                 num_workers=num_workers)
-            probs, ok, reasons = score_models([m.loaded.detector for m in group], loader, dev, amp)
+            pred = predict([m.loaded.detector for m in group], loader, dev, amp)
+            probs, ok, reasons = pred.probs, pred.ok, pred.reasons
             for m, p in zip(group, probs, strict=True):
                 if not np.isfinite(p[ok]).all():
                     raise CheckpointError(f"model {m.name!r} ({m.spec}) gives non-finite scores "
@@ -545,5 +520,5 @@ def plot_robustness(path: Path, result: dict[str, Any]) -> None:
 
 __all__ = ["APPLIED_TO", "CLEAN", "FILES", "PerturbedCrops", "Setting", "data_signature",
            "item_rng", "load_models", "markdown", "model_names", "order_samples",
-           "plot_robustness", "robustness", "score_models", "setting_row", "summarise",
+           "plot_robustness", "robustness", "setting_row", "summarise",
            "sweep_settings"]

@@ -122,6 +122,16 @@ class Detector(nn.Module):
         w = torch.ones_like(per_item) if has_mask is None else has_mask.float()
         return loss + self.mask_weight * (per_item * w).sum() / w.sum().clamp(min=1.0)
 
+    def get_losses(self, out: dict[str, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+        """The training loss of one batch (DeepfakeBench's shape): the detector takes from
+        the batch what its :meth:`loss` needs (labels; the blend masks and whether each is
+        known, for the mask head), on the device of its outputs."""
+        dev = out["logits"].device
+        labels = batch["label"].to(dev, non_blocking=True)
+        masks = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
+        has_mask = batch["has_mask"].to(dev) if "has_mask" in batch else None
+        return self.loss(out, labels, masks, has_mask)
+
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self(images)["logits"].float())
