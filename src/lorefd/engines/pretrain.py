@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -319,10 +321,67 @@ def _warn_resume_changes(saved: Config, cfg: Config, meta: dict[str, Any], dist:
                     "the original would have): %s", "; ".join(changed))
 
 
+@dataclass
+class Progress:
+    """Where stage 1 stands: optimiser steps, epoch, batches done in it (the resume point),
+    the last logged loss and the images counted into the throughput."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    last_loss: float = float("nan")
+    images: int = 0
+
+
+def pretrain_one_epoch(model: KeyRegionMAE, train_model: torch.nn.Module, loader: DataLoader,
+                       optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Config,
+                       prog: Progress, steps_per_epoch: int, max_steps: int, logger: RunLogger,
+                       save: Callable[[int, int], None], dist: DistInfo, bar: Any) -> None:
+    """The rest of epoch ``prog.epoch`` from batch ``prog.batch_in_epoch`` (Eq. 1 on
+    key-region masks seeded by step, so resume is exact), up to ``max_steps``; logs every
+    ``pretrain.log_every`` steps and checkpoints every ``pretrain.ckpt_every`` and at the end."""
+    pc, device = cfg.pretrain, dist.device
+    gen = mask_generator(device)
+    window = torch.zeros((), device=device)
+    window_n, seen, t0 = 0, 0, time.perf_counter()
+    for batch in loader:
+        imgs = batch["image"].to(device, non_blocking=True)
+        gen.manual_seed(_step_seed(pc.seed, prog.step, dist.rank))
+        lms = batch["landmarks"].to(device, non_blocking=True) if cfg.mask.region == "sample" else None
+        masking = sample_masks(model, imgs.shape[0], gen, lms, cfg.mask.region, cfg.mask.margin)
+        window += pretrain_step(train_model, optimizer, scheduler, imgs, masking, pc.amp)
+        prog.step += 1
+        prog.batch_in_epoch += 1
+        window_n += 1
+        seen += imgs.shape[0]
+        bar.update(1)
+        at_end = prog.step >= max_steps or prog.batch_in_epoch == steps_per_epoch
+        if prog.step % pc.log_every == 0 or prog.step % pc.ckpt_every == 0 or at_end:
+            if dist.distributed:
+                torch.distributed.all_reduce(window)
+                window /= dist.world_size
+            prog.last_loss = check_finite(window / window_n, prog.step)
+            ips = seen * dist.world_size / max(time.perf_counter() - t0, 1e-9)
+            logger.log(prog.step, {"loss": prog.last_loss, "lr": optimizer.param_groups[0]["lr"],
+                                   "epoch": prog.epoch, "img_per_s": ips})
+            bar.set_postfix(loss=f"{prog.last_loss:.4f}", ips=f"{ips:.0f}")
+            prog.images += seen
+            window.zero_()
+            window_n, seen, t0 = 0, 0, time.perf_counter()
+        if prog.batch_in_epoch == steps_per_epoch:
+            save(0, prog.epoch + 1)  # epoch end: the next run starts the next epoch
+        elif prog.step % pc.ckpt_every == 0 or prog.step >= max_steps:
+            save(prog.batch_in_epoch, prog.epoch)
+        if prog.step >= max_steps:
+            break
+    if prog.batch_in_epoch == steps_per_epoch:
+        prog.epoch += 1
+        prog.batch_in_epoch = 0
+
+
 def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[str, Any],
            out: Path, resume: bool, dist: DistInfo) -> dict[str, Any]:
-    pc = cfg.pretrain
-    device = dist.device
+    pc, device = cfg.pretrain, dist.device
     seed_everything(pc.seed)
     model = build_mae(cfg.data.image_size, cfg.mae, cfg.mask)
     model.set_key_patches(record["key_patches"])
@@ -335,112 +394,89 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
     total = pc.epochs * steps_per_epoch
     max_steps = min(total, pc.max_steps) if pc.max_steps is not None else total
     meta = {"kind": "mae", **record, "world_size": dist.world_size}
-
-    step, epoch, start_batch = 0, 0, 0
+    prog = Progress()
     if resume:
-        state = restore_training_state(out / LAST, model, optimizer, scheduler, kind="mae")
-        step, epoch = state["step"], state["epoch"]
-        start_batch = state["extra"].get("batch_in_epoch", 0)
-        if dist.is_main:
-            truncate_metrics(out / "metrics.jsonl", step)
-            log.info("resumed from %s at step %d (epoch %d, batch %d)", out / LAST, step, epoch,
-                     start_batch)
-
-    train_model: torch.nn.Module = model
-    if pc.compile:
-        train_model = torch.compile(train_model, mode=compile_mode(pc.compile_mode))
-    if dist.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[device.index] if device.type == "cuda" else None)
-
+        prog = _restore(out, model, optimizer, scheduler, dist)
+    train_model = _wrap(model, pc, dist)
     logger = RunLogger(out, enabled=dist.is_main)
-    gen = mask_generator(device)
     if dist.is_main:
         log.info("stage 1: %s params, %d faces, %d steps/epoch, %d steps, batch %d x %d, %s%s",
                  count_parameters(model), len(samples), steps_per_epoch, max_steps,
                  pc.batch_size, dist.world_size, device, " (bf16)" if pc.amp and device.type == "cuda" else "")
     from tqdm import tqdm
 
-    bar = tqdm(total=max_steps, initial=step, disable=not dist.is_main, unit="step",
+    bar = tqdm(total=max_steps, initial=prog.step, disable=not dist.is_main, unit="step",
                desc="pretrain", dynamic_ncols=True)
 
     def save(batch_in_epoch: int, ep: int) -> None:
         if not _params_finite(model):
-            raise NonFiniteLossError(f"weights became NaN/inf before step {step}; stopping "
+            raise NonFiniteLossError(f"weights became NaN/inf before step {prog.step}; stopping "
                                      "(the last good checkpoint is kept)")
         if dist.is_main:
-            save_training_checkpoint(out / LAST, model, optimizer, scheduler, cfg, meta, step, ep,
-                                     extra={"batch_in_epoch": batch_in_epoch})
+            save_training_checkpoint(out / LAST, model, optimizer, scheduler, cfg, meta, prog.step,
+                                     ep, extra={"batch_in_epoch": batch_in_epoch})
 
-    window = torch.zeros((), device=device)
-    window_n, last_loss, t0, seen = 0, float("nan"), time.perf_counter(), 0
-    t_start, imgs_done = time.perf_counter(), 0
+    t_start = time.perf_counter()
     model.train()
     try:
-        while step < max_steps:
-            sampler.set_epoch(epoch)
-            loader.dataset.set_epoch(epoch)  # new degradations each epoch (data.augment: robust)
-            sampler.set_start(start_batch * pc.batch_size)
-            batch_in_epoch = start_batch
-            for batch in loader:
-                imgs = batch["image"].to(device, non_blocking=True)
-                gen.manual_seed(_step_seed(pc.seed, step, dist.rank))
-                lms = (batch["landmarks"].to(device, non_blocking=True)
-                       if cfg.mask.region == "sample" else None)
-                masking = sample_masks(model, imgs.shape[0], gen, lms, cfg.mask.region,
-                                       cfg.mask.margin)
-                loss = pretrain_step(train_model, optimizer, scheduler, imgs, masking, pc.amp)
-                step += 1
-                batch_in_epoch += 1
-                window += loss
-                window_n += 1
-                seen += imgs.shape[0]
-                bar.update(1)
-                at_end = step >= max_steps or batch_in_epoch == steps_per_epoch
-                if step % pc.log_every == 0 or step % pc.ckpt_every == 0 or at_end:
-                    if dist.distributed:
-                        torch.distributed.all_reduce(window)
-                        window /= dist.world_size
-                    last_loss = check_finite(window / window_n, step)
-                    dt = time.perf_counter() - t0
-                    ips = seen * dist.world_size / max(dt, 1e-9)
-                    logger.log(step, {"loss": last_loss, "lr": optimizer.param_groups[0]["lr"],
-                                      "epoch": epoch, "img_per_s": ips})
-                    bar.set_postfix(loss=f"{last_loss:.4f}", ips=f"{ips:.0f}")
-                    imgs_done += seen
-                    window.zero_()
-                    window_n, seen, t0 = 0, 0, time.perf_counter()
-                if batch_in_epoch == steps_per_epoch:
-                    save(0, epoch + 1)  # epoch end: the next run starts the next epoch
-                elif step % pc.ckpt_every == 0 or step >= max_steps:
-                    save(batch_in_epoch, epoch)
-                if step >= max_steps:
-                    break
-            if batch_in_epoch == steps_per_epoch:
-                epoch += 1
-                start_batch = 0
-            else:
-                start_batch = batch_in_epoch
+        while prog.step < max_steps:
+            sampler.set_epoch(prog.epoch)
+            loader.dataset.set_epoch(prog.epoch)  # new degradations each epoch (data.augment: robust)
+            sampler.set_start(prog.batch_in_epoch * pc.batch_size)
+            pretrain_one_epoch(model, train_model, loader, optimizer, scheduler, cfg, prog,
+                               steps_per_epoch, max_steps, logger, save, dist, bar)
     finally:
         bar.close()
         logger.close()
-    elapsed = time.perf_counter() - t_start
+    return _finish(out, model, cfg, meta, prog, samples, skipped, loader, steps_per_epoch,
+                   time.perf_counter() - t_start, dist)
+
+
+def _restore(out: Path, model: KeyRegionMAE, optimizer: torch.optim.Optimizer, scheduler: Any,
+             dist: DistInfo) -> Progress:
+    """Model, optimiser, scheduler and RNG from ``OUT/checkpoints/last``, and where it stood."""
+    state = restore_training_state(out / LAST, model, optimizer, scheduler, kind="mae")
+    prog = Progress(step=state["step"], epoch=state["epoch"],
+                    batch_in_epoch=state["extra"].get("batch_in_epoch", 0))
+    if dist.is_main:
+        truncate_metrics(out / "metrics.jsonl", prog.step)
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", out / LAST, prog.step,
+                 prog.epoch, prog.batch_in_epoch)
+    return prog
+
+
+def _wrap(model: KeyRegionMAE, pc: Any, dist: DistInfo) -> torch.nn.Module:
+    """The module the steps call: ``torch.compile`` if asked, then DDP across ranks."""
+    train_model: torch.nn.Module = model
+    if pc.compile:
+        train_model = torch.compile(train_model, mode=compile_mode(pc.compile_mode))
+    if dist.distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            train_model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    return train_model
+
+
+def _finish(out: Path, model: KeyRegionMAE, cfg: Config, meta: dict[str, Any], prog: Progress,
+            samples: list[Sample], skipped: Counter, loader: DataLoader, steps_per_epoch: int,
+            elapsed: float, dist: DistInfo) -> dict[str, Any]:
+    """The final weights (``OUT/mae``) and the summary (``OUT/summary.json``)."""
     summary = {
-        "steps": step, "epoch": epoch, "steps_per_epoch": steps_per_epoch,
-        "final_loss": last_loss, "num_samples": len(samples), "skipped": dict(skipped),
-        "load_failures": dict(loader.dataset.failures), "images_per_s": imgs_done / max(elapsed, 1e-9),
-        "world_size": dist.world_size, "device": str(device), "out_dir": str(out),
-        "mae_dir": str(out / FINAL), "key_patches": len(record["key_patches"]),
+        "steps": prog.step, "epoch": prog.epoch, "steps_per_epoch": steps_per_epoch,
+        "final_loss": prog.last_loss, "num_samples": len(samples), "skipped": dict(skipped),
+        "load_failures": dict(loader.dataset.failures),
+        "images_per_s": prog.images / max(elapsed, 1e-9),
+        "world_size": dist.world_size, "device": str(dist.device), "out_dir": str(out),
+        "mae_dir": str(out / FINAL), "key_patches": len(meta["key_patches"]),
     }
     if dist.is_main:
-        save_checkpoint(out / FINAL, model, cfg, {**meta, "step": step, "epoch": epoch})
+        save_checkpoint(out / FINAL, model, cfg, {**meta, "step": prog.step, "epoch": prog.epoch})
         atomic_write_json(out / "summary.json", summary)
-        log.info("stage 1 done: step %d, loss %.4f, %.1f img/s; weights in %s", step, last_loss,
-                 summary["images_per_s"], out / FINAL)
+        log.info("stage 1 done: step %d, loss %.4f, %.1f img/s; weights in %s", prog.step,
+                 prog.last_loss, summary["images_per_s"], out / FINAL)
     return summary
 
-
 __all__ = [
-    "EmptyDatasetError", "build_optimizer", "compile_mode", "build_pretrain_loader", "compute_key_region",
-    "prepare_pretrain_samples", "pretrain", "pretrain_step", "sample_masks",
+    "EmptyDatasetError", "Progress", "build_optimizer", "build_pretrain_loader", "compile_mode",
+    "compute_key_region", "prepare_pretrain_samples", "pretrain", "pretrain_one_epoch",
+    "pretrain_step", "sample_masks",
 ]
