@@ -21,10 +21,10 @@ import torch
 
 from lorefd.config import load_config
 from lorefd.data.manifest import load_samples
+from lorefd.data.stage1 import compute_key_region
 from lorefd.engines.pretrain import (
     build_optimizer,
     compile_mode,
-    compute_key_region,
     mask_generator,
     pretrain_step,
     sample_masks,

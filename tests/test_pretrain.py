@@ -19,9 +19,10 @@ from lorefd.checkpoint import load_state, read_checkpoint_info
 from lorefd.cli import main as cli_main
 from lorefd.config import load_config
 from lorefd.data.manifest import FAKE, read_manifest, write_manifest
+from lorefd.data.stage1 import EmptyDatasetError, prepare_pretrain_samples
 from lorefd.engines import pretrain as engine
 from lorefd.engines.common import NonFiniteLossError
-from lorefd.engines.pretrain import EmptyDatasetError, prepare_pretrain_samples, pretrain
+from lorefd.engines.pretrain import pretrain
 from lorefd.models.mae import KeyRegionMAE, load_mae
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         key_region_masking,
         sample_key_masks,
     )
-    from lorefd.engines.pretrain import compute_key_region, prepare_pretrain_samples
+    from lorefd.data.stage1 import compute_key_region, prepare_pretrain_samples
     from lorefd.evaluation.figures import key_region_figure
     from lorefd.models.mae import resolve_mae_checkpoint
 
