@@ -24,7 +24,7 @@ from lorefd.checkpoint import (
 )
 from lorefd.config import Config
 from lorefd.errors import UserError
-from lorefd.utils import append_jsonl, atomic_write_text
+from lorefd.utils import append_jsonl, atomic_write_text, pick_device
 
 log = logging.getLogger("lorefd")
 
@@ -61,8 +61,7 @@ def init_distributed(device: str | None = None) -> DistInfo:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if want_cuda else "gloo")
         return DistInfo(rank, world, local, dev)
-    dev = torch.device(device) if device else torch.device("cuda" if want_cuda else "cpu")
-    return DistInfo(device=dev)
+    return DistInfo(device=pick_device(device))
 
 
 def cleanup_distributed() -> None:

@@ -33,7 +33,6 @@ from lorefd.config import Config
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.keyregion import (
     KeyRegion,
-    key_region_masking,
     sample_key_masks,
 )
 from lorefd.data.manifest import Sample
@@ -114,10 +113,10 @@ def sample_masks(model: KeyRegionMAE, batch_size: int, generator: torch.Generato
             raise ValueError("mask.region=sample needs the batch landmarks")
         key = sample_key_masks(landmarks, model.image_size, model.patch_size, margin)
     elif region == "dataset":
-        key = model.key_patches.expand(batch_size, -1)
+        key = None  # the model's dataset T
     else:
         raise ValueError(f"mask.region must be 'dataset' or 'sample', got {region!r}")
-    return key_region_masking(key, model.mask_ratio, generator, model.random_fraction)
+    return model.key_region_masking(batch_size, key, generator)
 
 
 def pretrain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
