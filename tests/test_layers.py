@@ -127,3 +127,20 @@ def test_the_check_catches_a_layer_importing_the_package_root(tmp_path: Path) ->
                                              ("lorefd.data", 0), ("numpy", None)])
 def test_layer_of(module: str, expected: int | None) -> None:
     assert layer(module) == expected
+
+
+# One of each concept: the names the duplicates had are gone from the package (a second
+# loader, scoring loop, metrics module, split or formatter would bring one back).
+GONE = ["def load_detector", "def load_bundle", "def load_mae_for_detector",
+        "def resolve_detector_checkpoint", "def score_models", "def split_reals", "def _pct",
+        "def _positive", "def _probability", "def timed", "_LEGACY_USER_ERRORS",
+        "class Context", "from lorefd.engines.threshold", "from lorefd.evaluation.metrics",
+        "roc_auc_score(", "def to_tensor"]
+ONLY_IN = {"roc_auc_score(": "metrics.py", "def to_tensor": "data/images.py"}
+
+
+@pytest.mark.parametrize("needle", GONE)
+def test_one_of_each(needle: str) -> None:
+    where = [str(p.relative_to(SRC)) for p in sorted(SRC.rglob("*.py")) if needle in p.read_text()]
+    allowed = [w for w in where if ONLY_IN.get(needle) == w]
+    assert where == allowed, f"{needle!r} in {where}"

@@ -74,7 +74,7 @@ def test_no_saved_figure_cuts_its_labels() -> None:
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "savefig":
                 kw = {k.arg: ast.unparse(k.value) for k in node.keywords}
                 calls.append((path.name, node.lineno, kw.get("bbox_inches")))
-    assert len(calls) >= 6
+    assert len(calls) >= 5  # the scan finds them (one ROC plot since the two were merged)
     assert [c for c in calls if c[2] != "'tight'"] == []
 
 

@@ -38,9 +38,9 @@ from lorefd.engines.pretrain import pretrain
 from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
 from lorefd.evaluation.explain import explain_figure
-from lorefd.evaluation.figures import reconstruct_figure, training_curves
+from lorefd.evaluation.figures import reconstruct_figure, roc_figure, training_curves
 from lorefd.evaluation.report import Report
-from lorefd.metrics import at_chance, roc_points
+from lorefd.metrics import at_chance
 from lorefd.models.bundle import export_bundle, shipped_bundle
 from lorefd.utils import atomic_write_json
 from lorefd.version import __version__
@@ -128,7 +128,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
                            device=device),
         explain_figure(out / "lre" / "best", test_reals + test_fakes, fig_dir / "attention.png",
                        device=device or "cpu"),
-        roc_figure({n: out / n / "eval" for n in (*DETECTORS, SHIPPED)
+        detectors_roc({n: out / n / "eval" for n in (*DETECTORS, SHIPPED)
                     if (out / n / "eval").exists()}, fig_dir / "roc.png")))
     bundle = out / "model.lorefd"
     clock.run("export bundle", lambda: export_bundle(  # float16: half the size, same verdicts
@@ -160,34 +160,17 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
     return summary
 
 
-def roc_figure(eval_dirs: dict[str, Path], out: Path) -> Path:
+def detectors_roc(eval_dirs: dict[str, Path], out: Path) -> Path:
     """Frame-level ROC curves of several evaluated detectors on one plot."""
     import csv
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    curves = []
     for name, d in eval_dirs.items():
         with open(d / "predictions.csv") as fh:
             rows = list(csv.DictReader(fh))
-        y = np.array([int(r["label"]) for r in rows])
-        p = np.array([float(r["prob_fake"]) for r in rows])
-        roc = roc_points(y, p)
-        if roc is None:
-            continue
-        fpr, tpr, auc = roc
-        ax.plot(fpr, tpr, label=f"{LABELS.get(name, name)} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+        curves.append((LABELS.get(name, name), np.array([int(r["label"]) for r in rows]),
+                       np.array([float(r["prob_fake"]) for r in rows])))
+    return roc_figure(curves, out, size=4.5, dpi=120)
 
 
 def _metric(m: dict[str, Any], *keys: str) -> Any:

@@ -267,15 +267,10 @@ def write_predictions(path: Path, samples: list[Sample], probs: np.ndarray) -> N
 
 def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
     """Frame-level ROC overall and per method, and the video-level ROC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from lorefd.metrics import roc_points, video_level
+    from lorefd.evaluation.figures import roc_figure
+    from lorefd.metrics import video_level
 
     y = np.array([s.label for s in samples])
-    fig, ax = plt.subplots(figsize=(5, 5))
     curves = [("frame", y, probs)]
     vy, vp, _ = video_level(y, probs, [s.group for s in samples])
     if len(vy) != len(y):
@@ -285,25 +280,7 @@ def plot_roc(path: Path, samples: list[Sample], probs: np.ndarray) -> None:
         for m in methods:
             sel = np.array([s.label == REAL or s.method == m for s in samples])
             curves.append((m, y[sel], probs[sel]))
-    for name, yy, pp in curves:
-        roc = roc_points(yy, pp)
-        if roc is None:
-            continue
-        fpr, tpr, auc = roc
-        ax.plot(fpr, tpr, lw=1.5 if name in ("frame", "video") else 1,
-                label=f"{name} (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (fake = positive)",
-           xlim=(0, 1), ylim=(0, 1))
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="lower right", fontsize=8)
-    else:
-        ax.text(0.5, 0.5, "one class only: no ROC", ha="center")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
-    plt.close(fig)
-
+    roc_figure(curves, path, bold=("frame", "video"))
 
 __all__ = ["CropMismatchError", "check_crops", "evaluate", "evaluate_media", "holds_videos",
            "plot_roc", "score_samples", "write_excluded", "write_predictions"]

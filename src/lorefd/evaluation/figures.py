@@ -227,8 +227,38 @@ def _save(fig, out: str | Path, dpi: int = 110) -> Path:  # noqa: ANN001
     return out
 
 
+def roc_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], out: str | Path,
+               bold: Sequence[str] = (), size: float = 5.0, dpi: int = 100) -> Path:
+    """The one ROC plot: a curve per ``(label, labels, probabilities)`` with its AUC in the
+    legend (:func:`lorefd.metrics.roc_points`; a one-class curve is left out, and a plot with
+    none says so), the chance diagonal, written atomically as PNG."""
+    from lorefd.metrics import roc_points
+    from lorefd.utils import atomic_path
+
+    fig, ax = plt.subplots(figsize=(size, size))
+    for name, y, p in curves:
+        roc = roc_points(y, p)
+        if roc is not None:
+            fpr, tpr, auc = roc
+            ax.plot(fpr, tpr, lw=1.5 if name in bold else 1, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (fake = positive)",
+           xlim=(0, 1), ylim=(0, 1))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "one class only: no ROC", ha="center")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
 __all__ = ["key_region_figure", "masked_input", "patch_mask_image", "read_metrics",
-           "reconstruction_grid", "training_curves"]
+           "reconstruction_grid", "roc_figure", "training_curves"]
 
 
 def collect_images(items: list[str], limit: int) -> list[str]:
