@@ -7,7 +7,9 @@ wall time and peak RSS from ``/usr/bin/time``), warm photos/s on single-face pho
 1024 px (bundled real faces, upscaled, JPEG q 90; model loaded once, as ``lorefd serve``
 does), a 720p video with ``--frames 32`` (warm, end to end), and ``serve`` latency p50/p95 for
 one photo (in-process HTTP client). The model: a bundle with an ONNX graph (default: the
-shipped model).
+shipped model). Warm means loaded once, as :class:`lorefd.Model` and ``serve`` keep it: the
+network *and* the face detector (dlib takes about 1 s to load); photos/s is also measured
+with ``--workers`` files at once (``detect --workers``, each worker one runtime thread).
 """
 
 from __future__ import annotations
@@ -28,8 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from media import make_video, stills  # noqa: E402
 
-from lorefd.engines.detect import detect_paths  # noqa: E402
-from lorefd.models.graph import load_runtime_model  # noqa: E402
+import lorefd  # noqa: E402
 
 RUNTIMES = ("onnx", "torch")
 
@@ -85,6 +86,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="bundle with a graph (default: shipped)")
     ap.add_argument("--n", type=int, default=40, help="photos per size")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads of the runtime")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="files at once for the photos/s rows with workers (1 thread each)")
     ap.add_argument("--json", default=None, help="append the results as JSON lines")
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
@@ -95,24 +98,27 @@ def main() -> None:
         video = make_video(tmp / "clip720.mp4", stills(1), seconds=10.0, fps=12,
                            size=(1280, 720))
         for runtime in RUNTIMES:
-            row: dict[str, object] = {"runtime": runtime, "threads": args.threads}
+            row: dict[str, object] = {"runtime": runtime, "threads": args.threads,
+                                      "workers": args.workers}
             row.update(cold_start(sets[256][0], runtime, args.model, args.threads))
-            bundle = load_runtime_model(args.model, "cpu", runtime, args.threads)
-            assert getattr(bundle.detector, "runtime", "torch") == runtime
+            model = lorefd.Model(args.model, runtime=runtime, threads=args.threads)
+            pooled = lorefd.Model(args.model, runtime=runtime, threads=1)
+            assert getattr(model.bundle.detector, "runtime", "torch") == runtime
             for side, files in sets.items():
-                detect_paths(files[:2], bundle)  # warm-up (lazy imports, face detector)
-                t0 = time.perf_counter()
-                report = detect_paths(files, bundle)
-                dt = time.perf_counter() - t0
-                assert all(r["status"] == "ok" for r in report["results"])
-                row[f"photos_per_s_{side}"] = round(len(files) / dt, 2)
-            detect_paths([video], bundle, frames=32)
+                for name, m, workers in (("", model, 1), ("_workers", pooled, args.workers)):
+                    m.detect(files[:4], workers=workers)  # warm-up: imports, face detectors
+                    t0 = time.perf_counter()
+                    report = m.detect(files, workers=workers)
+                    dt = time.perf_counter() - t0
+                    assert all(r["status"] == "ok" for r in report["results"])
+                    row[f"photos_per_s_{side}{name}"] = round(len(files) / dt, 2)
+            model.detect([video], frames=32)
             t0 = time.perf_counter()
-            rep = detect_paths([video], bundle, frames=32)
+            rep = model.detect([video], frames=32)
             dt = time.perf_counter() - t0
             row["video720_32fr_s"] = round(dt, 2)
             row["video_frames_per_s"] = round(rep["results"][0]["frames"]["count"] / dt, 1)
-            row.update(serve_latency(bundle, sets[256][0], runtime, args.threads))
+            row.update(serve_latency(model.bundle, sets[256][0], runtime, args.threads))
             results.append(row)
             print(json.dumps(row), flush=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"

@@ -342,3 +342,32 @@ def test_the_strip_is_sized_to_the_picture() -> None:
         info_strip(1920, [("fake 0.56", (230, 40, 40))], legend="P(blended in), 0 to 1")
     assert small.shape[1] == 128 and big.shape[1] == 1920
     assert 30 < small.shape[0] < big.shape[0] < 400  # text scales with the width
+
+
+def test_workers_score_files_in_threads_in_order(bundle: Path, face_image: Path,
+                                                 no_face_image: Path, video: Path,
+                                                 tmp_path: Path) -> None:
+    """`workers=2`: the same report as one worker, rows in input order, one face pipeline per
+    worker kept in the list passed (a second call makes none), heatmap names never shared."""
+    from lorefd.data.preprocess.crops import FacePipeline
+    from lorefd.models.graph import load_runtime_model
+
+    copies = []
+    for i in range(4):  # the same face under four names, two in one sub-folder
+        copies.append(tmp_path / "in" / ("sub" if i % 2 else ".") / f"face{i}.png")
+        copies[-1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(face_image, copies[-1])
+    inputs = [copies[0], no_face_image, video, *copies[1:]]
+    loaded = load_runtime_model(str(bundle), "cpu", None, 1)
+    one = detect_paths(inputs, loaded, frames=4)["results"]
+    pipelines = [FacePipeline.from_bundle(loaded)]
+    two = detect_paths(inputs, loaded, frames=4, faces=pipelines, workers=2,
+                       heatmap_dir=tmp_path / "heat")["results"]
+    assert len(pipelines) == 2 and pipelines[0].backend is not pipelines[1].backend
+    assert [r["path"] for r in two] == [str(p) for p in inputs]
+    for a, b in zip(one, two, strict=True):
+        assert (a["status"], a["p_fake"], a["faces"]) == (b["status"], b["p_fake"], b["faces"])
+    heat = [r["heatmap"] for r in two if r["heatmap"]]
+    assert len(heat) == 5 and len(set(heat)) == 5 and all(Path(h).is_file() for h in heat)
+    again = detect_paths(inputs[:3], loaded, frames=4, faces=pipelines, workers=2)["results"]
+    assert len(pipelines) == 2 and [r["p_fake"] for r in again] == [r["p_fake"] for r in one[:3]]

@@ -54,7 +54,7 @@ class Model:
                                          runtime, threads)
         self.device = device
         self.retinaface_weights = retinaface_weights
-        self._faces: Any = None
+        self._faces: list[Any] = []  # face pipelines, one per worker (detect(workers=N))
 
     @property
     def threshold(self) -> float:
@@ -68,9 +68,9 @@ class Model:
         from lorefd.engines.detect import detect_paths
 
         items = _as_paths(paths)
-        if self._faces is None:
-            self._faces = FacePipeline.from_bundle(self.bundle, self.retinaface_weights,
-                                                   str(self.device or "cpu"))
+        if not self._faces:
+            self._faces.append(FacePipeline.from_bundle(self.bundle, self.retinaface_weights,
+                                                        str(self.device or "cpu")))
         return detect_paths(items, self.bundle, device=self.device, faces=self._faces, **kwargs)
 
 

@@ -37,11 +37,15 @@ JSON report (``json_path``; also the return value): the schema of
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,6 +148,41 @@ def score_crops(detector: Any, crops: list[FaceCrop], device: Any = "cpu",
             c.heat = None if heat is None else heat[i]
 
 
+class StreamScorer:
+    """Scores a video's crops in batches on a second thread as they are found, so that
+    decoding and the face stage of the next frames overlap the network (``with`` block;
+    :meth:`wait` returns when every crop added has its score)."""
+
+    def __init__(self, ctx: DetectContext, heat_size: int | None) -> None:
+        self.ctx, self.heat_size = ctx, heat_size
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lorefd-score")
+        self.pending: list[FaceCrop] = []
+        self.futures: list[Any] = []
+
+    def add(self, crop: FaceCrop) -> None:
+        self.pending.append(crop)
+        if len(self.pending) >= self.ctx.batch_size:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self.pending:
+            self.futures.append(self.pool.submit(
+                score_crops, self.ctx.bundle.detector, self.pending, self.ctx.device,
+                self.ctx.batch_size, self.heat_size))
+            self.pending = []
+
+    def wait(self) -> None:
+        self._submit()
+        for f in self.futures:
+            f.result()  # re-raises a failure of the network
+
+    def __enter__(self) -> StreamScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
 # ------------------------------------------------------------------------------ inputs
 @dataclass
 class InputFile:
@@ -191,6 +230,7 @@ class HeatmapNamer:
 
     root: Path
     used: set[Path] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # detect_paths(workers=N)
 
     def candidates(self, item: InputFile, ext: str) -> Iterator[Path]:
         parent, stem = self.root / item.rel.parent, item.rel.stem
@@ -202,10 +242,11 @@ class HeatmapNamer:
             n += 1
 
     def __call__(self, item: InputFile, ext: str) -> Path:
-        for path in self.candidates(item, ext):
-            if path not in self.used and claim(path):
-                self.used.add(path)
-                return path
+        with self.lock:
+            for path in self.candidates(item, ext):
+                if path not in self.used and claim(path):
+                    self.used.add(path)
+                    return path
         raise AssertionError("unreachable")  # candidates() never ends
 
 
@@ -322,19 +363,23 @@ def detect_video(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     crops: list[FaceCrop] = []
     kept: list[tuple[int, np.ndarray, float]] = []
     decoded = multi = 0
-    try:
-        for index, rgb in _frame_progress(read_frames(item.path, indices), len(indices),
-                                          item.path.name, ctx.progress):
-            decoded += 1
-            face, n_faces = finder.find(rgb)
-            multi += n_faces > 1
-            if face is not None:
-                crops.append(ctx.faces.crop(rgb, face, index))
-            if ctx.heatmaps is not None:
-                kept.append((index, *shrink(rgb, VIDEO_MAX_SIDE)))
-    except VideoError as exc:
-        res.update(status=_video_status(exc), message=str(exc))
-        return res
+    heat_size = ctx.faces.crop_size if ctx.heatmaps is not None else None
+    with StreamScorer(ctx, heat_size) as scorer:
+        try:
+            for index, rgb in _frame_progress(read_frames(item.path, indices), len(indices),
+                                              item.path.name, ctx.progress):
+                decoded += 1
+                face, n_faces = finder.find(rgb)
+                multi += n_faces > 1
+                if face is not None:
+                    crops.append(ctx.faces.crop(rgb, face, index))
+                    scorer.add(crops[-1])
+                if ctx.heatmaps is not None:
+                    kept.append((index, *shrink(rgb, VIDEO_MAX_SIDE)))
+        except VideoError as exc:
+            res.update(status=_video_status(exc), message=str(exc))
+            return res
+        scorer.wait()
     frames = {"count": len(crops), "mean": None, "median": None, "aggregate": AGGREGATE,
               "share_above_threshold": None,
               "sampled": len(indices), "decoded": decoded, "total": info.frames,
@@ -353,8 +398,6 @@ def detect_video(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
         notes.append(f"no face in {decoded - len(crops)} of {decoded} frames")
     if multi:
         notes.append(f"several faces in {multi} frame(s): scored the tracked (largest) one")
-    score_crops(ctx.bundle.detector, crops, ctx.device, ctx.batch_size,
-                ctx.faces.crop_size if ctx.heatmaps is not None else None)
     bad = nonfinite_error(c.score for c in crops)
     if bad:
         res.update(status=ERROR, message=bad, faces=[])
@@ -452,7 +495,8 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
                  threshold: float | None = None, batch_size: int | None = None,
                  retinaface_weights: str | None = None, csv_path: str | Path | None = None,
                  progress: bool = False, runtime: str | None = None,
-                 threads: int | None = None, faces: FacePipeline | None = None
+                 threads: int | None = None,
+                 faces: FacePipeline | list[FacePipeline] | None = None, workers: int = 1
                  ) -> dict[str, Any]:
     """Detect on images, videos and folders; returns (and writes to ``json_path``, and one row
     per file to ``csv_path``: :func:`format_csv`) the report.
@@ -464,7 +508,10 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
     progress bars with ETA on stderr over the inputs and over long videos (tqdm);
     ``runtime``: ``onnx`` or ``torch`` (default: onnx when the bundle has an ONNX graph, see
     :func:`~lorefd.models.graph.load_runtime_model`); ``threads``: CPU threads of either;
-    ``faces``: a face pipeline already made for this bundle (:class:`lorefd.Model` keeps one).
+    ``faces``: a face pipeline already made for this bundle, or a list of them (one per
+    worker; a list is extended with the pipelines this call makes, so that :class:`lorefd.Model`
+    keeps them); ``workers``: files processed at once, in threads, each with a face detector
+    of its own (about 1 s to load each, once per list; give the runtime ``threads=1`` each).
     """
     t0 = time.perf_counter()
     if isinstance(paths, (str, Path)):
@@ -482,9 +529,11 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
            if not isinstance(bundle.detector, OnnxDetector) else "cpu")
     batch_size = batch_size or (32 if getattr(dev, "type", dev) == "cuda" else 4)
     thr = bundle.threshold if threshold is None else float(threshold)
-    pipeline = faces or FacePipeline.from_bundle(bundle, retinaface_weights, str(dev))
-    ctx = DetectContext(bundle=bundle, faces=pipeline, device=dev, threshold=thr,
-                  frames=int(frames or pipeline.frames), batch_size=max(1, batch_size),
+    pipelines = faces if isinstance(faces, list) else [faces] if faces is not None else []
+    if not pipelines:
+        pipelines.append(FacePipeline.from_bundle(bundle, retinaface_weights, str(dev)))
+    ctx = DetectContext(bundle=bundle, faces=pipelines[0], device=dev, threshold=thr,
+                  frames=int(frames or pipelines[0].frames), batch_size=max(1, batch_size),
                   heatmaps=HeatmapNamer(Path(heatmap_dir)) if heatmap_dir is not None else None,
                   progress=progress)
     results = []
@@ -494,8 +543,7 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="file", desc="detect", position=0)
-    for item in items:
-        res = detect_file(item, ctx)
+    for item, res in zip(items, run_files(items, ctx, pipelines, workers), strict=True):
         if bar is not None:
             bar.update(1)
         log.info("%s: %s%s", item.path, res["status"],
@@ -512,6 +560,36 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
         atomic_write_text(csv_path, format_csv(report))
         umask_mode(Path(csv_path))
     return report
+
+
+def run_files(items: list[InputFile], ctx: DetectContext, pipelines: list[FacePipeline],
+              workers: int = 1) -> Iterator[dict[str, Any]]:
+    """:func:`detect_file` of every item, in order. With ``workers > 1`` the files run in that
+    many threads (dlib, OpenCV and ONNX Runtime release the GIL), each thread with a face
+    pipeline of its own: one of ``pipelines``, or a new one appended to it."""
+    workers = max(1, min(int(workers), len(items)))
+    if workers == 1:
+        yield from (detect_file(item, ctx) for item in items)
+        return
+    free: queue.SimpleQueue[FacePipeline] = queue.SimpleQueue()
+    for p in pipelines[:workers]:
+        free.put(p)
+    made = threading.Lock()
+    local = threading.local()
+
+    def one(item: InputFile) -> dict[str, Any]:
+        if getattr(local, "ctx", None) is None:
+            try:
+                faces = free.get_nowait()
+            except queue.Empty:
+                faces = ctx.faces.fresh()
+                with made:
+                    pipelines.append(faces)
+            local.ctx = dataclasses.replace(ctx, faces=faces)
+        return detect_file(item, local.ctx)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="lorefd-detect") as pool:
+        yield from pool.map(one, items)
 
 
 CSV_COLUMNS = ("path", "type", "status", "p_fake", "verdict", "faces", "frames_sampled",
@@ -542,5 +620,6 @@ def processed_any(report: dict[str, Any]) -> bool:
 
 
 __all__ = ["CSV_COLUMNS", "STATUSES", "DetectContext", "HeatmapNamer", "InputFile", "attention_heat",
+           "run_files",
            "claim", "collect_inputs", "detect_file", "detect_paths", "format_csv",
            "processed_any", "score_crops"]

@@ -57,6 +57,8 @@ class FacePipeline:
     track_face_side: int
     frames: int
     extra_face_min_score: float = EXTRA_FACE_MIN_SCORE["dlib"]
+    # how ``backend`` was made (name, RetinaFace weights, device), for :meth:`fresh`
+    backend_args: tuple[str, str | None, str] = ("dlib", None, "cpu")
 
     @classmethod
     def from_preprocess(cls, pre: dict[str, Any], image_size: int,
@@ -67,7 +69,13 @@ class FacePipeline:
         return cls(backend=backend, crop_size=int(pre["size"]), margin=float(pre["margin"]),
                    image_size=int(image_size), detect_side=int(pre["detect_side"]),
                    track_face_side=int(pre["track_face_side"]), frames=int(pre["frames"]),
-                   extra_face_min_score=EXTRA_FACE_MIN_SCORE.get(pre["face_detector"], 0.5))
+                   extra_face_min_score=EXTRA_FACE_MIN_SCORE.get(pre["face_detector"], 0.5),
+                   backend_args=(pre["face_detector"], retinaface_weights, device))
+
+    def fresh(self) -> FacePipeline:
+        """The same pipeline with a face detector of its own (detectors are not shared between
+        threads: one per worker of :func:`lorefd.engines.detect.detect_paths` and ``serve``)."""
+        return dataclasses.replace(self, backend=make_backend(*self.backend_args))
 
     @classmethod
     def from_bundle(cls, bundle: Any, retinaface_weights: str | None = None,
