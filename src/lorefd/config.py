@@ -98,6 +98,9 @@ class DetectorConfig:
     # patch size (block3/7/11 for Xception with 16-px patches; models/backbone.py)
     layers: list[str] = field(default_factory=list)
     eval_masks: int = 1  # reconstructions averaged at evaluation (deterministic seeds)
+    # test-time augmentation outside training: "flip" averages the logits (and maps) of the
+    # face and its mirror image (2x the inference cost); "none" is the paper's single pass
+    tta: Literal["none", "flip"] = "none"
     mask_seed: int = 0
     drop_rate: float = 0.5
     # Dense auxiliary target (beyond the paper, as in Face X-ray): a 1x1 head on mask_layer

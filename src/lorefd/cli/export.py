@@ -10,7 +10,10 @@ The bundle also gets the detector's ONNX inference graph (`--no-onnx`: not), whi
 detect` and `serve` run with ONNX Runtime, without loading PyTorch. The graph is checked
 against PyTorch on the bundled real faces and not written if a probability differs by more
 than 1e-4. RUN may also be a .lorefd bundle: `lorefd export model.lorefd --out new.lorefd`
-writes it again with a (new) graph.
+writes it again with a (new) graph, and with `--tta` / `--threshold` changed if given.
+
+`--tta flip` makes every score the mean of the face's and its mirror image's (logits and maps
+averaged, in PyTorch and in the ONNX graph alike): a mirror image then gets the same score.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "else dlib)")
     p.add_argument("--half", action="store_true",
                    help="store weights as float16 (half the size; loaded as float32)")
+    p.add_argument("--tta", choices=["none", "flip"], default=None,
+                   help="test-time flip: flip = the face and its mirror image averaged (2x the "
+                        "inference cost); default: the run's detector.tta (none)")
     p.add_argument("--no-onnx", dest="onnx", action="store_false",
                    help="no ONNX graph in the bundle (detect and serve then run PyTorch)")
     p.set_defaults(func=run)
@@ -74,13 +80,17 @@ def run(args: argparse.Namespace) -> int:
             print("lorefd export: a bundle is re-exported only to add its graph; drop "
                   "--no-onnx", file=sys.stderr)
             return 2
-        manifest = add_graph(args.run, args.out)
+        if args.size is not None or args.margin is not None or args.face_detector:
+            print("lorefd export: --size, --margin and --face-detector are a run's, not a "
+                  "bundle's (its face pipeline is fixed)", file=sys.stderr)
+            return 2
+        manifest = add_graph(args.run, args.out, tta=args.tta, threshold=args.threshold)
         print(f"wrote {args.out}: {args.run} with its ONNX graph ({_graph_note(manifest)})")
         return 0
     pre = {k: v for k, v in (("size", args.size), ("margin", args.margin),
                              ("face_detector", args.face_detector)) if v is not None}
     manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre,
-                             half=args.half)
+                             half=args.half, tta=args.tta)
     print(f"wrote {args.out}: {manifest['detector']} detector, {manifest['image_size']} px, "
           f"{manifest['num_tensors']} tensors, threshold {manifest['threshold']['value']:.3f} "
           f"({manifest['threshold']['source']}), from {manifest['source']['checkpoint']}")

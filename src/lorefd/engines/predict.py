@@ -66,7 +66,7 @@ def predict(detectors: Sequence[Detector], loader: DataLoader, device: torch.dev
                 p = torch.full((n,), float("nan"))
                 if len(images):
                     with autocast(device, amp):
-                        p[ok] = torch.sigmoid(det(images)["logits"].float()).cpu()
+                        p[ok] = torch.sigmoid(det.infer(images)["logits"].float()).cpu()
                 out.append(p)
             oks.append(ok)
             labels.append(batch["label"].long() if "label" in batch

@@ -385,9 +385,18 @@ def _detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
     }
 
 
+def with_tta(cfg: Any, tta: str) -> Any:
+    """``cfg`` with ``detector.tta`` set (checked like any config value)."""
+    from lorefd.config import config_from_dict
+
+    d = cfg.to_dict()
+    d["detector"]["tta"] = tta
+    return config_from_dict(d)
+
+
 def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None = None,
                   preprocess: dict[str, Any] | None = None, verify: bool = True,
-                  half: bool = False) -> dict[str, Any]:
+                  half: bool = False, tta: str | None = None) -> dict[str, Any]:
     """Write the single-file bundle of a training run or detector checkpoint.
 
     ``threshold`` overrides the decision threshold (else the run's validation threshold if it
@@ -396,7 +405,8 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
     the run recorded for its training data (:func:`bundle_preprocess`); ``preprocess``
     overrides entries (a warning where they differ from the recorded ones). With ``verify``
     the written bundle is loaded back once. ``half`` stores float weights as float16 (half
-    the size; loading casts them back to float32). Returns the stored manifest.
+    the size; loading casts them back to float32). ``tta`` sets ``detector.tta`` (the
+    test-time flip) in the bundle's config (default: the run's). Returns the stored manifest.
     """
     import torch
 
@@ -408,6 +418,8 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
         raise CheckpointError(f"{ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
                               "'detector' (from `lorefd train`)")
     weights, cfg, meta = load_checkpoint(ckpt, kind=DETECTOR_KIND)  # checksums, finite values
+    if tta is not None:
+        cfg, meta = with_tta(cfg, tta), {**meta, "tta": tta}
     manifest = _detector_manifest(ckpt, weights, cfg, meta, threshold, preprocess)
     if half:
         big = [k for k, v in weights.items() if v.is_floating_point() and v.numel()

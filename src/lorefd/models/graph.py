@@ -137,8 +137,10 @@ def export_graph(detector: Any, weights: dict[str, Any]) -> tuple[bytes, list[st
 
 
 def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
-              n_check: int = 8) -> dict[str, Any]:
-    """Add (or replace) the ONNX graph of a bundle, written to ``out_path`` (default: in place).
+              n_check: int = 8, tta: str | None = None,
+              threshold: float | None = None) -> dict[str, Any]:
+    """Add (or replace) the ONNX graph of a bundle, written to ``out_path`` (default: in place);
+    ``tta`` / ``threshold`` change the bundle's test-time flip / decision threshold first.
 
     The graph is run with ONNX Runtime on ``n_check`` bundled real faces and compared with
     PyTorch; :class:`GraphError` (nothing written) when a probability differs by more than
@@ -146,16 +148,24 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     import torch
     from safetensors.torch import load_file
 
-    from lorefd.models.bundle import load_model, write_bundle
+    from lorefd.models.bundle import load_model, with_tta, write_bundle
 
     bundle_path = Path(bundle_path)
     bundle = load_model(bundle_path, old=True)  # a version 1 bundle is re-sealed here
     weights = {k: v for k, v in load_file(str(bundle_path)).items()
                if not k.startswith("onnx.")}
-    graph, names, shared = export_graph(bundle.detector, weights)
     manifest = {k: v for k, v in bundle.manifest.items()
                 if k not in ("format", "bundle_version", "lorefd_version", "created",
                              "payload_sha256", "tensors_sha256", "num_tensors", "onnx")}
+    if tta is not None:
+        manifest["config"] = with_tta(bundle.detector.config, tta).to_dict()
+        manifest["checkpoint_meta"] = {**manifest["checkpoint_meta"], "tta": tta}
+        bundle.detector.tta = tta
+    if threshold is not None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+        manifest["threshold"] = {"value": float(threshold), "source": "given at export"}
+    graph, names, shared = export_graph(bundle.detector, weights)
     info = {"graph_version": GRAPH_VERSION, "lorefd_version": __version__,
             "sha256": hashlib.sha256(graph).hexdigest(), "outputs": names, "shared": shared,
             "prefix": PREFIX, "opset": OPSET}

@@ -4,14 +4,16 @@ A detector is an ``nn.Module`` taking ``[0, 1]`` images ``(B, 3, S, S)``:
 
 * ``forward(images) -> {"logits": (B,), ...}``
 * ``loss(out, labels)``: binary cross-entropy on the logits (Eq. 3)
+* ``infer(images)``: ``forward`` with the test-time flip (``detector.tta``) outside training
 * ``predict_proba(images) -> (B,)``: probability of *fake*
 * ``explain(images) -> {"prob", "recon", "diff", "attention": {layer: (B, 1, h, w)}}``
+  (a detector implements ``explain_once``: one pass, ``logits`` instead of ``prob``)
 * ``trainable_parameters()``; frozen parts listed by ``frozen_modules()`` stay in eval mode
 * ``image_size``; a builder ``(cfg, mae, pretrained, weights) -> Detector`` registered with
   ``@register_detector("name")``
 
 A new detector is one new file in this package: subclass :class:`Detector`, implement
-``forward`` (and ``explain`` if it can), and register a builder. See ``baseline.py``.
+``forward`` (and ``explain_once`` if it can), and register a builder. See ``baseline.py``.
 
 Checkpoints (kind ``"detector"``) hold the weights of every sub-network (frozen MAE and
 feature extractor included) and, in ``meta["mae"]``, the MAE's own config, so
@@ -50,14 +52,35 @@ class Detector(nn.Module):
         super().__init__()
         self.image_size = image_size
         self.mask_weight, self.mask_layer, self.mask_head = 0.0, None, None
+        self.tta = "none"  # detector.tta: "flip" = the face and its mirror image averaged
 
     # ---- to implement --------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def explain_once(self, images: torch.Tensor) -> dict[str, Any]:
+        """What the detector can show of one pass; the default: logits only."""
+        return {"logits": self(images)["logits"], "recon": None, "diff": None, "attention": {}}
+
+    # ---- inference (the test-time flip lives here, for every detector and both runtimes) --
+    def infer(self, images: torch.Tensor) -> dict[str, Any]:
+        """``forward``; outside training with ``tta == "flip"`` the mean of the outputs of the
+        faces and of their mirror images (maps flipped back first)."""
+        out = self(images)
+        if self.training or self.tta != "flip":
+            return out
+        return merge_flipped(out, self(images.flip(-1)))
+
+    @torch.no_grad()
     def explain(self, images: torch.Tensor) -> dict[str, Any]:
-        """What the detector can show; the default: probabilities only."""
-        return {"prob": self.predict_proba(images), "recon": None, "diff": None, "attention": {}}
+        """:meth:`explain_once`, merged with its mirror-image pass as :meth:`infer` does;
+        ``prob`` is the sigmoid of the (mean) logits, as in :meth:`predict_proba`."""
+        ex = self.explain_once(images)
+        if self.tta == "flip":
+            mirrored = self.explain_once(images.flip(-1))
+            ex = {**ex, "logits": merge_flipped(ex["logits"], mirrored["logits"]),
+                  "attention": merge_flipped(ex["attention"], mirrored["attention"])}
+        return {"prob": torch.sigmoid(ex.pop("logits").float()), **ex}
 
     def frozen_modules(self) -> list[nn.Module]:
         return []
@@ -134,7 +157,7 @@ class Detector(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self(images)["logits"].float())
+        return torch.sigmoid(self.infer(images)["logits"].float())
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -147,7 +170,18 @@ class Detector(nn.Module):
 
     def meta(self) -> dict[str, Any]:
         return {"kind": KIND, "detector": self.name, "image_size": self.image_size,
-                **self.extra_meta()}
+                "tta": self.tta, **self.extra_meta()}
+
+
+def merge_flipped(out: Any, mirrored: Any) -> Any:
+    """The mean of a pass on the faces and one on their mirror images, key by key: a tensor
+    with spatial axes (ndim >= 3: maps, reconstructions) is flipped back first, a per-face
+    tensor (logits) is not; anything else is the first pass's."""
+    if isinstance(out, dict):
+        return {k: merge_flipped(v, mirrored[k]) for k, v in out.items()}
+    if isinstance(out, torch.Tensor):
+        return (out + (mirrored.flip(-1) if out.ndim >= 3 else mirrored)) / 2
+    return out
 
 
 def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | None = None,
@@ -163,6 +197,7 @@ def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | 
     det = create_detector(name, cfg=cfg, mae=mae,
                           pretrained=cfg.detector.pretrained if pretrained is None else pretrained,
                           weights=cfg.detector.weights)
+    det.tta = cfg.detector.tta
     if info is not None and getattr(det, "mae", None) is not None:
         det.mae_info = info
     return det
@@ -201,6 +236,7 @@ def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dic
         cfg.detector, weights=None, extractor_weights=None))
     det = create_detector(meta["detector"], cfg=bare, mae=mae, pretrained=False, weights=None)
     det.load_state_dict(weights)
+    det.tta = cfg.detector.tta
     if mae is not None:
         det.mae_info = meta["mae"]
     det.config, det.checkpoint_meta = cfg, meta
@@ -208,4 +244,4 @@ def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dic
 
 
 __all__ = ["BLEND_MASK", "KIND", "Detector", "build_detector", "detector_from_state",
-           "detector_meta", "save_detector"]
+           "detector_meta", "merge_flipped", "save_detector"]

@@ -37,9 +37,9 @@ class BaselineDetector(Detector):
         return self.classify(self.net, images)
 
     @torch.no_grad()
-    def explain(self, images: torch.Tensor) -> dict[str, Any]:
+    def explain_once(self, images: torch.Tensor) -> dict[str, Any]:
         out = self(images)
-        return {"prob": torch.sigmoid(out["logits"].float()), "recon": None, "diff": None,
+        return {"logits": out["logits"], "recon": None, "diff": None,
                 "attention": self.forgery_map(out)}
 
 

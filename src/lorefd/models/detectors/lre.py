@@ -125,10 +125,10 @@ class LREDetector(Detector):
         return {**self.classify(self.net, images, maps), "attention": maps}
 
     @torch.no_grad()
-    def explain(self, images: torch.Tensor) -> dict[str, Any]:
+    def explain_once(self, images: torch.Tensor) -> dict[str, Any]:
         maps, recon = self.attention(images, return_recon=True)
         out = self.classify(self.net, images, maps)
-        return {"prob": torch.sigmoid(out["logits"].float()), "recon": recon,
+        return {"logits": out["logits"], "recon": recon,
                 "diff": (images - recon).abs(), "attention": {**maps, **self.forgery_map(out)}}
 
 
