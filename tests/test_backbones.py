@@ -106,3 +106,20 @@ def test_local_weights_load_into_a_timm_backbone(tmp_path):
                                                   dst.body.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="not resnet34 weights"):
         create_backbone("resnet34", weights=tmp_path / "w.safetensors")
+
+
+def test_weights_from_a_bundle_and_a_clear_error_for_other_files(tmp_path):
+    """`detector.weights` / `extractor_weights` may name a .lorefd bundle (its detection
+    network is taken); a file that is none of the accepted kinds is a ValueError naming it."""
+    from conftest import make_detector_checkpoint
+
+    from lorefd.models.bundle import export_bundle, load_model
+
+    export_bundle(make_detector_checkpoint(tmp_path, name="baseline"), tmp_path / "m.lorefd")
+    src = load_model(tmp_path / "m.lorefd").detector.net
+    dst = create_backbone("legacy_xception", weights=tmp_path / "m.lorefd")  # tiny config
+    assert all(torch.equal(a, b) for a, b in zip(src.body.state_dict().values(),
+                                                  dst.body.state_dict().values(), strict=True))
+    (tmp_path / "notes.pt").write_text("not weights")
+    with pytest.raises(ValueError, match="notes.pt: not weights lorefd can read"):
+        create_backbone("resnet18", weights=tmp_path / "notes.pt")

@@ -129,15 +129,25 @@ def match_size(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a lorefd checkpoint folder, ``.safetensors`` or a torch file."""
+    """A state dict from a lorefd checkpoint folder, a ``.lorefd`` bundle (checksums
+    verified), ``.safetensors`` or a torch file."""
     if path.is_dir():
         path = path / "model.safetensors"
-    if path.suffix == ".safetensors":
+    if path.suffix == ".lorefd":
+        from lorefd.models.bundle import load_model
+
+        sd = load_model(path).detector.state_dict()
+    elif path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         sd = load_file(str(path))
     else:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # pickle errors of every kind: say what was expected
+            raise ValueError(f"{path}: not weights lorefd can read (a checkpoint folder, a "
+                             ".lorefd bundle, .safetensors or a torch state dict): "
+                             f"{type(exc).__name__}") from None
         if isinstance(sd, dict) and "state_dict" in sd:
             sd = sd["state_dict"]
     # a lorefd detector checkpoint: take its detection network
