@@ -201,3 +201,20 @@ def test_cli_export_adds_the_graph_or_not(graph_bundle: Path, tmp_path: Path, ca
     assert main(["export", str(plain), "--out", str(again)]) == 0
     assert "with its ONNX graph" in capsys.readouterr().out
     assert read_bundle_header(again)["onnx"]["max_abs_diff"]["prob"] <= 1e-4
+
+
+def test_the_method_with_a_timm_backbone_exports(tmp_path: Path) -> None:
+    """LRE on a timm CNN (hooks; its frozen extractor stops early with an exception outside an
+    export) gets a graph that agrees with PyTorch, as with the paper's Xception."""
+    from conftest import save_tiny_mae, tiny_config
+
+    from lorefd.models.detectors import build_detector, save_detector
+
+    save_tiny_mae(tmp_path / "mae")
+    cfg = tiny_config("detector.name=lre", "detector.backbone=resnet18",
+                      "detector.layers=[stride8]", "detector.pretrained=false")
+    det = build_detector(cfg, tmp_path / "mae").eval()
+    save_detector(tmp_path / "det", det, cfg, {"epoch": 0, "step": 1})
+    export_bundle(tmp_path / "det", tmp_path / "m.lorefd", verify=False)
+    info = add_graph(tmp_path / "m.lorefd")["onnx"]
+    assert info["max_abs_diff"]["prob"] <= 1e-4 and info["outputs"]

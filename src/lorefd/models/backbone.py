@@ -109,8 +109,8 @@ class TimmNet(nn.Module):
                     out = out * match_size(maps[name], out).to(out.dtype)
                 if name in wanted:
                     feats[name] = out
-                if name == stop_at:
-                    raise _Stop(out)
+                if name == stop_at and not torch.compiler.is_exporting():
+                    raise _Stop(out)  # (an export traces the whole pass: no exceptions)
                 return out
             return fn
 
