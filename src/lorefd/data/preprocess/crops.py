@@ -74,7 +74,7 @@ class FacePipeline:
 
     def fresh(self) -> FacePipeline:
         """The same pipeline with a face detector of its own (detectors are not shared between
-        threads: one per worker of :func:`lorefd.engines.detect.detect_paths` and ``serve``)."""
+        threads: one per worker of :func:`lorefd.engines.detect.detect_paths`)."""
         return dataclasses.replace(self, backend=make_backend(*self.backend_args))
 
     @classmethod
