@@ -71,6 +71,24 @@ def test_mask_loss_only_counts_known_masks_and_is_off_by_default():
     assert plain.mask_head is None and "mask_logits" not in plain(x)
 
 
+def test_boundary_target_is_face_xray_4m_1_minus_m():
+    """``detector.mask_target: boundary`` trains the head on 4 M (1 - M): a hard mask (0 or 1
+    everywhere) has no boundary, so the loss then equals the loss against an all-zero mask."""
+    x, y, masks, has = _batch()
+    det = build_detector(tiny_config("detector.backbone=resnet18", "detector.name=baseline",
+                                     "detector.mask_weight=1.0", "detector.mask_target=boundary"))
+    assert det.mask_target == "boundary"
+    out = det(x)
+    hard = (masks > 0.5).float()
+    assert torch.allclose(det.loss(out, y, hard, has), det.loss(out, y, torch.zeros_like(hard), has))
+    blend = build_detector(tiny_config("detector.backbone=resnet18", "detector.name=baseline",
+                                       "detector.mask_weight=1.0"))
+    assert blend.mask_target == "blend"
+    assert not torch.allclose(blend.loss(out, y, hard, has), det.loss(out, y, hard, has))
+    half = torch.full_like(masks, 0.5)  # M = 0.5 everywhere: the boundary is 1 everywhere
+    assert torch.allclose(det.loss(out, y, half, has), blend.loss(out, y, torch.ones_like(half), has))
+
+
 def test_layers_by_stride_and_by_name():
     net = create_backbone("resnet18")
     assert resolve_layers(net, ["stride16"]) == ["layer3"]

@@ -41,6 +41,8 @@ def test_flip_scores_a_face_and_its_mirror_alike(name: str, tmp_path: Path) -> N
                                atol=1e-4, rtol=0)
     ex, ex_mirror = det.explain(x), det.explain(x.flip(-1))
     torch.testing.assert_close(ex["prob"], p, atol=1e-6, rtol=0)
+    if name == "lre":  # one pass of faces and mirrors: the reconstruction is the faces' own
+        torch.testing.assert_close(ex["recon"], det.explain_once(x)["recon"], atol=1e-5, rtol=0)
     assert ex["attention"] or name == "baseline"  # (tiny baseline: no mask head) a map of
     # the mirror image is the mirrored map
     torch.testing.assert_close(ex_mirror["attention"],

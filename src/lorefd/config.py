@@ -107,6 +107,9 @@ class DetectorConfig:
     # predicts the synthesis blend mask; loss = BCE + mask_weight * BCE(mask). 0: off (paper).
     mask_weight: float = 0.0
     mask_layer: str = "stride16"
+    # what that head predicts: "blend" = the blend mask M; "boundary" = Face X-ray's blending
+    # boundary 4 * M * (1 - M) (Eq. 1 of Li et al.), nonzero only where two images mix
+    mask_target: Literal["blend", "boundary"] = "blend"
 
 
 @dataclass
