@@ -218,29 +218,3 @@ def test_finder_small_face_in_large_frame_and_tracking():
     assert [n for _, n in found][1:] == [1, 1]  # tracked, no full-frame pass
     assert FaceFinder(make_backend("dlib"), detect_side=640, track_face_side=0).find(
         frames[0])[0] is not None
-
-
-def test_finder_coarse_to_fine_on_a_large_photo():
-    """A face big enough for a copy at half the detection side is found there and refined in
-    the region around it: no pass over the 640-px copy, and the 68 points agree with the full
-    pass's (the one with tracking off) to a few percent of the face."""
-    pytest.importorskip("dlib")
-    from media import render_frames, stills
-
-    from lorefd.data.preprocess.faces import FaceFinder, make_backend
-
-    backend = make_backend("dlib")
-    sides: list[int | None] = []
-
-    class Spy:
-        def detect(self, rgb, max_side=None):
-            sides.append(max_side)
-            return backend.detect(rgb, max_side=max_side)
-
-    (frame,) = render_frames(stills(1, 4), 1, (1920, 1080), face_frac=0.7)
-    face, n = FaceFinder(Spy(), detect_side=640).find(frame)
-    assert face is not None and n == 1
-    assert sides[0] == 320 and 640 not in sides and len(sides) == 2  # coarse, then the region
-    full, _ = FaceFinder(backend, detect_side=640, track_face_side=0).find(frame)
-    side = full.box[2] - full.box[0]
-    assert np.abs(face.landmarks - full.landmarks).max() < 0.04 * side

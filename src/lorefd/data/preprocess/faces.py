@@ -1,12 +1,9 @@
 """Finding one face per frame: full-frame detection once, then a cheap tracked region.
 
 The first frame of a video (and any frame where tracking is lost) runs the detector on a copy
-downscaled to ``detect_side`` (then at twice that side if no face is found); later frames run it
-only on a region around the previous box, scaled so the face is about ``track_face_side`` pixels
-(dlib's HOG window is 80 px). A frame or photo larger than ``detect_side`` is first searched at
-half that side, and a face found there is refined as a tracked one (coarse to fine); the full
-pass runs only when that finds none. The 68 landmarks are always predicted on the
-full-resolution frame.
+downscaled to ``detect_side`` (then at twice that side if no face is found); later frames run it only on a region around the previous box,
+scaled so the face is about ``track_face_side`` pixels (dlib's HOG window is 80 px). The 68
+landmarks are always predicted on the full-resolution frame.
 """
 
 from __future__ import annotations
@@ -105,16 +102,6 @@ class FaceFinder:
             if face is not None:
                 self.previous = face.box
                 return face, 1
-        if self.track_face_side and self.detect_side and max(rgb.shape[:2]) > self.detect_side:
-            # Coarse to fine: a face big enough for a copy half the detection side is found
-            # there (a quarter of the work), then refined as a tracked face is (the region
-            # around it at track_face_side). Smaller faces fall through to the full pass.
-            coarse = self.backend.detect(rgb, max_side=self.detect_side // 2)
-            if coarse:
-                face = self._track(rgb, nearest_face(coarse, self.previous).box)
-                if face is not None:
-                    self.previous = face.box
-                    return face, len(coarse)
         faces = self.backend.detect(rgb, max_side=self.detect_side)
         if not faces and self.detect_side and max(rgb.shape[:2]) > self.detect_side:
             # Faces too small for the downscaled copy (dlib's window is 80 px): one retry at
