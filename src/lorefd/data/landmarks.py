@@ -11,7 +11,6 @@ import hashlib
 import importlib.util
 import json
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,27 +100,14 @@ class LandmarkDetector:
         self._dlib = dlib
         self.max_side = max_side
         self.upsample = upsample
-        path = str(predictor_path or find_predictor())
-        # The two models take about 1 s to load: they load side by side in the background
-        # (dlib parses them without the GIL) while the caller goes on, e.g. to build the
-        # network, and the first face waits for them (see :meth:`_models`).
-        pool = ThreadPoolExecutor(2, thread_name_prefix="lorefd-dlib")
-        self._loading: tuple[Future, Future] | None = (
-            pool.submit(dlib.get_frontal_face_detector), pool.submit(dlib.shape_predictor, path))
-        pool.shutdown(wait=False)
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(str(predictor_path or find_predictor()))
         self._lock = threading.Lock()
-
-    def _models(self) -> tuple[Any, Any]:
-        """The HOG detector and the shape predictor, once loaded (call under the lock)."""
-        if self._loading is not None:
-            self._detector, self._predictor = (f.result() for f in self._loading)
-            self._loading = None
-        return self._detector, self._predictor
 
     def _shape(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
         rect = self._dlib.rectangle(int(round(box[0])), int(round(box[1])),
                                     int(round(box[2])), int(round(box[3])))
-        shape = self._models()[1](rgb, rect)
+        shape = self._predictor(rgb, rect)
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
     def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
@@ -141,7 +127,7 @@ class LandmarkDetector:
                                interpolation=cv2.INTER_AREA)
         gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
         with self._lock:
-            rects, scores, _ = self._models()[0].run(gray, self.upsample, 0.0)
+            rects, scores, _ = self._detector.run(gray, self.upsample, 0.0)
             faces = []
             for rect, score in zip(rects, scores, strict=False):
                 box = (rect.left() / scale, rect.top() / scale,

@@ -519,9 +519,6 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
     if threshold is not None and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     # a bundle, a run folder or a checkpoint folder; or a Bundle already loaded (serve, benchmarks)
-    pipelines = faces if isinstance(faces, list) else [faces] if faces is not None else []
-    if not pipelines and not isinstance(bundle_path, Bundle):
-        pipelines.extend(_pipeline_from_header(bundle_path))  # loads beside the network
     if isinstance(bundle_path, Bundle) and not isinstance(bundle_path.detector, OnnxDetector):
         from lorefd.utils import pick_device
 
@@ -532,6 +529,7 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
            if not isinstance(bundle.detector, OnnxDetector) else "cpu")
     batch_size = batch_size or (32 if getattr(dev, "type", dev) == "cuda" else 4)
     thr = bundle.threshold if threshold is None else float(threshold)
+    pipelines = faces if isinstance(faces, list) else [faces] if faces is not None else []
     if not pipelines:
         pipelines.append(FacePipeline.from_bundle(bundle, retinaface_weights, str(dev)))
     ctx = DetectContext(bundle=bundle, faces=pipelines[0], device=dev, threshold=thr,
@@ -562,23 +560,6 @@ def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
         atomic_write_text(csv_path, format_csv(report))
         umask_mode(Path(csv_path))
     return report
-
-
-def _pipeline_from_header(spec: str | Path | None) -> list[FacePipeline]:
-    """A dlib face pipeline for the bundle file ``spec`` read from its header alone, made
-    before the network so that dlib's models load (in the background) while the network's
-    session is built: the cold start of ``lorefd detect``. ``[]`` for anything else."""
-    from lorefd.models.bundle import BundleError, read_bundle_header, resolve_model
-
-    try:
-        path = Path(resolve_model(spec))
-        manifest = read_bundle_header(path, verify=False) if path.is_file() else {}
-        pre = manifest.get("preprocess") or {}
-        if pre.get("face_detector") != "dlib":
-            return []
-        return [FacePipeline.from_preprocess(pre, int(manifest["image_size"]))]
-    except (BundleError, KeyError, TypeError, ValueError):
-        return []  # the full load below says what is wrong
 
 
 def run_files(items: list[InputFile], ctx: DetectContext, pipelines: list[FacePipeline],
