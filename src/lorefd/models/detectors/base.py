@@ -67,18 +67,18 @@ class Detector(nn.Module):
     def infer(self, images: torch.Tensor) -> dict[str, Any]:
         """``forward``; outside training with ``tta == "flip"`` the mean of the outputs of the
         faces and of their mirror images (maps flipped back first)."""
+        out = self(images)
         if self.training or self.tta != "flip":
-            return self(images)
-        return merge_flipped(*split_pair(self(with_mirrors(images)), images.shape[0]))
+            return out
+        return merge_flipped(out, self(images.flip(-1)))
 
     @torch.no_grad()
     def explain(self, images: torch.Tensor) -> dict[str, Any]:
         """:meth:`explain_once`, merged with its mirror-image pass as :meth:`infer` does;
         ``prob`` is the sigmoid of the (mean) logits, as in :meth:`predict_proba`."""
-        if self.tta != "flip":
-            ex = self.explain_once(images)
-        else:
-            ex, mirrored = split_pair(self.explain_once(with_mirrors(images)), images.shape[0])
+        ex = self.explain_once(images)
+        if self.tta == "flip":
+            mirrored = self.explain_once(images.flip(-1))
             ex = {**ex, "logits": merge_flipped(ex["logits"], mirrored["logits"]),
                   "attention": merge_flipped(ex["attention"], mirrored["attention"])}
         return {"prob": torch.sigmoid(ex.pop("logits").float()), **ex}
@@ -176,22 +176,6 @@ class Detector(nn.Module):
     def meta(self) -> dict[str, Any]:
         return {"kind": KIND, "detector": self.name, "image_size": self.image_size,
                 "tta": self.tta, **self.extra_meta()}
-
-
-def with_mirrors(images: torch.Tensor) -> torch.Tensor:
-    """The faces followed by their mirror images: the test-time flip as one pass of twice the
-    batch (one network call is cheaper than two of half the batch, on CPU and in ONNX)."""
-    return torch.cat([images, images.flip(-1)])
-
-
-def split_pair(out: Any, n: int) -> tuple[Any, Any]:
-    """A pass over :func:`with_mirrors` cut back into the faces' and the mirrors' outputs."""
-    if isinstance(out, dict):
-        pairs = {k: split_pair(v, n) for k, v in out.items()}
-        return {k: a for k, (a, _) in pairs.items()}, {k: b for k, (_, b) in pairs.items()}
-    if isinstance(out, torch.Tensor) and out.ndim > 0:
-        return out[:n], out[n:]
-    return out, out
 
 
 def merge_flipped(out: Any, mirrored: Any) -> Any:
