@@ -234,3 +234,35 @@ def test_cli_clear_errors(faces_manifest, tmp_path, capsys):
         assert main(["synth", *args, "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert said in err and "Traceback" not in err
+
+
+def test_similarity_jitter_moves_image_mask_and_landmarks_together():
+    """``data.jitter``: a bright dot drawn at a landmark ends where the moved landmark says;
+    the mask moves with the image; amount 0 changes nothing."""
+    import torch
+
+    from lorefd.data.synth.dataset import similarity_jitter
+
+    size = 64
+    pts = torch.tensor([[0.30, 0.40], [0.65, 0.55]])
+    image = torch.zeros(3, size, size)
+    for x, y in pts.tolist():
+        image[:, int(y * size), int(x * size)] = 1.0
+    image = torch.nn.functional.avg_pool2d(image[None], 3, 1, 1)[0]  # a 3x3 blob, not a pixel
+    mask = (image[:1] > 0).float()
+    for seed in range(5):
+        moved, moved_mask, moved_pts = similarity_jitter(image, mask, pts, 0.1,
+                                                         np.random.default_rng(seed))
+        assert moved.shape == image.shape and moved_mask.shape == mask.shape
+        assert not torch.allclose(moved, image)
+        for (x, y) in moved_pts.tolist():  # the blob's centre lies within 1.5 px of the point
+            px, py = x * size - 0.5, y * size - 0.5
+            ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+            near = ((xs - px) ** 2 + (ys - py) ** 2) < 9
+            w = moved[0] * near
+            cx, cy = float((w * xs).sum() / w.sum()), float((w * ys).sum() / w.sum())
+            assert abs(cx - px) < 1.5 and abs(cy - py) < 1.5
+        assert torch.equal(moved_mask > 0.01, moved[:1] > 0.01 / 9)  # the mask moved alike
+    same = similarity_jitter(image, mask, pts, 0.0, np.random.default_rng(0))
+    torch.testing.assert_close(same[0], image, atol=1e-5, rtol=0)
+    torch.testing.assert_close(same[2], pts, atol=1e-6, rtol=0)

@@ -36,6 +36,10 @@ class DataConfig:
     # DeeperForensics-style degradations (lorefd.data.perturb) in stage 2, reals and fakes
     # alike, and in stage 1 (degraded real faces to reconstruct, no flip)
     augment: bool | Literal["robust"] = True
+    # stage 2 with synthesised fakes: a random similarity transform of each training face (image,
+    # blend mask and landmarks together): scale 1 +- jitter, shift +- jitter of the side,
+    # rotation +- jitter radians, as face detection and landmarks vary between frames. 0: off
+    jitter: float = 0.0
 
 
 @dataclass
@@ -206,7 +210,7 @@ AT_LEAST_1, AT_LEAST_0, POSITIVE, FRACTION = Range(1), Range(0), Range(0, open_l
 # Bounds of the numeric fields, by dotted key (a new field joins with one line here or with
 # field(metadata={"range": ...})). Checked whenever a config is built: file, --set, checkpoint.
 RANGES: dict[str, Range] = {
-    "data.image_size": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
+    "data.image_size": AT_LEAST_1, "data.num_workers": AT_LEAST_0, "data.jitter": Range(0, 0.5),
     "mask.patch_size": AT_LEAST_1, "mask.mask_ratio": Range(0, 1, open_lo=True, open_hi=True),
     "mask.margin": FRACTION, "mask.random_fraction": FRACTION,
     **{f"mae.{k}": AT_LEAST_1 for k in ("encoder_dim", "encoder_depth", "encoder_heads",

@@ -96,7 +96,8 @@ def build_train_dataset(cfg: Config, samples: list[Sample]) -> Dataset:
     length = 4 * cfg.train.iters_per_epoch * cfg.train.batch_size if mode == "synth" else fakes
     synth = SynthFaceItems(SynthDataset.from_config(
         reals, cfg.synth, seed=cfg.train.seed, image_size=cfg.data.image_size,
-        fake_ratio=None if mode == "synth" else 1.0), augment=cfg.data.augment, length=length)
+        fake_ratio=None if mode == "synth" else 1.0), augment=cfg.data.augment, length=length,
+        jitter=cfg.data.jitter)
     if mode == "synth":
         return synth
     return _Concat([faces, synth])

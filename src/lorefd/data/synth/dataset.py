@@ -265,12 +265,13 @@ class SynthFaceItems(Dataset):
     """
 
     def __init__(self, synth: SynthDataset, augment: bool | str = False,
-                 length: int | None = None) -> None:
+                 length: int | None = None, jitter: float = 0.0) -> None:
         if synth.image_size is None:
             raise ValueError("SynthFaceItems needs a SynthDataset with image_size set")
         self.synth = synth
         self.augment = augment
         self.perturb = augment == "robust"  # + a random degradation, reals and fakes alike
+        self.jitter = float(jitter)  # data.jitter: a random similarity transform per item
         # Item j is made from real j % n with its own random draw (SynthDataset keys the rng by
         # j), so a length above n gives distinct fakes of each real within one epoch: drawing
         # the same index twice would show the network the very same fake again (memorisable).
@@ -298,12 +299,37 @@ class SynthFaceItems(Dataset):
             image, mask = image.flip(-1), mask.flip(-1)
             lm = lm[torch.from_numpy(FLIP_68)]
             lm[:, 0] = 1.0 - lm[:, 0]
+        if self.jitter > 0:
+            image, mask, lm = similarity_jitter(image, mask, lm, self.jitter, rng)
         if self.perturb:  # photometric / occlusion / compression only: the mask stays valid
             image = perturbed(image, np.random.default_rng([self.synth.seed, self.synth.epoch,
                                                             index, 98]))
         return {"image": image, "label": item["label"].float(), "landmarks": lm.float(),
                 "has_landmarks": torch.tensor(True), "index": torch.tensor(item["index"]),
                 "mask": mask, "has_mask": torch.tensor(True)}
+
+
+def similarity_jitter(image: torch.Tensor, mask: torch.Tensor, landmarks: torch.Tensor,
+                      amount: float, rng: np.random.Generator
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A (C, S, S) image and its mask moved by one random similarity transform (scale
+    ``1 +- amount``, shift ``+- amount`` of the side, rotation ``+- amount`` rad; borders
+    reflected), with its landmarks (68, 2 in [0, 1]) moved alike: ``data.jitter``."""
+    import torch.nn.functional as F
+
+    scale = 1.0 + rng.uniform(-amount, amount)
+    angle = rng.uniform(-amount, amount)
+    shift = torch.tensor(rng.uniform(-amount, amount, 2) * 2.0, dtype=torch.float32)
+    c, s = np.cos(angle) / scale, np.sin(angle) / scale
+    a = torch.tensor([[c, -s], [s, c]], dtype=torch.float32)  # output -> input, [-1, 1] coords
+    theta = torch.cat([a, shift[:, None]], 1)[None]
+    both = torch.cat([image, mask.to(image.dtype)])[None]
+    grid = F.affine_grid(theta, list(both.shape), align_corners=False)
+    moved = F.grid_sample(both, grid, mode="bilinear", padding_mode="reflection",
+                          align_corners=False)[0]
+    pts = (landmarks.float() * 2.0 - 1.0 - shift) @ torch.linalg.inv(a).T
+    n = image.shape[0]
+    return moved[:n], moved[n:].to(mask.dtype), (pts + 1.0) / 2.0
 
 
 def perturbed(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
