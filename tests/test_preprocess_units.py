@@ -10,6 +10,7 @@ import pytest
 from lorefd.data.preprocess.adapters import index_dataset, load_ffpp_splits
 from lorefd.data.preprocess.align import (
     align_face,
+    box_matrix,
     five_point_template,
     similarity_transform,
     transform_points,
@@ -60,6 +61,73 @@ def test_align_face_maps_template_points(faces_manifest: Path):
     assert crop.shape == (160, 160, 3) and pts.shape == (68, 2)
     err = np.abs(five_points(pts)[:2] - five_point_template(160, 0.25)[:2]).max()
     assert err < 5.0
+
+
+def test_box_crop_keeps_roll_and_frames_the_landmarks_box(faces_manifest: Path):
+    from lorefd.data.images import load_rgb
+
+    folder = faces_manifest.parent
+    rgb = load_rgb(folder / "real" / "00161.jpg")
+    lm = np.load(folder / "landmarks" / "00161.npy")
+    crop, pts, m = align_face(rgb, lm, size=128, margin=0.25, crop="box")
+    assert crop.shape == (128, 128, 3)
+    assert m[0, 1] == 0.0 and m[1, 0] == 0.0  # axis-aligned: no rotation
+    # the box's sides land margin / (1 + 2 margin) in from the left and right, and the chin
+    # margin / (1 + 3 margin) up from the bottom (twice the margin above, for the forehead)
+    np.testing.assert_allclose([pts[:, 0].min(), 128 - pts[:, 0].max()], [128 * 0.25 / 1.5] * 2,
+                               atol=1e-3)
+    np.testing.assert_allclose([pts[:, 1].min(), 128 - pts[:, 1].max()],
+                               [128 * 0.5 / 1.75, 128 * 0.25 / 1.75], atol=1e-3)
+    # a rolled face stays rolled: the eye line keeps its angle in a box crop
+    angle = 0.3
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    rolled = (lm - lm.mean(0)) @ rot.T + lm.mean(0)
+    box = transform_points(rolled, box_matrix(rolled, 128, 0.25))
+    eyes = box[45] - box[36]
+    assert abs(np.arctan2(eyes[1], eyes[0])) > 0.15
+    tmpl = align_face(rgb, rolled, 128, 0.1)[1]
+    eyes = tmpl[45] - tmpl[36]
+    assert abs(np.arctan2(eyes[1], eyes[0])) < 0.1
+    with pytest.raises(ValueError, match="crop mode"):
+        align_face(rgb, lm, 128, 0.25, crop="oval")
+
+
+def test_crop_mode_is_part_of_the_crops_contract() -> None:
+    from lorefd.data.manifest import crop_mismatches
+    from lorefd.data.preprocess.runner import PreprocessOptions
+
+    template, box = PreprocessOptions(size=128, margin=0.25), PreprocessOptions(
+        size=128, margin=0.25, crop="box")
+    assert "crop" not in template.fingerprint()  # crops made before crop modes stay valid
+    assert box.fingerprint() != template.fingerprint()
+    assert "-box-" in box.cache_name() and "-box-" not in template.cache_name()
+    assert PreprocessOptions.for_model({"face_detector": "dlib", "size": 128, "margin": 0.25,
+                                        "crop": "box"}).crop == "box"
+    model = {"size": 128, "margin": 0.25, "face_detector": "dlib", "crop": "box"}
+    errors, _ = crop_mismatches({"size": 128, "margin": 0.25, "face_detector": "dlib"}, model)
+    assert errors == ["crop mode template (the model's: box)"]
+    assert crop_mismatches({**model}, model) == ([], [])
+
+
+def test_detect_crops_as_the_bundle_records(faces_manifest: Path):
+    """``detect``/``serve`` crop with the bundle's crop mode: a box model gets box crops."""
+    from lorefd.data.images import load_rgb, resize_square, to_chw
+    from lorefd.data.landmarks import Face
+    from lorefd.data.preprocess.crops import FacePipeline
+
+    folder = faces_manifest.parent
+    rgb = load_rgb(folder / "real" / "00161.jpg")
+    face = Face(box=(0.0, 0.0, 10.0, 10.0), score=1.0,
+                landmarks=np.load(folder / "landmarks" / "00161.npy"))
+    pre = {"face_detector": "dlib", "size": 128, "margin": 0.25, "detect_side": 640,
+           "track_face_side": 100, "frames": 8}
+    for mode in ("template", "box"):
+        pipe = FacePipeline.from_preprocess({**pre, "crop": mode}, image_size=96)
+        want, _, matrix = align_face(rgb, face.landmarks, 128, 0.25, crop=mode)
+        got = pipe.crop(rgb, face)
+        np.testing.assert_array_equal(got.image, to_chw(resize_square(want, 96)))
+        np.testing.assert_allclose(got.matrix, matrix)
+    assert FacePipeline.from_preprocess(pre, image_size=96).crop_mode == "template"
 
 
 def _touch(root: Path, rel: str) -> Path:

@@ -46,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "NeuralTextures,FaceShifter, those present); folder: fake sub-folders")
     p.add_argument("--size", type=positive_int, default=224, help="crop side in pixels (224)")
     p.add_argument("--margin", type=float, default=0.25,
-                   help="context around the 5-point template, fraction per side (0.25)")
+                   help="context around the face, fraction per side (0.25): of the 5-point "
+                        "template, or with --crop box of the landmarks' box (twice above)")
+    p.add_argument("--crop", choices=["template", "box"], default="template",
+                   help="template: similarity-aligned to a 5-point template (default); box: "
+                        "the 68 landmarks' axis-aligned box, unrotated, stretched to square "
+                        "(Face X-ray / SBI style)")
     p.add_argument("--format", dest="image_format", choices=["png", "jpg"], default="png",
                    help="crop format (png)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality (95)")
@@ -80,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")
     opts = PreprocessOptions(
         frames=args.frames, every=args.every, size=args.size, margin=args.margin,
+        crop=args.crop,
         image_format=args.image_format, quality=args.quality, detector=args.detector,
         retinaface_weights=args.retinaface_weights, detect_side=args.detect_side,
         track_face_side=args.track_face_side, workers=max(1, args.workers),

@@ -75,4 +75,5 @@ def _same_crops(sets: dict) -> None:
                 raise UserError(f"--{key}: its crops were made otherwise than the --ffpp crops "
                                 f"the detectors train on: {'; '.join(errors).replace('model', 'ffpp')}; "
                                 f"re-crop it with `lorefd preprocess ... --size {train.get('size')} "
-                                f"--margin {train.get('margin')}`")
+                                f"--margin {train.get('margin')} --crop "
+                                f"{train.get('crop', 'template')}`")

@@ -259,7 +259,8 @@ def preprocess_record(samples: list[Sample], max_folders: int = 8) -> dict[str, 
                 continue
             if isinstance(opts, dict) and "size" in opts and "margin" in opts:
                 names = {"detector": "face_detector"}
-                keys = ("size", "margin", "detector", "detect_side", "track_face_side", "frames")
+                keys = ("size", "margin", "crop", "detector", "detect_side", "track_face_side",
+                        "frames")
                 return {names.get(k, k): opts[k] for k in keys if opts.get(k) is not None} | {
                     "source": str(summary)}
     for s in samples[:1]:
@@ -279,7 +280,7 @@ def crop_mismatches(record: dict[str, object] | None, pre: dict[str, object]
     """How crops made as ``record`` says (:func:`preprocess_record`) differ from the crops a
     model expects (its ``preprocess`` block): ``(errors, warnings)``.
 
-    A different template margin or face detector frames the face otherwise than in training
+    A different crop mode, template margin or face detector frames the face otherwise than in training
     (the shipped model scores chance on crops at preprocess's default margin 0.25): an error.
     A different crop side only changes the resampling to the model's input: a warning, as is
     a margin that cannot be read (crops without the ``summary.json`` of ``lorefd preprocess``).
@@ -294,6 +295,10 @@ def crop_mismatches(record: dict[str, object] | None, pre: dict[str, object]
             errors.append(f"template margin {record['margin']} (the model's: {pre['margin']})")
     elif "margin" in pre:
         warnings.append(f"the crops' template margin is unknown (the model's: {pre['margin']})")
+    # crops from before crop modes existed are template crops
+    mode, model_mode = record.get("crop", "template"), pre.get("crop", "template")
+    if mode != model_mode:
+        errors.append(f"crop mode {mode} (the model's: {model_mode})")
     if "face_detector" in record and record["face_detector"] != pre.get("face_detector"):
         errors.append(f"face detector {record['face_detector']} (the model's: "
                       f"{pre.get('face_detector')})")

@@ -161,7 +161,7 @@ class CropMismatchError(UserError, ValueError):
 
 def check_crops(samples: list[Sample], bundle: Bundle, allow_mismatch: bool = False
                 ) -> list[str]:
-    """Refuse crops whose template margin or face detector differ from the model's (a
+    """Refuse crops whose crop mode, template margin or face detector differ from the model's (a
     :class:`CropMismatchError` that says how to re-crop); warn where the crop side differs or
     the parameters cannot be read. Returns the differences (recorded in ``metrics.json``)."""
     record = preprocess_record(samples)
@@ -173,7 +173,7 @@ def check_crops(samples: list[Sample], bundle: Bundle, allow_mismatch: bool = Fa
             f"the crops ({where}) were made otherwise than the model's training crops: "
             f"{'; '.join(errors)}. Scores on them are not the model's. Re-crop with "
             f"`lorefd preprocess ... --size {pre.get('size')} --margin {pre.get('margin')} "
-            f"--detector {pre.get('face_detector')}` (`lorefd evaluate` also takes the videos "
+            f"--crop {pre.get('crop', 'template')} --detector {pre.get('face_detector')}` (`lorefd evaluate` also takes the videos "
             "or images themselves and crops them as the model expects); --allow-mismatch "
             "scores them anyway")
     for text in errors + warnings:

@@ -58,7 +58,8 @@ DETECTOR_KIND = "detector"  # lorefd.models.detectors.base.KIND
 CONFIG, WEIGHTS = "config.json", "model.safetensors"  # lorefd.checkpoint's file names
 log = logging.getLogger("lorefd")
 # preprocessing parameters a training run records (``meta["preprocess"]``) and a bundle keeps
-PREPROCESS_KEYS = ("face_detector", "detect_side", "track_face_side", "frames", "size", "margin")
+PREPROCESS_KEYS = ("face_detector", "detect_side", "track_face_side", "frames", "size", "margin",
+                   "crop")
 
 
 class BundleError(UserError, ValueError):
@@ -309,7 +310,7 @@ def default_preprocess() -> dict[str, Any]:
     opts = PreprocessOptions()
     return {"face_detector": opts.detector, "detect_side": opts.detect_side,
             "track_face_side": opts.track_face_side, "frames": opts.frames,
-            "size": opts.size, "margin": opts.margin,
+            "size": opts.size, "margin": opts.margin, "crop": opts.crop,
             "template": "arcface-5point", "alignment": "similarity",
             "resize": "area (shrink) / linear (enlarge) to image_size"}
 
@@ -328,6 +329,8 @@ def bundle_preprocess(meta: dict[str, Any], given: dict[str, Any] | None = None,
                         "%s): faces will be cropped unlike in training", key, value, key,
                         recorded[key], meta["preprocess"].get("source", "the run"))
         pre[key] = value
+    if pre["crop"] == "box":  # no template, no alignment: the landmarks' box (data.preprocess.align)
+        pre["template"], pre["alignment"] = "68-landmark box", "none (axis-aligned box)"
     missing = [k for k in ("size", "margin") if k not in recorded and k not in (given or {})]
     if warn and missing:
         log.warning("export: the run recorded no %s of its training crops; assuming lorefd "

@@ -59,7 +59,7 @@ def reference_crops(image_size: int, preprocess: dict[str, Any], n: int = 8) -> 
     for jpg in sorted((FACES / "real").glob("*.jpg"))[:n]:
         landmarks = np.load(FACES / "landmarks" / f"{jpg.stem}.npy")
         crop, _, _ = align_face(load_rgb(jpg), landmarks, int(preprocess["size"]),
-                                float(preprocess["margin"]))
+                                float(preprocess["margin"]), preprocess.get("crop", "template"))
         out.append(to_chw(resize_square(crop, image_size)))
     return np.stack(out)
 

@@ -1,8 +1,14 @@
-"""Similarity alignment of a face to a fixed 5-point template (Section IV-B: align and crop).
+"""How a face is cut out of a frame (Section IV-B: align and crop); two crop modes.
 
-The template is the standard 112x112 ArcFace 5-point template (image-left eye, image-right eye,
-nose tip, image-left and image-right mouth corners), shrunk by ``margin`` so the whole face,
-chin and eyebrows included, stays inside the crop, and scaled to the crop ``size``.
+``template`` (the default): a similarity alignment to the standard 112x112 ArcFace 5-point
+template (image-left eye, image-right eye, nose tip, image-left and image-right mouth corners),
+shrunk by ``margin`` so the whole face, chin and eyebrows included, stays inside the crop, and
+scaled to the crop ``size``. Roll is removed; every face has the same scale.
+
+``box``: the face-X-ray / SBI way, no alignment: the axis-aligned box of the 68 landmarks,
+widened by ``margin`` of its width on the left and right and of its height below, by twice that
+above (the landmarks stop at the eyebrows: the forehead is where many blends end), cut out and
+stretched to ``size`` x ``size``. Roll and the face's aspect stay as filmed.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ ARCFACE_112 = np.array([
     [70.7299, 92.2041],
 ], dtype=np.float64)
 DEFAULT_MARGIN = 0.25
+CROP_MODES = ("template", "box")
+DEFAULT_CROP = "template"
 
 
 def five_point_template(size: int = 224, margin: float = DEFAULT_MARGIN) -> np.ndarray:
@@ -49,17 +57,41 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return (pts @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
 
 
+def box_matrix(landmarks: np.ndarray, size: int, margin: float) -> np.ndarray:
+    """The ``2x3`` matrix of a ``box`` crop: the landmarks' box, widened by ``margin`` (twice
+    that above), onto ``size x size`` (an axis-aligned scale per axis and a translation)."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    (x0, y0), (x1, y1) = pts.min(0), pts.max(0)
+    w, h = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+    left, right = x0 - margin * w, x1 + margin * w
+    top, bottom = y0 - 2.0 * margin * h, y1 + margin * h
+    sx, sy = size / (right - left), size / (bottom - top)
+    return np.array([[sx, 0.0, -sx * left], [0.0, sy, -sy * top]], dtype=np.float64)
+
+
+def crop_matrix(landmarks: np.ndarray, size: int = 224, margin: float = DEFAULT_MARGIN,
+                crop: str = DEFAULT_CROP) -> np.ndarray:
+    """The ``2x3`` matrix from the frame to a ``size`` crop of the face with 68 ``landmarks``,
+    in crop mode ``crop`` (``template`` or ``box``, see the module docstring)."""
+    if crop == "template":
+        return similarity_transform(five_points(landmarks), five_point_template(size, margin))
+    if crop == "box":
+        return box_matrix(landmarks, size, margin)
+    raise ValueError(f"unknown crop mode {crop!r}; choose from {', '.join(CROP_MODES)}")
+
+
 def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int = 224,
-               margin: float = DEFAULT_MARGIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Warp the face with 68 ``landmarks`` onto the template.
+               margin: float = DEFAULT_MARGIN, crop: str = DEFAULT_CROP
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cut out the face with 68 ``landmarks`` as crop mode ``crop`` says.
 
     Returns ``(crop, landmarks_in_crop, matrix)``: the ``size x size`` RGB crop, the 68 points
     mapped with the same matrix (crop pixel coordinates), and the ``2x3`` matrix itself.
     """
-    matrix = similarity_transform(five_points(landmarks), five_point_template(size, margin))
+    matrix = crop_matrix(landmarks, size, margin, crop)
     # Downscaling a lot with bilinear sampling aliases; INTER_AREA is not available to
     # warpAffine, so pre-shrink big faces with a pyramid step when the scale is tiny.
-    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    scale = float(min(np.hypot(matrix[0, 0], matrix[1, 0]), np.hypot(matrix[0, 1], matrix[1, 1])))
     src = rgb
     if scale < 0.5:
         factor = 2 ** int(np.floor(np.log2(1.0 / scale)))
@@ -72,8 +104,6 @@ def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int = 224,
         matrix_src[:, 1] *= shrink[1]
     else:
         matrix_src = matrix
-    crop = cv2.warpAffine(src, matrix_src, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
-    return crop, transform_points(landmarks, matrix), matrix
-
-
+    crop_rgb = cv2.warpAffine(src, matrix_src, (size, size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+    return crop_rgb, transform_points(landmarks, matrix), matrix

@@ -1,7 +1,7 @@
 """Faces of a photo or video frame cropped exactly as ``lorefd preprocess`` crops training data.
 
 Shared by ``lorefd detect`` and ``lorefd serve``: the face detector (:mod:`.faces`), the
-5-point alignment (:mod:`.align`) with the size and margin recorded at preprocessing, then the
+alignment (:mod:`.align`) with the crop mode, size and margin recorded at preprocessing, then the
 training resize (:func:`~lorefd.data.images.resize_square`). Crops are numpy arrays,
 the input of both runtimes (PyTorch and ONNX Runtime); nothing here imports torch.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from lorefd.data.images import resize_square, to_chw
 from lorefd.data.landmarks import Face
-from lorefd.data.preprocess.align import align_face
+from lorefd.data.preprocess.align import DEFAULT_CROP, align_face
 from lorefd.data.preprocess.faces import FaceBackend, FaceFinder, make_backend
 
 # A second, third... face in an image must reach this face-detector score (dlib: HOG margin;
@@ -57,6 +57,7 @@ class FacePipeline:
     track_face_side: int
     frames: int
     extra_face_min_score: float = EXTRA_FACE_MIN_SCORE["dlib"]
+    crop_mode: str = DEFAULT_CROP  # ``template`` or ``box`` (:mod:`.align`)
     # how ``backend`` was made (name, RetinaFace weights, device), for :meth:`fresh`
     backend_args: tuple[str, str | None, str] = ("dlib", None, "cpu")
 
@@ -70,6 +71,7 @@ class FacePipeline:
                    image_size=int(image_size), detect_side=int(pre["detect_side"]),
                    track_face_side=int(pre["track_face_side"]), frames=int(pre["frames"]),
                    extra_face_min_score=EXTRA_FACE_MIN_SCORE.get(pre["face_detector"], 0.5),
+                   crop_mode=str(pre.get("crop", DEFAULT_CROP)),
                    backend_args=(pre["face_detector"], retinaface_weights, device))
 
     def fresh(self) -> FacePipeline:
@@ -87,7 +89,8 @@ class FacePipeline:
 
     def crop(self, rgb: np.ndarray, face: Face, frame_index: int | None = None) -> FaceCrop:
         """Align exactly as ``lorefd preprocess`` does, then resize as training does."""
-        crop, _, matrix = align_face(rgb, face.landmarks, self.crop_size, self.margin)
+        crop, _, matrix = align_face(rgb, face.landmarks, self.crop_size, self.margin,
+                                     self.crop_mode)
         image = to_chw(resize_square(crop, self.image_size))
         return FaceCrop(box=tuple(float(v) for v in face.box), matrix=matrix, image=image,
                         landmarks=np.asarray(face.landmarks, np.float32), frame_index=frame_index)

@@ -36,7 +36,7 @@ from lorefd.data.images import ImageLoadError, is_video, load_rgb
 from lorefd.data.landmarks import LandmarkBackendError
 from lorefd.data.manifest import Sample, write_manifest
 from lorefd.data.preprocess.adapters import DatasetIndex, MediaItem, index_dataset
-from lorefd.data.preprocess.align import align_face
+from lorefd.data.preprocess.align import DEFAULT_CROP, align_face
 from lorefd.data.preprocess.faces import FaceFinder, make_backend
 from lorefd.data.preprocess.frames import VideoError, probe_video, read_frames, sample_indices
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text, log
@@ -53,6 +53,7 @@ class PreprocessOptions:
     every: int | None = None
     size: int = 224
     margin: float = 0.25
+    crop: str = DEFAULT_CROP
     image_format: str = "png"
     quality: int = 95
     detector: str = "dlib"
@@ -70,7 +71,7 @@ class PreprocessOptions:
         detection and tracking sides, frames per video); ``kwargs`` set the rest (workers,
         progress) and may override ``frames``."""
         fields = {"detector": pre["face_detector"], "size": int(pre["size"]),
-                  "margin": float(pre["margin"])}
+                  "margin": float(pre["margin"]), "crop": str(pre.get("crop", DEFAULT_CROP))}
         for key in ("detect_side", "track_face_side", "frames"):
             if pre.get(key) is not None:
                 fields[key] = int(pre[key])
@@ -81,13 +82,16 @@ class PreprocessOptions:
         """A folder name for crops made with these options: readable, and unique per
         :meth:`fingerprint` (``s128-m0.1-dlib-f32-1a2b3c4d``)."""
         digest = hashlib.sha1(json.dumps(self.fingerprint(), sort_keys=True).encode())
-        return (f"s{self.size}-m{self.margin:g}-{self.detector}-f{self.frames}"
+        mode = "" if self.crop == DEFAULT_CROP else f"-{self.crop}"
+        return (f"s{self.size}-m{self.margin:g}{mode}-{self.detector}-f{self.frames}"
                 f"-{digest.hexdigest()[:8]}")
 
     def fingerprint(self) -> dict[str, Any]:
         """The options a finished video's outputs depend on (a change redoes the video)."""
         keys = ["frames", "every", "size", "margin", "image_format", "quality", "detector",
                 "detect_side", "track_face_side"]
+        if self.crop != DEFAULT_CROP:  # template crops keep the fingerprint they always had
+            keys.append("crop")
         return {"version": FORMAT_VERSION, **{k: getattr(self, k) for k in keys}}
 
 
@@ -264,7 +268,7 @@ def process_item(item: MediaItem, out: str | Path, opts: PreprocessOptions) -> d
             if face is None:
                 stats["frames_without_face"] += 1
                 continue
-            crop, points, _ = align_face(rgb, face.landmarks, opts.size, opts.margin)
+            crop, points, _ = align_face(rgb, face.landmarks, opts.size, opts.margin, opts.crop)
             stem = f"{max(frame_index, 0):06d}"
             crop_path, lm_path = unit_dir / f"{stem}{ext}", unit_dir / f"{stem}.npy"
             write_image_atomic(crop_path, crop, opts.quality)
