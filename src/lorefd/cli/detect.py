@@ -109,6 +109,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorefd.data.landmarks import discard_preloaded, preload_predictor
+
+    # dlib's landmark model takes ~1 s to load: on another core while the rest loads
+    preload_predictor()
+    try:
+        return _run(args)
+    finally:
+        discard_preloaded()
+
+
+def _run(args: argparse.Namespace) -> int:
     from lorefd.engines.detect import detect_paths, processed_any
     from lorefd.models.bundle import resolve_model
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from lorefd.errors import UserError
+from lorefd.utils import log
 
 # Index groups of the 68-point layout. "Left"/"right" are the subject's: the subject's right
 # eyebrow (17-21) appears on the image's left.
@@ -75,6 +76,37 @@ def find_predictor() -> Path:
     return path
 
 
+# predictors already loading in a child process (preload_predictor), for the next detectors
+_PRELOADED: list[Any] = []
+
+
+def preload_predictor() -> bool:
+    """Start loading the 68-point predictor in a child process now
+    (:mod:`lorefd.data.predictor_process`); the next :class:`LandmarkDetector` with the default
+    model takes it. A cold ``lorefd detect`` so loads it on another core while it loads the rest.
+    False, with nothing started, when dlib or the model is missing or no process starts."""
+    if importlib.util.find_spec("dlib") is None:
+        return False
+    try:
+        path = find_predictor()
+    except LandmarkBackendError:
+        return False
+    from lorefd.data.predictor_process import PredictorProcess, PredictorProcessError
+
+    try:
+        _PRELOADED.append(PredictorProcess(path))
+    except PredictorProcessError as exc:
+        log.warning("%s; the landmark model loads in this process", exc)
+        return False
+    return True
+
+
+def discard_preloaded() -> None:
+    """End the preloaded predictors no detector took (e.g. the model used RetinaFace)."""
+    while _PRELOADED:
+        _PRELOADED.pop().close()
+
+
 def _import_dlib() -> Any:
     try:
         import dlib
@@ -100,14 +132,27 @@ class LandmarkDetector:
         self._dlib = dlib
         self.max_side = max_side
         self.upsample = upsample
+        # the default model may already be loading in a child process (preload_predictor)
+        self._process = _PRELOADED.pop() if predictor_path is None and _PRELOADED else None
+        self._predictor = None
+        if self._process is None:
+            self._predictor = dlib.shape_predictor(str(predictor_path or find_predictor()))
         self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(str(predictor_path or find_predictor()))
         self._lock = threading.Lock()
 
     def _shape(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-        rect = self._dlib.rectangle(int(round(box[0])), int(round(box[1])),
-                                    int(round(box[2])), int(round(box[3])))
-        shape = self._predictor(rgb, rect)
+        left, top, right, bottom = (int(round(v)) for v in box)
+        if self._process is not None:
+            from lorefd.data.predictor_process import PredictorProcessError
+
+            try:
+                return self._process(rgb, (left, top, right, bottom))
+            except PredictorProcessError as exc:
+                log.warning("%s; loading the landmark model in this process", exc)
+                self._process.close()
+                self._process = None
+                self._predictor = self._dlib.shape_predictor(str(find_predictor()))
+        shape = self._predictor(rgb, self._dlib.rectangle(left, top, right, bottom))
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
 
     def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
