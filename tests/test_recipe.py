@@ -105,3 +105,16 @@ def test_packed_gpu_data_trains(faces: Path, tmp_path: Path) -> None:
     summary = train(load_config("cpu", TOY), read_manifest(packed / "train.csv"),
                     read_manifest(packed / "val.csv"), None, tmp_path / "det", device="cpu")
     assert summary["steps"] == 2
+
+
+def test_recipe_crops_in_the_mode_and_margin_asked(faces: Path, tmp_path: Path) -> None:
+    from lorefd.cli import main
+    from lorefd.data.manifest import preprocess_record, read_manifest
+
+    out = tmp_path / "box"
+    assert main(["recipe", str(faces), "--out", str(out), "--stages", "faces", "--crop", "box",
+                 "--margin", "0.25"]) == 0
+    rec = preprocess_record(read_manifest(out / "faces" / "manifest.csv"))
+    assert (rec["crop"], rec["margin"], rec["size"]) == ("box", 0.25, 128)
+    assert json.loads((out / "recipe.json").read_text())["crops"] == {
+        "size": 128, "margin": 0.25, "crop": "box"}

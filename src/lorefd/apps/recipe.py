@@ -49,8 +49,8 @@ ROBUST_STAGE = ("data.augment=robust", "train.lr=3e-4", "train.warmup_steps=100"
                 "train.epochs=9")
 
 
-def _gan_set(gan_dir: Path, reals: list[Sample], out: Path, size: int, limit: int = 500
-             ) -> list[Sample]:
+def _gan_set(gan_dir: Path, reals: list[Sample], out: Path, size: int, margin: float = MARGIN,
+             crop: str = "template", limit: int = 500) -> list[Sample]:
     """Whole-face GAN images (aligned like the reals) against as many held-out reals."""
     from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 
@@ -62,7 +62,7 @@ def _gan_set(gan_dir: Path, reals: list[Sample], out: Path, size: int, limit: in
         link = root / "fake" / p.name
         if not link.exists():
             link.symlink_to(p.resolve())
-    opts = PreprocessOptions(size=size, margin=MARGIN, progress=False)
+    opts = PreprocessOptions(size=size, margin=margin, crop=crop, progress=False)
     run_preprocess("folder", root, out / "gan_faces", opts)
     fakes = [s for s in read_manifest(out / "gan_faces" / "manifest.csv") if s.label == FAKE]
     for f in fakes:
@@ -74,8 +74,11 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
                overrides: list[str] | None = None, stages: list[str] | None = None,
                val_fraction: float = 0.08, test_fraction: float = 0.12,
                gan: str | Path | None = None, device: str | None = None,
-               reserve_bundled: bool = True) -> dict[str, Any]:
+               reserve_bundled: bool = True, margin: float = MARGIN, crop: str = "template"
+               ) -> dict[str, Any]:
     """Run the recipe's ``stages`` (default all) into ``out_dir``; returns the summary.
+
+    ``margin`` and ``crop``: how the faces are cropped (``lorefd preprocess --margin --crop``).
 
     ``reserve_bundled=False`` lets the bundled faces train (toy runs on the bundle only)."""
     from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
@@ -105,10 +108,11 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
         atomic_write_json(summary_path, summary)
 
     timed = Stopwatch("recipe", times, after=save).run
+    summary["crops"] = {"size": size, "margin": margin, "crop": crop}
 
     faces = out / "faces"
     if "faces" in todo:
-        opts = PreprocessOptions(size=size, margin=MARGIN, progress=False)
+        opts = PreprocessOptions(size=size, margin=margin, crop=crop, progress=False)
         res = timed("faces", lambda: run_preprocess("folder", reals_root, faces, opts))
         summary["faces"] = {k: getattr(res, k) for k in ("ok", "no_face", "failed")
                             if hasattr(res, k)}
@@ -130,7 +134,8 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
                     r, out / n, seed=sd))
         if gan and not (out / "gan" / "manifest.csv").exists():
             reals = [s for s in read_manifest(out / "test" / "manifest.csv") if s.label == REAL]
-            rows = timed("heldout gan", lambda: _gan_set(Path(gan), reals, out / "gan", size))
+            rows = timed("heldout gan", lambda: _gan_set(Path(gan), reals, out / "gan", size,
+                                                           margin, crop))
             write_manifest(out / "gan" / "manifest.csv", rows)
 
     train_reals = (read_manifest(split_dir / "train_reals.csv")

@@ -33,15 +33,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-fraction", type=float, default=0.08, help="identities for validation")
     p.add_argument("--test-fraction", type=float, default=0.12,
                    help="identities for test (plus the faces bundled with lorefd)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="context around the face per side (default 0.1: FFHQ's aligned photos "
+                        "end about there; see lorefd preprocess --margin)")
+    p.add_argument("--crop", choices=["template", "box"], default="template",
+                   help="crop mode of every face (see lorefd preprocess --crop)")
     add_device_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lorefd.apps.recipe import run_recipe
+    from lorefd.apps.recipe import MARGIN, run_recipe
 
     summary = run_recipe(args.faces, args.out, args.config, args.overrides, args.stages,
-                         args.val_fraction, args.test_fraction, args.gan, args.device)
+                         args.val_fraction, args.test_fraction, args.gan, args.device,
+                         margin=MARGIN if args.margin is None else args.margin, crop=args.crop)
     if "shipped" in summary:
         print(f"[recipe] exported {summary['shipped']} -> {args.out}/model.lorefd")
     return 0
