@@ -107,6 +107,8 @@ def test_crop_mode_is_part_of_the_crops_contract() -> None:
     errors, _ = crop_mismatches({"size": 128, "margin": 0.25, "face_detector": "dlib"}, model)
     assert errors == ["crop mode template (the model's: box)"]
     assert crop_mismatches({**model}, model) == ([], [])
+    errors, warnings = crop_mismatches({"size": 128}, model)  # only the side is known
+    assert not errors and any("crop mode is unknown" in w for w in warnings)
 
 
 def test_detect_crops_as_the_bundle_records(faces_manifest: Path):

@@ -295,10 +295,15 @@ def crop_mismatches(record: dict[str, object] | None, pre: dict[str, object]
             errors.append(f"template margin {record['margin']} (the model's: {pre['margin']})")
     elif "margin" in pre:
         warnings.append(f"the crops' template margin is unknown (the model's: {pre['margin']})")
-    # crops from before crop modes existed are template crops
-    mode, model_mode = record.get("crop", "template"), pre.get("crop", "template")
-    if mode != model_mode:
-        errors.append(f"crop mode {mode} (the model's: {model_mode})")
+    # a summary.json from before crop modes existed (it has a margin) means template crops;
+    # crops known only by their side (no summary.json) may be either: a warning, as for margin
+    model_mode = pre.get("crop", "template")
+    if "crop" in record or "margin" in record:
+        mode = record.get("crop", "template")
+        if mode != model_mode:
+            errors.append(f"crop mode {mode} (the model's: {model_mode})")
+    elif model_mode != "template":
+        warnings.append(f"the crops' crop mode is unknown (the model's: {model_mode})")
     if "face_detector" in record and record["face_detector"] != pre.get("face_detector"):
         errors.append(f"face detector {record['face_detector']} (the model's: "
                       f"{pre.get('face_detector')})")
