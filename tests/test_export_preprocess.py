@@ -38,6 +38,17 @@ def test_a_mismatch_given_by_hand_is_a_warning(trained_at_128: Path, tmp_path: P
                           preprocess={"size": 224})
     assert m["preprocess"]["size"] == 224 and m["preprocess"]["margin"] == 0.1
     assert any("size=224 differs" in r.getMessage() for r in caplog.records)
+    assert m["preprocess"]["crop"] == "template"  # recorded by none: the default
+
+
+def test_export_crop_mode_given_for_a_run_that_recorded_none(trained_at_128: Path,
+                                                             tmp_path: Path) -> None:
+    from lorefd.cli import main
+
+    assert main(["export", str(trained_at_128), "--out", str(tmp_path / "m.lorefd"),
+                 "--crop", "box", "--no-onnx"]) == 0
+    pre = load_model(tmp_path / "m.lorefd").preprocess
+    assert (pre["crop"], pre["template"]) == ("box", "68-landmark box")
 
 
 def test_bundle_carries_no_path_of_the_training_machine(tmp_path: Path) -> None:

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--margin", type=_margin, default=None,
                    help="template margin of the training data (default: what the run "
                         "recorded, else lorefd preprocess's 0.25)")
+    p.add_argument("--crop", choices=["template", "box"], default=None,
+                   help="crop mode of the training data (default: what the run recorded, "
+                        "else template)")
     p.add_argument("--face-detector", choices=["dlib", "retinaface"], default=None,
                    help="face detector of the training data (default: what the run recorded, "
                         "else dlib)")
@@ -80,14 +83,15 @@ def run(args: argparse.Namespace) -> int:
             print("lorefd export: a bundle is re-exported only to add its graph; drop "
                   "--no-onnx", file=sys.stderr)
             return 2
-        if args.size is not None or args.margin is not None or args.face_detector:
-            print("lorefd export: --size, --margin and --face-detector are a run's, not a "
+        if (args.size is not None or args.margin is not None or args.face_detector
+                or args.crop):
+            print("lorefd export: --size, --margin, --crop and --face-detector are a run's, not a "
                   "bundle's (its face pipeline is fixed)", file=sys.stderr)
             return 2
         manifest = add_graph(args.run, args.out, tta=args.tta, threshold=args.threshold)
         print(f"wrote {args.out}: {args.run} with its ONNX graph ({_graph_note(manifest)})")
         return 0
-    pre = {k: v for k, v in (("size", args.size), ("margin", args.margin),
+    pre = {k: v for k, v in (("size", args.size), ("margin", args.margin), ("crop", args.crop),
                              ("face_detector", args.face_detector)) if v is not None}
     manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre,
                              half=args.half, tta=args.tta)
