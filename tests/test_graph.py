@@ -67,6 +67,22 @@ def test_graph_shares_the_weights(graph_bundle: Path) -> None:
     assert len(info["shared"]) > 10 and info["max_abs_diff"]["prob"] <= 1e-4
 
 
+def test_graph_convolutions_read_constants(graph_bundle: Path) -> None:
+    """Every convolution's weight and bias are initializers (no Cast/Expand left to compute
+    at run time), so ONNX Runtime can fuse Conv + BatchNorm into its fast kernels."""
+    import onnx
+
+    from lorefd.models.graph import read_graph
+
+    graph, _ = read_graph(graph_bundle, read_bundle_header(graph_bundle))
+    model = onnx.load_from_string(graph)
+    constants = {i.name for i in model.graph.initializer}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs
+    for node in convs:
+        assert all(i in constants for i in node.input[1:] if i), (node.name, list(node.input))
+
+
 def test_export_refuses_a_differing_graph(graph_bundle: Path, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(graph_mod, "PROB_TOL", -1.0)  # every graph differs by >= 0
     out = tmp_path / "new.lorefd"

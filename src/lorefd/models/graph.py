@@ -96,6 +96,7 @@ def export_graph(detector: Any, weights: dict[str, Any]) -> tuple[bytes, list[st
     Initializers equal to a tensor of ``weights`` (the bundle's, as stored) are left out of
     the bytes and marked external: they are read from the bundle at load time."""
     import onnx
+    import onnxscript.optimizer
     import torch
     from onnx import numpy_helper
 
@@ -111,6 +112,13 @@ def export_graph(detector: Any, weights: dict[str, Any]) -> tuple[bytes, list[st
         _wrapper(detector), (torch.zeros(2, 3, size, size),), dynamo=True, optimize=False,
         input_names=["images"], output_names=outputs, opset_version=OPSET,
         dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), verbose=False)
+    # Fold the constants torch.export leaves as nodes (a convolution's zero bias as Cast +
+    # Expand): ONNX Runtime fuses Conv + BatchNorm + ReLU into its blocked (NCHWc) kernels
+    # only where a convolution's inputs are constants. Only folding: the optimizer's rewrite
+    # rules (optimize=True) would also change weights (BatchNorm folded into them), which the
+    # bundle then could not share.
+    onnxscript.optimizer.fold_constants(program.model)
+    onnxscript.optimizer.remove_unused_nodes(program.model)
     model = program.model_proto
     shared = []
     for init in model.graph.initializer:
