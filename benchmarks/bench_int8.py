@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--calib", required=True)
     ap.add_argument("--calib-n", type=int, default=256)
     ap.add_argument("--eval", nargs="+", required=True, metavar="NAME=MANIFEST")
+    ap.add_argument("--activations", choices=("int8", "uint8"), default="int8",
+                    help="static QDQ activation type (uint8: ONNX Runtime's U8S8 kernels)")
+    ap.add_argument("--skip-dynamic", action="store_true", help="static QDQ only")
     ap.add_argument("--work", default="int8_work")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -94,7 +97,8 @@ def main() -> None:
     onnx.save(model, str(fp32))
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     dyn, sta = work / "int8_dynamic.onnx", work / "int8_static.onnx"
-    quantize_dynamic(str(pre), str(dyn), weight_type=QuantType.QInt8)
+    if not args.skip_dynamic:
+        quantize_dynamic(str(pre), str(dyn), weight_type=QuantType.QInt8)
     _, calib = _crops(args.calib, size, args.calib_n)
 
     class Reader(CalibrationDataReader):
@@ -105,11 +109,15 @@ def main() -> None:
             return next(self.batches, None)
 
     quantize_static(str(pre), str(sta), Reader(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8 if args.activations == "uint8"
+                    else QuantType.QInt8, weight_type=QuantType.QInt8,
                     per_channel=True)
     graphs = {"float32": fp32, "int8 dynamic": dyn, "int8 static (QDQ)": sta}
+    if args.skip_dynamic:
+        del graphs["int8 dynamic"]
     sessions = {k: _session(v) for k, v in graphs.items()}
     result: dict = {"model": args.model, "calibration": f"{len(calib)} crops of {args.calib}",
+                    "activations": args.activations,
                     "bytes": {k: v.stat().st_size for k, v in graphs.items()}, "sets": {}}
     for spec in args.eval:
         name, path = spec.split("=", 1)
