@@ -59,6 +59,33 @@ def _session(path: Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _edge_layers(model) -> list[str]:  # noqa: ANN001
+    """Compute layers (Conv, Gemm, MatMul) with no compute layer before them (they read the
+    image) or after them (they write an output): the usual ones to keep in float."""
+    ops = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+    nodes = {n.name or n.output[0]: n for n in model.graph.node}
+    producer = {o: k for k, n in nodes.items() for o in n.output}
+    parents = {k: {producer[i] for i in n.input if i in producer} for k, n in nodes.items()}
+    children: dict[str, set[str]] = {k: set() for k in nodes}
+    for k, ps in parents.items():
+        for q in ps:
+            children[q].add(k)
+    compute = {k for k, n in nodes.items() if n.op_type in ops}
+
+    def reaches(start: str, edges: dict[str, set[str]]) -> bool:
+        todo, seen = list(edges[start]), set()
+        while todo:
+            n = todo.pop()
+            if n in compute:
+                return True
+            if n not in seen:
+                seen.add(n)
+                todo += edges[n]
+        return False
+
+    return sorted(k for k in compute if not reaches(k, parents) or not reaches(k, children))
+
+
 def _probs(sess, x: np.ndarray, batch: int = 32) -> np.ndarray:
     return np.concatenate([sess.run(None, {"images": x[i:i + batch]})[0]
                            for i in range(0, len(x), batch)]).astype(np.float64)
@@ -73,6 +100,8 @@ def main() -> None:
     ap.add_argument("--activations", choices=("int8", "uint8"), default="int8",
                     help="static QDQ activation type (uint8: ONNX Runtime's U8S8 kernels)")
     ap.add_argument("--skip-dynamic", action="store_true", help="static QDQ only")
+    ap.add_argument("--float-edges", action="store_true",
+                    help="static QDQ keeps the first and last compute layers in float")
     ap.add_argument("--work", default="int8_work")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -99,7 +128,7 @@ def main() -> None:
     dyn, sta = work / "int8_dynamic.onnx", work / "int8_static.onnx"
     if not args.skip_dynamic:
         quantize_dynamic(str(pre), str(dyn), weight_type=QuantType.QInt8)
-    _, calib = _crops(args.calib, size, args.calib_n)
+    _, calib = _crops(args.calib, size, args.calib_n or None)  # --calib-n 0: all
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -111,13 +140,15 @@ def main() -> None:
     quantize_static(str(pre), str(sta), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8 if args.activations == "uint8"
                     else QuantType.QInt8, weight_type=QuantType.QInt8,
-                    per_channel=True)
+                    per_channel=True,
+                    nodes_to_exclude=_edge_layers(onnx.load(str(pre))) if args.float_edges
+                    else [])
     graphs = {"float32": fp32, "int8 dynamic": dyn, "int8 static (QDQ)": sta}
     if args.skip_dynamic:
         del graphs["int8 dynamic"]
     sessions = {k: _session(v) for k, v in graphs.items()}
     result: dict = {"model": args.model, "calibration": f"{len(calib)} crops of {args.calib}",
-                    "activations": args.activations,
+                    "activations": args.activations, "float_edges": args.float_edges,
                     "bytes": {k: v.stat().st_size for k, v in graphs.items()}, "sets": {}}
     for spec in args.eval:
         name, path = spec.split("=", 1)
