@@ -371,3 +371,24 @@ def test_workers_score_files_in_threads_in_order(bundle: Path, face_image: Path,
     assert len(heat) == 5 and len(set(heat)) == 5 and all(Path(h).is_file() for h in heat)
     again = detect_paths(inputs[:3], loaded, frames=4, faces=pipelines, workers=2)["results"]
     assert len(pipelines) == 2 and [r["p_fake"] for r in again] == [r["p_fake"] for r in one[:3]]
+
+
+def test_workers_by_default_follow_the_cores_for_many_images(tmp_path: Path, monkeypatch) -> None:
+    """`lorefd detect` without --workers: one per core (at most 4) from 64 images, else 1."""
+    import os
+
+    from lorefd.cli.detect import AUTO_MIN_IMAGES, auto_workers
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(AUTO_MIN_IMAGES - 1):
+        (folder / f"{i}.jpg").touch()
+    (folder / "notes.txt").touch()  # not an image
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert auto_workers([str(folder)]) == 1
+    (tmp_path / "one_more.png").touch()
+    assert auto_workers([str(folder), str(tmp_path / "one_more.png")]) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert auto_workers([str(folder), str(tmp_path / "one_more.png")]) == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert auto_workers([str(folder), str(tmp_path / "one_more.png")]) == 1

@@ -41,6 +41,9 @@ from lorefd.cli.common import (
     probability,
 )
 
+AUTO_MIN_IMAGES = 64  # --workers by default: several from this many images (auto_workers)
+AUTO_MAX_WORKERS = 4
+
 
 def format_table(report: dict[str, Any], width: int | None = None) -> str:
     """The printed table: path, type, faces/frames, P(fake), verdict, status (and message).
@@ -99,20 +102,54 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads of the runtime (default: its own; 1 is faster on a busy "
                         "machine)")
-    p.add_argument("--workers", type=positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=None,
                    help="files scored at once, in threads, each with a face detector of its "
-                        "own (about 1 s to load each); with --threads 1 (default 1)")
+                        "own (about 1 s to load each) and one runtime thread unless --threads "
+                        f"says otherwise (default: one per core, at most {AUTO_MAX_WORKERS}, "
+                        f"for {AUTO_MIN_IMAGES} images or more; else 1)")
     add_runtime_arg(p)
     p.add_argument("--retinaface-weights", default=None, metavar="PATH",
                    help="for bundles preprocessed with RetinaFace")
     p.set_defaults(func=run)
 
 
+def auto_workers(paths: list[str]) -> int:
+    """``--workers`` by default: one per core (at most :data:`AUTO_MAX_WORKERS`) when the
+    inputs hold :data:`AUTO_MIN_IMAGES` images or more, else 1. Below that, a second face
+    detector's loading (~1 s, holding the interpreter) costs about what it saves: 2 workers
+    score 56 photos/s of 256 px against 27 for one (2-core Xeon, benchmarks/RESULTS.md)."""
+    import os
+    from pathlib import Path
+
+    from lorefd.data.images import is_image, walk_files
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or cores < 2:
+        return 1
+    n = 0
+    for p in map(Path, paths):
+        n += sum(map(is_image, walk_files(p)[0])) if p.is_dir() else is_image(p)
+        if n >= AUTO_MIN_IMAGES:
+            return min(cores, AUTO_MAX_WORKERS)
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from lorefd.data.landmarks import discard_preloaded, preload_predictor
 
-    # dlib's landmark model takes ~1 s to load: on another core while the rest loads
-    preload_predictor()
+    if args.workers is None:
+        args.workers = auto_workers(args.paths)
+        if args.workers > 1:
+            logging.getLogger("lorefd").info(
+                "%d workers, one runtime thread each (--workers 1: one)", args.workers)
+    if args.workers > 1 and args.threads is None:
+        args.threads = 1
+    # dlib's landmark model takes ~1 s to load: on other cores while the rest loads (one per
+    # worker)
+    for _ in range(args.workers):
+        preload_predictor()
     try:
         return _run(args)
     finally:
