@@ -374,7 +374,7 @@ def test_workers_score_files_in_threads_in_order(bundle: Path, face_image: Path,
 
 
 def test_workers_by_default_follow_the_cores_for_many_images(tmp_path: Path, monkeypatch) -> None:
-    """`lorefd detect` without --workers: one per core (at most 4) from 64 images, else 1."""
+    """`lorefd detect` without --workers: one per core (at most 4) from 128 images, else 1."""
     import os
 
     from lorefd.cli.detect import AUTO_MIN_IMAGES, auto_workers

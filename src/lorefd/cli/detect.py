@@ -41,7 +41,7 @@ from lorefd.cli.common import (
     probability,
 )
 
-AUTO_MIN_IMAGES = 64  # --workers by default: several from this many images (auto_workers)
+AUTO_MIN_IMAGES = 128  # --workers by default: several from this many images (auto_workers)
 AUTO_MAX_WORKERS = 4
 
 
@@ -115,9 +115,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def auto_workers(paths: list[str]) -> int:
     """``--workers`` by default: one per core (at most :data:`AUTO_MAX_WORKERS`) when the
-    inputs hold :data:`AUTO_MIN_IMAGES` images or more, else 1. Below that, a second face
-    detector's loading (~1 s, holding the interpreter) costs about what it saves: 2 workers
-    score 56 photos/s of 256 px against 27 for one (2-core Xeon, benchmarks/RESULTS.md)."""
+    inputs hold :data:`AUTO_MIN_IMAGES` images or more, else 1. A second face detector takes
+    ~0.5-1 s to load, holding the interpreter; on a 2-core Xeon 200 photos of 256 px took
+    4.6-5.3 s with 2 workers against 5.9-6.1 s with one (its runtime on 2 threads), 70 photos
+    2.7-3.2 s against 2.9 s (benchmarks/RESULTS.md)."""
     import os
     from pathlib import Path
 
