@@ -62,6 +62,7 @@ def main() -> None:
     cv2.setNumThreads(1)
 
     import lorefd
+    from lorefd.data.landmarks import Face
     from lorefd.data.preprocess.crops import FacePipeline
 
     model = lorefd.Model(None, runtime="onnx", threads=1)
@@ -97,25 +98,19 @@ def main() -> None:
     half = len(matched) // 2
     fit, test = matched[:half], matched[half:]
     # per coordinate: dlib = a * haar + b * haar_side + c (least squares on the first half)
-    def design(r):  # noqa: ANN001, ANN202
-        hb = np.array(r["haar_box"])
-        side = hb[2] - hb[0]
-        return hb, side
+    def features(r: dict, k: int) -> list[float]:
+        hb = r["haar_box"]
+        return [hb[k], hb[2] - hb[0], 1.0]
 
-    coefs = []
-    for k in range(4):
-        a = np.array([[design(r)[0][k], design(r)[1], 1.0] for r in fit])
-        y = np.array([r["dlib_box"][k] for r in fit])
-        coefs.append(np.linalg.lstsq(a, y, rcond=None)[0])
+    coefs = [np.linalg.lstsq(np.array([features(r, k) for r in fit]),
+                             np.array([r["dlib_box"][k] for r in fit]), rcond=None)[0]
+             for k in range(4)]
     errs, dscore = [], []
     for r in test:
-        hb, side = design(r)
-        mapped = tuple(float(coefs[k] @ [hb[k], side, 1.0]) for k in range(4))
+        mapped = tuple(float(coefs[k] @ features(r, k)) for k in range(4))
         pts = dlib_det.landmarks_in_box(r["rgb"], mapped)
         iod = np.linalg.norm(r["landmarks"][36:42].mean(0) - r["landmarks"][42:48].mean(0))
         errs.append(float(np.linalg.norm(pts - r["landmarks"], axis=1).mean() / iod))
-        from lorefd.data.landmarks import Face
-
         crops = [pipe.crop(r["rgb"], Face(box=b, score=1.0, landmarks=lm))
                  for b, lm in ((tuple(r["dlib_box"]), r["landmarks"]), (mapped, pts))]
         p = model.bundle.detector.predict_proba(np.stack([c.image for c in crops]))
