@@ -3,8 +3,9 @@
     python benchmarks/real_video_mix.py --clips RV_CROPS/manifest.csv \
         --train RECIPE/splits/train_reals.csv --out MIX_DIR
 
-Clips whose ``sha1(video_id)`` falls below ``--held`` (a fraction) are held out whole for the
-false-positive check (``MIX_DIR/heldout_rv.csv``); every ``--every``-th frame of the other
+Clips whose person's ``sha1`` falls below ``--held`` (a fraction) are held out whole for the
+false-positive check (a person is a clip, but for the clips :func:`person` knows to show one
+person: MEAD's speaker codes and the two Alexandria Ocasio-Cortez clips) (``MIX_DIR/heldout_rv.csv``); every ``--every``-th frame of the other
 clips joins the still training reals (``MIX_DIR/train_reals_rv.csv``). Paths are written
 absolute, so the manifests work from any folder.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import re
 from pathlib import Path
 
 
@@ -37,8 +39,19 @@ def _write(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
         w.writerows(rows)
 
 
+def person(video_id: str) -> str:
+    """Who a clip shows, so that one person's clips stay on one side of the split."""
+    m = re.search(r"MEAD__([MW]\d{3})_", video_id)
+    if m:
+        return f"real/MEAD__{m.group(1)}"
+    if "AlexandriaOcasioCortez" in video_id or "_AOC_" in video_id:
+        return "real/AOC"
+    return video_id
+
+
 def _unit(video_id: str) -> float:
-    return int(hashlib.sha1(video_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    key = person(video_id)
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def main() -> None:

@@ -16,8 +16,9 @@ EfficientNet / MobileNetV3) or ``strideN``: every feature stage of that stride i
 (stride = patch size), as ``block3 / block7 / block11`` do for Xception at 224 px, 16-px patches.
 
 Named backbones (tested over :data:`BACKBONES`): ``legacy_xception`` (the paper's),
-``resnet18``, ``resnet34``, ``efficientnet_b0``, ``mobilenetv3_large_100``. Other timm CNNs with
-``feature_info`` work the same way.
+``resnet18``, ``resnet34``, ``efficientnet_b0``, ``mobilenetv3_large_100``, and those with ImageNet
+weights in installed packages (:mod:`lorefd.models.pretrained`): ``tf_efficientnet_lite0|1|2``,
+``mobilenetv2_100``. Other timm CNNs with ``feature_info`` work the same way.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from lorefd.models.pretrained import IMAGENET, load_imagenet, normalization
 from lorefd.models.xception import (
     DEFAULT_LAYERS,
     XceptionNet,
@@ -43,7 +45,7 @@ from lorefd.models.xception import STAGES as XCEPTION_STAGES
 log = logging.getLogger("lorefd")
 
 BACKBONES = ["legacy_xception", "resnet18", "resnet34", "efficientnet_b0",
-             "mobilenetv3_large_100"]
+             "mobilenetv3_large_100", *IMAGENET]
 _WARNED: set[str] = set()
 
 
@@ -75,6 +77,9 @@ class TimmNet(nn.Module):
         self.modules_by_name = dict(self.body.named_modules())
         cfg = self.body.pretrained_cfg
         mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+        # the packaged ImageNet weights' own normalisation, pretrained or not (a bundle rebuilt
+        # without the weight packages normalises as it was trained)
+        mean, std = normalization(name) or (mean, std)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -197,10 +202,13 @@ def backbone_name(net: Backbone) -> str:
 
 def create_backbone(name: str, num_classes: int = 1, drop_rate: float = 0.0,
                     pretrained: bool = False, weights: str | Path | None = None) -> Backbone:
-    """A backbone by timm name: local ``weights`` if given, else ImageNet if reachable.
+    """A backbone by timm name: local ``weights`` if given, else ImageNet if ``pretrained``.
 
     ``legacy_xception`` is the paper's staged :class:`XceptionNet`; any other name a
-    :class:`TimmNet`. Without weights it says so once and starts from random initialisation.
+    :class:`TimmNet`. ImageNet weights come from an installed package for the backbones of
+    :data:`lorefd.models.pretrained.IMAGENET` (missing or damaged: an error naming the ``pip
+    install``, never a random start); other names try timm's hub, and without it say so once
+    and start from random initialisation.
     """
     if name == "legacy_xception":
         return create_xception(num_classes, drop_rate, pretrained, weights)
@@ -208,6 +216,9 @@ def create_backbone(name: str, num_classes: int = 1, drop_rate: float = 0.0,
     if weights:
         load_body_weights(net.body, weights, name,
                           str(net.body.pretrained_cfg.get("classifier", "fc")))
+    elif pretrained and name in IMAGENET:
+        n = load_imagenet(net.body, name, str(net.body.pretrained_cfg.get("classifier", "fc")))
+        log.debug("%s: %d ImageNet tensors loaded", name, n)
     elif pretrained:
         try:
             ref = timm.create_model(name, pretrained=True, num_classes=0)
