@@ -5,13 +5,18 @@ A checkpoint is a folder::
     model.safetensors   weights (safetensors, loadable without pickle)
     config.json         the full Config, plus ``meta`` (kind, step, key region, ...) and
                         ``checksums`` (SHA-256 of model.safetensors and state.pt)
-    state.pt            optimiser, scheduler, scaler, RNG states and counters (resume only)
+    state.pt            optimiser, scheduler, scaler, RNG states and counters (resume only):
+                        tensors and plain data, read with ``torch.load(weights_only=True)``
 
 It is written into a temporary sibling folder and renamed into place, so a killed run leaves
 the previous checkpoint intact. ``meta["kind"]`` names what it holds ("mae", "detector").
 Loading verifies the checksums (checkpoints of older lorefd versions have none) and refuses
 weights that are not finite, so a damaged file is a :class:`CheckpointError` naming it, never
-a model that scores NaN.
+a model that scores NaN. Resume state is never unpickled as code: ``state.pt`` is read with
+PyTorch's weights-only unpickler (tensors, numbers, strings, lists, dicts; numpy arrays of
+older runs through an explicit allow-list), so a crafted file is refused, not run. A resume
+state without a recorded checksum is refused unless the caller allows it
+(``allow_unchecksummed``; ``lorefd train/pretrain --allow-unchecksummed``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,7 +65,11 @@ def nonfinite_tensors(weights: dict[str, torch.Tensor]) -> list[str]:
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
+    """The random generators' states as tensors and plain data (what ``weights_only``
+    loading reads): numpy's key as a list of ints, not an array."""
+    name, key, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(),
+             "numpy": [name, [int(k) for k in key], int(pos), int(has_gauss), float(gauss)],
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -67,7 +78,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, key, pos, has_gauss, gauss = state["numpy"]  # a list (this lorefd) or numpy's tuple
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -188,10 +200,59 @@ def load_checkpoint(path: str | Path, kind: str | None = None, map_location: str
     return weights, config, meta
 
 
-def load_state(path: str | Path) -> dict[str, Any]:
-    """The resume state (optimiser, scheduler, RNG, counters) of a checkpoint."""
+def _numpy_globals() -> list[Any]:
+    """What a numpy array pickles as: older resume states hold numpy's RNG key as one."""
+    reconstruct = np.zeros(1).__reduce__()[0]  # numpy.core / numpy._core multiarray._reconstruct
+    return [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _load_weights_only(path: Path) -> Any:
+    """``torch.load`` with PyTorch's weights-only unpickler (no code runs) and numpy arrays
+    allowed."""
+    scoped = getattr(torch.serialization, "safe_globals", None)  # torch >= 2.5
+    if scoped is None:  # pragma: no cover - torch 2.4
+        torch.serialization.add_safe_globals(_numpy_globals())
+        return torch.load(path, map_location="cpu", weights_only=True)
+    with scoped(_numpy_globals()):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def check_resumable(path: str | Path, allow_unchecksummed: bool = False) -> Path:
+    """Before any work: ``path`` holds a resume state whose checksum is recorded (or
+    ``allow_unchecksummed``); returns the state file. Cheap: reads ``config.json`` only."""
     folder, data = _checkpoint_json(path)
-    if not (folder / STATE).is_file():
+    state_file = folder / STATE
+    if not state_file.is_file():
         raise CheckpointError(f"{path} has no resume state ({STATE})")
+    if STATE not in (data.get("checksums") or {}) and not allow_unchecksummed:
+        raise CheckpointError(
+            f"{state_file} has no checksum in {folder / CONFIG} (a run of an older lorefd, or "
+            "edited): not resumed; pass --allow-unchecksummed if you trust where this run "
+            "folder comes from")
+    return state_file
+
+
+def load_state(path: str | Path, allow_unchecksummed: bool = False) -> dict[str, Any]:
+    """The resume state (optimiser, scheduler, RNG, counters) of a checkpoint.
+
+    Read without running code (:func:`_load_weights_only`): a ``state.pt`` holding anything
+    but tensors and plain data is a :class:`CheckpointError`. A state whose checksum is not
+    recorded in ``config.json`` (an older lorefd, or an edited folder) is refused unless
+    ``allow_unchecksummed``."""
+    state_file = check_resumable(path, allow_unchecksummed)
+    folder, data = _checkpoint_json(path)
     verify_file(folder, STATE, data.get("checksums"))
-    return torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    try:
+        state = _load_weights_only(state_file)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"a reference to {found.group(1)}" if found else "objects"
+        raise CheckpointError(f"refused {state_file}: it holds {what}, not only tensors and "
+                              "plain data (lorefd runs no code from a checkpoint)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"corrupt checkpoint file {state_file}: {type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:300]}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"corrupt checkpoint file {state_file}: not a resume state "
+                              f"(a {type(state).__name__})")
+    return state

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-
-import yaml
 
 from lorefd.errors import UserError
 
@@ -207,6 +206,10 @@ class Range:
 
 
 AT_LEAST_1, AT_LEAST_0, POSITIVE, FRACTION = Range(1), Range(0), Range(0, open_lo=True), Range(0, 1)
+# Every integer field is at most this in size (counts, sizes, seeds), so that no product of two
+# (epochs x iterations, a side squared) overflows the 64-bit integers torch and numpy index
+# with; every float field is finite. A field's own range may be narrower.
+INT_LIMIT = 2**31 - 1
 # Bounds of the numeric fields, by dotted key (a new field joins with one line here or with
 # field(metadata={"range": ...})). Checked whenever a config is built: file, --set, checkpoint.
 RANGES: dict[str, Range] = {
@@ -228,6 +231,17 @@ RANGES: dict[str, Range] = {
     "synth.weights": AT_LEAST_0, "synth.fake_ratio": FRACTION, "synth.jpeg_quality": Range(1, 100),
     "synth.h264_ratio": FRACTION, "synth.h264_crf": Range(0, 51),
 }
+
+
+def _check_magnitude(key: str, value: Any) -> None:
+    """:data:`INT_LIMIT` for integers, finiteness for floats (element-wise for lists)."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, int) and abs(v) > INT_LIMIT:
+            raise ConfigError(f"{key}: must be at most {INT_LIMIT} in size, got {v}")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{key}: must be a finite number, got {v!r}")
 
 
 def field_range(f: dataclasses.Field, key: str) -> Range | None:
@@ -301,6 +315,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "", strict: bool = Tru
             kwargs[name] = _build(tp, value, prefix=f"{prefix}{name}.", strict=strict)
         else:
             kwargs[name] = _check_type(value, tp, prefix + name)
+            _check_magnitude(prefix + name, kwargs[name])
             bounds = field_range(fields[name], prefix + name)
             if bounds is not None:
                 bounds.check(prefix + name, kwargs[name])
@@ -348,6 +363,8 @@ def available_configs() -> list[str]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    import yaml  # here: checking a bundle's config (config_from_dict) needs no YAML parser
+
     tree: dict[str, Any] = {}
     if path is not None:
         file = resolve_config_path(path)

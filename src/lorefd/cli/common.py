@@ -93,6 +93,14 @@ def add_runtime_arg(p: argparse.ArgumentParser) -> None:
                         "bundle has one; no PyTorch is loaded) or the network with PyTorch")
 
 
+def add_allow_unchecksummed_arg(p: argparse.ArgumentParser) -> None:
+    """``--allow-unchecksummed``: resume a run whose state has no recorded checksum."""
+    p.add_argument("--allow-unchecksummed", action="store_true",
+                   help="with --resume: accept a resume state without a recorded checksum (a "
+                        "run of an older lorefd); only for run folders you trust. The state is "
+                        "read without running code either way")
+
+
 def add_model_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
     """``--model``: a detector as a bundle, a run folder or a checkpoint folder (``--ckpt``:
     deprecated alias). Optional: when omitted, the model shipped with lorefd."""

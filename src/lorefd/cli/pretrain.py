@@ -11,7 +11,12 @@ import logging
 import os
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args, add_device_arg, check_output_dir
+from lorefd.cli.common import (
+    add_allow_unchecksummed_arg,
+    add_config_args,
+    add_device_arg,
+    check_output_dir,
+)
 
 log = logging.getLogger("lorefd")
 
@@ -26,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder")
     p.add_argument("--resume", action="store_true",
                    help="continue exactly from OUT/checkpoints/last")
+    add_allow_unchecksummed_arg(p)
     add_device_arg(p)
     p.add_argument("--no-figure", action="store_true",
                    help="skip OUT/reconstruction.png (a few training faces reconstructed)")
@@ -38,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)  # bad values fail before any model
     check_output_dir(args.out, "--out")
-    summary = pretrain(cfg, args.data, args.out, resume=args.resume, device=args.device)
+    summary = pretrain(cfg, args.data, args.out, resume=args.resume,
+                       allow_unchecksummed=args.allow_unchecksummed, device=args.device)
     if not args.no_figure and int(os.environ.get("RANK", "0")) == 0:
         from lorefd.data.manifest import REAL, load_samples
         from lorefd.evaluation.figures import reconstruct_figure

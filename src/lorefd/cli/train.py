@@ -10,7 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 
-from lorefd.cli.common import add_config_args, add_device_arg, check_output_dir
+from lorefd.cli.common import (
+    add_allow_unchecksummed_arg,
+    add_config_args,
+    add_device_arg,
+    check_output_dir,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default=None, help="registry name (lre, baseline), overrides detector.name")
     p.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, tb/)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last")
+    add_allow_unchecksummed_arg(p)
     add_device_arg(p)
     p.set_defaults(func=run)
 
@@ -49,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     val_samples = (filter_samples(load_samples(args.val), args.val_filter)
                    if args.val else None)
     summary = train(cfg, train_samples, val_samples, args.mae, args.out, resume=args.resume,
+                    allow_unchecksummed=args.allow_unchecksummed,
                     device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 
 from lorefd.checkpoint import (
+    STATE,
+    CheckpointError,
     load_checkpoint,
     load_state,
     rng_state,
@@ -101,20 +103,24 @@ def check_finite(loss: torch.Tensor, step: int) -> float:
 
 
 class RunLogger:
-    """TensorBoard scalars plus ``metrics.jsonl`` in the run folder (main process only)."""
+    """TensorBoard scalars plus ``metrics.jsonl`` in the run folder (main process only).
+
+    ``tb/`` is made with the first record, so a run refused before it logs anything leaves
+    no empty TensorBoard folder behind."""
 
     def __init__(self, out_dir: str | Path, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.path = Path(out_dir) / "metrics.jsonl"
-        self.writer = None
-        if enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(Path(out_dir) / "tb"))
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / "metrics.jsonl"
+        self.writer: Any = None
 
     def log(self, step: int, metrics: dict[str, float], prefix: str = "train") -> None:
         if not self.enabled:
             return
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out_dir / "tb"))
         append_jsonl(self.path, {"step": step, "split": prefix, **metrics})
         for k, v in metrics.items():
             if isinstance(v, (int, float)) and math.isfinite(float(v)):
@@ -157,17 +163,37 @@ def save_training_checkpoint(path: str | Path, model: torch.nn.Module, optimizer
     return save_checkpoint(path, unwrap(model), config, {**meta, "step": step, "epoch": epoch}, state)
 
 
+# what a resume state must hold, and of which type (save_training_checkpoint writes them)
+RESUME_KEYS = {"optimizer": dict, "rng": dict, "step": int, "epoch": int}
+
+
 def restore_training_state(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler: Any = None, kind: str | None = None) -> dict[str, Any]:
-    """Load weights and resume state saved by :func:`save_training_checkpoint`."""
+                           scheduler: Any = None, kind: str | None = None,
+                           allow_unchecksummed: bool = False) -> dict[str, Any]:
+    """Load weights and resume state saved by :func:`save_training_checkpoint`.
+
+    A state without one of :data:`RESUME_KEYS`, or one the optimiser, scheduler or random
+    generators cannot take, is a :class:`~lorefd.checkpoint.CheckpointError` naming it (no
+    partial resume); ``allow_unchecksummed``: see :func:`~lorefd.checkpoint.load_state`."""
     weights, _, _ = load_checkpoint(path, kind=kind)
-    unwrap(model).load_state_dict(weights)
-    state = load_state(path)
-    optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state.get("scheduler") is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    return {"step": state["step"], "epoch": state["epoch"], "extra": state.get("extra", {})}
+    state = load_state(path, allow_unchecksummed=allow_unchecksummed)
+    where = Path(path) / STATE
+    for key, kind_ in RESUME_KEYS.items():
+        if not isinstance(state.get(key), kind_) or isinstance(state.get(key), bool):
+            raise CheckpointError(f"resume state {where} lacks {key!r} (or it is not a "
+                                  f"{kind_.__name__}): not resumed")
+    try:
+        unwrap(model).load_state_dict(weights)
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler") is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise CheckpointError(f"resume state {where} does not fit this run: "
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+    extra = state.get("extra")
+    return {"step": state["step"], "epoch": state["epoch"],
+            "extra": extra if isinstance(extra, dict) else {}}
 
 
 def truncate_metrics(path: Path, step: int) -> None:

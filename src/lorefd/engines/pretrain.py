@@ -28,7 +28,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lorefd.checkpoint import read_checkpoint_info, save_checkpoint
+from lorefd.checkpoint import check_resumable, read_checkpoint_info, save_checkpoint
 from lorefd.config import Config
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.keyregion import (
@@ -159,14 +159,17 @@ def _params_finite(model: torch.nn.Module) -> bool:
 
 # ---- the run -----------------------------------------------------------------------------------
 def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
-             resume: bool = False, device: str | None = None) -> dict[str, Any]:
+             resume: bool = False, device: str | None = None,
+             allow_unchecksummed: bool = False) -> dict[str, Any]:
     """Train stage 1 and return a summary dict (also written to ``OUT/summary.json``).
 
     Callable from Python (the demo) and from ``lorefd pretrain`` / ``torchrun``. With
     ``resume`` the run continues exactly from ``OUT/checkpoints/last`` (model, optimiser,
     scheduler, RNG, data position, step). Raises :class:`EmptyDatasetError` before building
     a model when no real face is usable, and :class:`NonFiniteLossError` on a NaN/inf loss
-    (the last good checkpoint is kept).
+    (the last good checkpoint is kept). A resume state is read without running code and,
+    unless ``allow_unchecksummed``, only with its checksum recorded
+    (:func:`~lorefd.checkpoint.load_state`).
     """
     out = Path(out_dir)
     owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
@@ -179,6 +182,8 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
         if not resume and (last / "config.json").is_file():
             raise FileExistsError(f"{out} already holds a stage-1 run; pass resume=True "
                                   "(--resume) to continue it or choose a new output folder")
+        if resume:
+            check_resumable(last, allow_unchecksummed)
         samples, skipped = prepare_pretrain_samples(data, cfg, out, verbose=dist.is_main)
         if resume:
             saved, meta = read_checkpoint_info(last)
@@ -195,7 +200,7 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
             log.info("key region %s (margin %.3f): |T| = %d of %d patches",
                      tuple(round(v, 3) for v in region.rect), region.margin, len(patch_set),
                      (cfg.data.image_size // cfg.mask.patch_size) ** 2)
-        return _train(cfg, samples, skipped, record, out, resume, dist)
+        return _train(cfg, samples, skipped, record, out, resume, dist, allow_unchecksummed)
     finally:
         if owns_group:
             cleanup_distributed()
@@ -274,7 +279,8 @@ def pretrain_one_epoch(model: KeyRegionMAE, train_model: torch.nn.Module, loader
 
 
 def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[str, Any],
-           out: Path, resume: bool, dist: DistInfo) -> dict[str, Any]:
+           out: Path, resume: bool, dist: DistInfo, allow_unchecksummed: bool = False
+           ) -> dict[str, Any]:
     pc, device = cfg.pretrain, dist.device
     seed_everything(pc.seed)
     model = build_mae(cfg.data.image_size, cfg.mae, cfg.mask)
@@ -290,7 +296,7 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
     meta = {"kind": "mae", **record, "world_size": dist.world_size}
     prog = Progress()
     if resume:
-        prog = _restore(out, model, optimizer, scheduler, dist)
+        prog = _restore(out, model, optimizer, scheduler, dist, allow_unchecksummed)
     train_model = _wrap(model, pc, dist)
     logger = RunLogger(out, enabled=dist.is_main)
     if dist.is_main:
@@ -327,9 +333,10 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
 
 
 def _restore(out: Path, model: KeyRegionMAE, optimizer: torch.optim.Optimizer, scheduler: Any,
-             dist: DistInfo) -> Progress:
+             dist: DistInfo, allow_unchecksummed: bool = False) -> Progress:
     """Model, optimiser, scheduler and RNG from ``OUT/checkpoints/last``, and where it stood."""
-    state = restore_training_state(out / LAST, model, optimizer, scheduler, kind="mae")
+    state = restore_training_state(out / LAST, model, optimizer, scheduler, kind="mae",
+                                   allow_unchecksummed=allow_unchecksummed)
     prog = Progress(step=state["step"], epoch=state["epoch"],
                     batch_in_epoch=state["extra"].get("batch_in_epoch", 0))
     if dist.is_main:

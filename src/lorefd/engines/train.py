@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
-from lorefd.checkpoint import save_checkpoint
+from lorefd.checkpoint import CheckpointError, check_resumable, save_checkpoint
 from lorefd.config import Config, ConfigError
 from lorefd.data.dataset import FaceDataset, validate_samples
 from lorefd.data.manifest import (
@@ -346,12 +346,17 @@ class CheckpointSaver:
         save_training_checkpoint(self.out_dir / "last", self.det, self.optimizer, self.scheduler,
                                  self.cfg, self.meta, step, epoch, extra=self.extra)
 
-    def restore(self, is_main: bool) -> tuple[int, int]:
+    def restore(self, is_main: bool, allow_unchecksummed: bool = False) -> tuple[int, int]:
         """Weights, optimiser, scheduler, RNG and ``extra`` from ``OUT/last``; returns the
         epoch to start and the step count (the metrics log is cut back to that step)."""
         state = restore_training_state(self.out_dir / "last", self.det, self.optimizer,
-                                       self.scheduler, kind="detector")
-        self.extra.update(state["extra"])
+                                       self.scheduler, kind="detector",
+                                       allow_unchecksummed=allow_unchecksummed)
+        extra = state["extra"]
+        if not isinstance(extra.get("history", []), list):
+            raise CheckpointError(f"resume state {self.out_dir / 'last'}: its validation "
+                                  "history is not a list: not resumed")
+        self.extra.update(extra)
         if is_main:
             log.info("resumed from %s at epoch %d (step %d)", self.out_dir / "last",
                      state["epoch"] + 1, state["step"])
@@ -361,14 +366,18 @@ class CheckpointSaver:
 
 def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,
           mae_ckpt: str | Path | None, out_dir: str | Path, resume: bool = False,
-          device: str | None = None) -> dict[str, Any]:
+          device: str | None = None, allow_unchecksummed: bool = False) -> dict[str, Any]:
     """Train the configured detector (``cfg.detector.name``); returns a summary dict.
 
     Under DDP every rank returns, but only rank 0's summary (validation, best) is meaningful.
+    A resume state is read without running code and, unless ``allow_unchecksummed``, only
+    with its checksum recorded (:func:`~lorefd.checkpoint.load_state`).
     """
     out_dir, tc = Path(out_dir), cfg.train
     train_samples, counts, mae_ckpt = check_inputs(cfg, train_samples, val_samples, mae_ckpt)
     resuming = _prepare_out(out_dir, resume)
+    if resuming:
+        check_resumable(out_dir / "last", allow_unchecksummed)
     dist_info: DistInfo = init_distributed(device)
     dev = dist_info.device
     seed_everything(tc.seed + dist_info.rank)
@@ -391,7 +400,8 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None, "init": tc.init, "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
             "preprocess": preprocess_record(train_samples)}  # `lorefd export` crops alike
     saver = CheckpointSaver(out_dir, det, optimizer, scheduler, cfg, meta)
-    start_epoch, step = saver.restore(dist_info.is_main) if resuming else (0, 0)
+    start_epoch, step = (saver.restore(dist_info.is_main, allow_unchecksummed) if resuming
+                         else (0, 0))
     fwd = wrap_model(det, tc.compile, dist_info)
     labels_all = dataset_labels(dataset)
     logger = RunLogger(out_dir, enabled=dist_info.is_main)
