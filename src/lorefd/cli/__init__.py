@@ -14,7 +14,7 @@ from lorefd.version import __version__
 # Order shown in --help: the paper's pipeline first, then the beyond-the-paper tools.
 COMMANDS = [
     "preprocess", "masks", "pretrain", "reconstruct", "train", "evaluate", "robustness",
-    "protocol", "explain", "synth", "export", "detect", "serve", "recipe", "demo",
+    "protocol", "explain", "synth", "export", "detect", "quality", "serve", "recipe", "demo",
 ]
 
 

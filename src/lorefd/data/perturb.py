@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -202,6 +203,53 @@ def h264(frames: Sequence[np.ndarray], crf: int, fps: int = H264_FPS) -> list[np
     return out
 
 
+def degrade_video(src: str | Path, dst: str | Path, crf: int | None = None,
+                  scale: float = 1.0, preset: str = "veryfast") -> Path:
+    """Re-encode a whole video as H.264 at ``crf`` (None: CRF 18, near-lossless, so that
+    ``scale`` alone is measured), each frame first resized by ``scale`` (area averaging), at
+    the source's frame rate. Written atomically to ``dst`` (MP4); returns it.
+
+    What a re-upload does to a video: lower bitrate and lower resolution, the identity and
+    the forgery (if any) unchanged -- the quality-invariance check's variants.
+    """
+    import av
+
+    src, dst = Path(src), Path(dst)
+    if not 0 < scale <= 1:
+        raise PerturbationError(f"scale must be in (0, 1], got {scale}")
+    tmp = dst.with_name(f".{dst.name}.part")
+    try:
+        with av.open(str(src)) as inp, av.open(str(tmp), "w", format="mp4") as out:
+            vin = inp.streams.video[0]
+            rate = vin.average_rate or vin.guessed_rate or 25
+            stream = None
+            for frame in inp.decode(vin):
+                img = frame.to_ndarray(format="rgb24")
+                if scale != 1.0:
+                    h, w = img.shape[:2]
+                    img = cv2.resize(img, (max(2, round(w * scale)), max(2, round(h * scale))),
+                                     interpolation=cv2.INTER_AREA)
+                h, w = img.shape[:2]
+                img = np.ascontiguousarray(np.pad(img, ((0, h % 2), (0, w % 2), (0, 0)),
+                                                  mode="edge"))
+                if stream is None:
+                    stream = out.add_stream("libx264", rate=rate)
+                    stream.width, stream.height = img.shape[1], img.shape[0]
+                    stream.pix_fmt = "yuv420p"
+                    stream.options = {"crf": str(18 if crf is None else int(crf)),
+                                      "preset": preset}
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            if stream is None:
+                raise PerturbationError(f"{src}: no frames")
+            out.mux(stream.encode())
+        tmp.replace(dst)
+    except av.FFmpegError as exc:
+        raise PerturbationError(f"{src}: re-encoding failed: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dst
+
+
 def apply(kind: str, img: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
     """One image perturbation by name (``h264``: the image as a one-frame video)."""
     if kind == "saturation":
@@ -274,5 +322,5 @@ def random_perturbation(img: np.ndarray, rng: np.random.Generator, p: float = RO
 
 __all__ = ["DEEPERFORENSICS", "JPEG_QUALITY", "LEVELS", "PARAMETER_NAMES", "ROBUST_P", "TYPES",
            "VIDEO_TYPES", "PerturbationError", "apply", "block_occlusion", "contrast",
-           "decode_video", "draw_perturbation", "encode_h264", "gaussian_blur", "gaussian_noise",
+           "decode_video", "degrade_video", "draw_perturbation", "encode_h264", "gaussian_blur", "gaussian_noise",
            "h264", "jpeg", "parameter", "pixelate", "random_perturbation", "saturation"]
