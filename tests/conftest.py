@@ -26,8 +26,10 @@ from lorefd.config import Config, load_config
 from lorefd.data.manifest import FAKE, REAL, Sample, read_manifest, write_manifest
 from lorefd.evaluation.protocols import METHODS, SHORT
 
-# One thread per xdist worker (two workers on two cores); two when run alone.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# One thread per xdist worker (two workers on two cores); two when run alone, unless
+# OMP_NUM_THREADS says otherwise (tests beside a training: OMP_NUM_THREADS=1).
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER")
+                      else int(os.environ.get("OMP_NUM_THREADS") or 2))
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "lorefd" / "assets"
 
