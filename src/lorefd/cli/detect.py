@@ -45,7 +45,8 @@ AUTO_MIN_IMAGES = 128  # --workers by default: several from this many images (au
 AUTO_MAX_WORKERS = 4
 
 
-def format_table(report: dict[str, Any], width: int | None = None) -> str:
+def format_table(report: dict[str, Any], width: int | None = None, own_threshold: bool = True
+                 ) -> str:
     """The printed table: path, type, faces/frames, P(fake), verdict, status (and message).
 
     FACES/FRAMES: for an image the faces scored; for a video ``scored/decoded fr``: frames
@@ -75,9 +76,18 @@ def format_table(report: dict[str, Any], width: int | None = None) -> str:
         lines.append(f"{path:<{pw}}  {r[1]:<5}  {r[2]:>12}  {r[3]:>7}  {r[4]:<7}  {r[5]}")
     s = report["summary"]
     lines.append(f"{s['inputs']} input(s): " + ", ".join(
-        f"{s[k]} {k}" for k in STATUSES if s[k]) + f"; threshold {report['threshold']:.3f}; "
-        f"{s['seconds']:.1f} s")
+        f"{s[k]} {k}" for k in STATUSES if s[k]) + f"; threshold {report['threshold']:.3f}"
+        f"{_rule(report) if own_threshold else ''}; {s['seconds']:.1f} s")
     return "\n".join(lines)
+
+
+def _rule(report: dict[str, Any]) -> str:
+    """`` (RULE)`` when the bundle records how its threshold was chosen."""
+    source = str((report.get("model") or {}).get("threshold_source") or "")
+    if source.startswith("given at export: "):
+        return f" ({source.split(': ', 1)[1]})"
+    return ""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("detect", help="real/fake scores and heatmaps for images and videos",
@@ -173,7 +183,7 @@ def _run(args: argparse.Namespace) -> int:
                           retinaface_weights=args.retinaface_weights, csv_path=args.csv,
                           progress=not args.quiet and sys.stderr.isatty(),
                           runtime=args.runtime, threads=args.threads, workers=args.workers)
-    print(format_table(report))
+    print(format_table(report, own_threshold=args.threshold is None))
     for path in (args.json, args.csv):
         if path:
             print(f"wrote {path}")
