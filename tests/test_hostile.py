@@ -142,3 +142,211 @@ def test_huge_or_non_finite_config_numbers_are_one_line(override: str, tmp_path:
                  "--train", str(tmp_path / "none.csv"), "--out", str(tmp_path / "run")]) == 2
     assert override.split("=")[0] in _one_line_error(capsys)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------ 2, 4, 6: bundles
+@pytest.fixture(scope="module")
+def sealed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny baseline bundle with its ONNX graph and reference face, as `lorefd export`
+    writes it."""
+    from lorefd.models.bundle import export_bundle
+    from lorefd.models.graph import add_graph
+
+    root = tmp_path_factory.mktemp("hostile_bundle")
+    out = root / "model.lorefd"
+    # seed 4: the reference face scores 0.12, far from 0 and 1, and its mirror image differs
+    export_bundle(make_detector_checkpoint(root, "baseline", seed=4), out, verify=False)
+    add_graph(out)
+    return out
+
+
+def reseal(src: Path, dst: Path, edit=None, tensors: dict | None = None) -> Path:  # noqa: ANN001
+    """``src`` with its manifest edited by ``edit(manifest)`` (and tensors replaced from
+    ``tensors``), every checksum recomputed: what anyone holding the file can do."""
+    from safetensors.torch import load_file
+
+    from lorefd.models.bundle import read_bundle_header, write_bundle
+
+    manifest = {k: v for k, v in read_bundle_header(src).items()
+                if k not in ("payload_sha256", "tensors_sha256")}
+    if edit is not None:
+        edit(manifest)
+    write_bundle(dst, {**load_file(str(src)), **(tensors or {})}, manifest)
+    return dst
+
+
+def _set(key: str, value: object):  # noqa: ANN202
+    """An ``edit`` for :func:`reseal`: ``a.b.c`` set to ``value`` (None: deleted)."""
+    def edit(m: dict) -> None:
+        *parents, last = key.split(".")
+        for p in parents:
+            m = m[p]
+        if value is None:
+            del m[last]
+        else:
+            m[last] = value
+    return edit
+
+
+HOSTILE = {  # name: (key edited, new value or None to delete it, what the refusal names)
+    "threshold 2.0": ("threshold.value", 2.0, "threshold.value"),
+    "threshold -1": ("threshold.value", -1, "threshold.value"),
+    "threshold NaN": ("threshold.value", float("nan"), "threshold.value"),
+    "no threshold": ("threshold", None, "threshold"),
+    "preprocess null": ("preprocess", "null", "preprocess"),
+    "margin -1": ("preprocess.margin", -1.0, "preprocess.margin"),
+    "margin 100": ("preprocess.margin", 100.0, "preprocess.margin"),
+    "size 0": ("preprocess.size", 0, "preprocess.size"),
+    "size 100000": ("preprocess.size", 100000, "preprocess.size"),
+    "crop evil": ("preprocess.crop", "evil", "preprocess.crop"),
+    "detect side -5": ("preprocess.detect_side", -5, "preprocess.detect_side"),
+    "image size big": ("config.data.image_size", "big", "data.image_size"),
+    "tta evil": ("config.detector.tta", "evil", "detector.tta"),
+    "image_size 0": ("image_size", 0, "image_size"),
+}
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_resealed_hostile_value_is_refused_on_both_runtimes(case: str, runtime: str,
+                                                              sealed: Path, tmp_path: Path) -> None:
+    from lorefd.models.bundle import BundleError
+    from lorefd.models.graph import load_runtime_model
+
+    key, value, named = HOSTILE[case]
+    bad = reseal(sealed, tmp_path / "bad.lorefd",
+                 _set(key, None if value == "null" else value) if value != "null"
+                 else (lambda m: m.__setitem__("preprocess", None)))
+    with pytest.raises(BundleError) as info:
+        load_runtime_model(bad, runtime=runtime)
+    msg = str(info.value)
+    assert named in msg and str(bad) in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "torch"])
+def test_detect_refuses_a_resealed_bundle_before_scoring(runtime: str, sealed: Path,
+                                                         tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    bad = reseal(sealed, tmp_path / "margin.lorefd", _set("preprocess.margin", 100.0))
+    assert main(["detect", str(FACE), "--model", str(bad), "--runtime", runtime]) == 2
+    assert "preprocess.margin must be a number in [0, 1], got 100.0" in _one_line_error(capsys)
+    assert capsys.readouterr().out == ""  # no table: no file was scored
+    assert main(["detect", str(FACE), "--model", str(sealed), "--runtime", runtime]) == 0
+
+
+def _times_zero(graph: bytes) -> bytes:
+    """The same ONNX graph with its probability output multiplied by 0."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(graph)
+    for node in model.graph.node:
+        node.output[:] = ["prob_raw" if o == "prob" else o for o in node.output]
+    model.graph.initializer.append(onnx.numpy_helper.from_array(
+        __import__("numpy").zeros((), "float32"), "zero"))
+    model.graph.node.append(helper.make_node("Mul", ["prob_raw", "zero"], ["prob"]))
+    return model.SerializeToString()
+
+
+def test_a_swapped_graph_is_refused(sealed: Path, tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import hashlib
+
+    from safetensors.numpy import load_file
+
+    from lorefd.models.bundle import BundleError
+    from lorefd.models.graph import GRAPH_KEY, load_runtime_model
+
+    graph = _times_zero(load_file(str(sealed))[GRAPH_KEY].tobytes())
+    bad = reseal(sealed, tmp_path / "zero.lorefd",
+                 _set("onnx.sha256", hashlib.sha256(graph).hexdigest()),
+                 {GRAPH_KEY: torch.frombuffer(bytearray(graph), dtype=torch.uint8)})
+    with pytest.raises(BundleError, match=r"ONNX Runtime gives P\(fake\) 0\.0000 on its "
+                                          "reference face where the export recorded"):
+        load_runtime_model(bad)
+    assert main(["detect", str(FACE), "--model", str(bad)]) == 2
+    assert "ONNX graph does not compute what was exported" in _one_line_error(capsys)
+    # the network itself is intact: PyTorch runs it (and checks it on the same face)
+    assert not hasattr(load_runtime_model(bad, runtime="torch").detector, "session")
+
+
+def test_an_edited_config_that_changes_the_scores_is_refused(sealed: Path, tmp_path: Path
+                                                             ) -> None:
+    """A valid but different value (the test-time flip turned on) re-sealed: PyTorch no
+    longer gives the reference face the score the export recorded."""
+    from lorefd.models.bundle import BundleError, load_model
+
+    bad = reseal(sealed, tmp_path / "flip.lorefd", _set("config.detector.tta", "flip"))
+    with pytest.raises(BundleError, match="PyTorch gives P.*network does not compute"):
+        load_model(bad)
+
+
+def test_a_graph_without_reference_scores_is_not_run(sealed: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A bundle of an older lorefd (a graph, no reference face): PyTorch runs it, with one
+    warning saying how to re-export; --runtime onnx is refused."""
+    import logging
+
+    from lorefd.models.bundle import REFERENCE_KEY
+    from lorefd.models.graph import GraphError, OnnxDetector, load_runtime_model
+
+    src_tensors = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(sealed))
+    old = tmp_path / "old.lorefd"
+    manifest_edit = _set("reference", None)
+    from lorefd.models.bundle import read_bundle_header, write_bundle
+
+    manifest = {k: v for k, v in read_bundle_header(sealed).items()
+                if k not in ("payload_sha256", "tensors_sha256")}
+    manifest_edit(manifest)
+    write_bundle(old, {k: v for k, v in src_tensors.items() if k != REFERENCE_KEY}, manifest)
+    with pytest.raises(GraphError, match="no reference scores"):
+        load_runtime_model(old, runtime="onnx")
+    with caplog.at_level(logging.WARNING, logger="lorefd"):
+        assert not isinstance(load_runtime_model(old).detector, OnnxDetector)
+    assert any("re-export it" in r.getMessage() for r in caplog.records)
+
+
+def test_the_shipped_model_digest_is_pinned() -> None:
+    """The shipped bundle is the one this lorefd pins. Replacing it on purpose: set
+    SHIPPED_MANIFEST_SHA256 in src/lorefd/models/bundle.py to the digest this test prints."""
+    from safetensors import safe_open
+
+    from lorefd.models.bundle import SHIPPED_BUNDLE, SHIPPED_MANIFEST_SHA256
+
+    with safe_open(str(SHIPPED_BUNDLE), "np") as fh:
+        digest = fh.metadata()["manifest_sha256"]
+    assert digest == SHIPPED_MANIFEST_SHA256, (
+        f"the shipped bundle is not the pinned one; if it was replaced on purpose, set "
+        f"SHIPPED_MANIFEST_SHA256 = {digest!r} in src/lorefd/models/bundle.py")
+
+
+def test_the_shipped_model_records_its_reference_face() -> None:
+    """The README's numbers: the bundled face 00161.jpg scores 0.336, threshold 0.388."""
+    from lorefd.models.bundle import SHIPPED_BUNDLE, read_bundle_header
+
+    manifest = read_bundle_header(SHIPPED_BUNDLE)
+    assert manifest["reference"]["faces"] == [FACE.name]
+    assert round(manifest["reference"]["prob"][0], 3) == 0.336
+    assert round(manifest["threshold"]["value"], 3) == 0.388
+
+
+def test_a_modified_default_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from lorefd.models import bundle as bundle_mod
+    from lorefd.models.bundle import SHIPPED_BUNDLE, BundleError
+    from lorefd.models.graph import load_runtime_model
+
+    default = tmp_path / "model" / "default.lorefd"
+    default.parent.mkdir()
+    shutil.copy(SHIPPED_BUNDLE, default)
+    monkeypatch.setattr(bundle_mod, "SHIPPED_BUNDLE", default)
+    assert load_runtime_model(None).path == default  # the pinned bytes load from there
+    reseal(SHIPPED_BUNDLE, default, _set("threshold.value", 0.9))  # valid, but not shipped
+    for runtime in ("onnx", "torch"):
+        with pytest.raises(BundleError, match="the model shipped with lorefd was modified"):
+            load_runtime_model(None, runtime=runtime)
+    assert main(["detect", str(FACE)]) == 2
+    assert "reinstall lorefd" in _one_line_error(capsys)

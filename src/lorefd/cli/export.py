@@ -26,16 +26,22 @@ from lorefd.cli.common import check_output_file, check_outputs_spare_inputs
 
 
 def _crop_side(value: str) -> int:
+    from lorefd.models.bundle import CROP_SIDE  # the range a bundle is checked against at load
+
     side = int(value)
-    if not 16 <= side <= 4096:
-        raise argparse.ArgumentTypeError(f"a crop side in [16, 4096] px, got {side}")
+    if not CROP_SIDE[0] <= side <= CROP_SIDE[1]:
+        raise argparse.ArgumentTypeError(f"a crop side in [{CROP_SIDE[0]}, {CROP_SIDE[1]}] px, "
+                                         f"got {side}")
     return side
 
 
 def _margin(value: str) -> float:
+    from lorefd.models.bundle import MARGIN
+
     margin = float(value)
-    if not 0.0 <= margin <= 1.0:
-        raise argparse.ArgumentTypeError(f"a template margin in [0, 1], got {margin}")
+    if not MARGIN[0] <= margin <= MARGIN[1]:
+        raise argparse.ArgumentTypeError(f"a template margin in [{MARGIN[0]:g}, {MARGIN[1]:g}], "
+                                         f"got {margin}")
     return margin
 
 
@@ -48,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="decision threshold (default: the run's validation threshold if it "
                         "recorded one, else train.threshold of its config, 0.5)")
+    p.add_argument("--threshold-rule", default=None, metavar="TEXT",
+                   help="with --threshold: how it was chosen, recorded in the bundle and shown "
+                        "by detect and serve (e.g. 'at most 10 %% of real video frames fake')")
     p.add_argument("--size", type=_crop_side, default=None,
                    help="face crop side of the training data (default: what the run recorded, "
                         "else lorefd preprocess's 224)")
@@ -88,13 +97,14 @@ def run(args: argparse.Namespace) -> int:
             print("lorefd export: --size, --margin, --crop and --face-detector are a run's, not a "
                   "bundle's (its face pipeline is fixed)", file=sys.stderr)
             return 2
-        manifest = add_graph(args.run, args.out, tta=args.tta, threshold=args.threshold)
+        manifest = add_graph(args.run, args.out, tta=args.tta, threshold=args.threshold,
+                             threshold_rule=args.threshold_rule)
         print(f"wrote {args.out}: {args.run} with its ONNX graph ({_graph_note(manifest)})")
         return 0
     pre = {k: v for k, v in (("size", args.size), ("margin", args.margin), ("crop", args.crop),
                              ("face_detector", args.face_detector)) if v is not None}
     manifest = export_bundle(args.run, args.out, threshold=args.threshold, preprocess=pre,
-                             half=args.half, tta=args.tta)
+                             half=args.half, tta=args.tta, threshold_rule=args.threshold_rule)
     print(f"wrote {args.out}: {manifest['detector']} detector, {manifest['image_size']} px, "
           f"{manifest['num_tensors']} tensors, threshold {manifest['threshold']['value']:.3f} "
           f"({manifest['threshold']['source']}), from {manifest['source']['checkpoint']}")

@@ -22,7 +22,11 @@ header (all tensor data), ``tensors_sha256`` the header's tensor table (each nam
 and offset, as canonical JSON), ``manifest_sha256`` the manifest that holds both. A flipped bit
 in the weights, an edited dtype or offset, or a truncated file is refused before any weight is
 used; then every tensor's shape and kind (floating or integer) is checked against the
-architecture. Version 1 bundles had no ``tensors_sha256``: they are refused with the command
+architecture. Checksums show a file is intact, not that its contents are sane (anyone can
+re-seal an edited manifest): every value a bundle declares is range-checked at load on both
+runtimes (:func:`check_manifest`), the reference face stored at export is scored again and
+must get its recorded score (:func:`check_reference`), and the shipped model must have the
+digest this lorefd pins (:data:`SHIPPED_MANIFEST_SHA256`). Version 1 bundles had no ``tensors_sha256``: they are refused with the command
 that re-seals them (``lorefd export OLD.lorefd --out NEW.lorefd`` verifies the old payload and
 writes a version 2 bundle).
 """
@@ -66,6 +70,155 @@ class BundleError(UserError, ValueError):
     """A bundle that is missing, corrupted, of another version, or not a bundle at all."""
 
 
+# ------------------------------------------------------------------------------ declared values
+# What a bundle may declare, checked at load on both runtimes (check_manifest) and at export
+# (cli/export.py takes its --size / --margin / --crop / --face-detector ranges from here).
+CROP_SIDE = (16, 4096)  # preprocess.size: the aligned crop's side in px
+MARGIN = (0.0, 1.0)  # preprocess.margin: the template margin
+CROP_MODES = ("template", "box")
+FACE_DETECTORS = ("dlib", "retinaface")
+IMAGE_SIDE = (16, 4096)  # image_size: the network's input side in px
+DETECT_SIDE = (0, 8192)  # preprocess.detect_side / track_face_side (0: off)
+FRAMES = (1, 10_000)  # preprocess.frames: frames sampled per video
+TTAS = ("none", "flip")
+
+
+def _number(value: Any, integer: bool) -> bool:
+    if isinstance(value, bool):
+        return False
+    if integer:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+
+
+def _in(where: str, key: str, value: Any, bounds: tuple[float, float],
+        integer: bool = False) -> None:
+    kind = "an integer" if integer else "a number"
+    if not _number(value, integer) or not bounds[0] <= value <= bounds[1]:
+        raise BundleError(f"invalid bundle {where}: {key} must be {kind} in "
+                          f"[{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
+
+
+def _one_of(where: str, key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BundleError(f"invalid bundle {where}: {key} must be one of "
+                          f"{', '.join(choices)}, got {value!r}")
+
+
+def _section(where: str, manifest: dict[str, Any], key: str) -> dict[str, Any]:
+    value = manifest.get(key)
+    if not isinstance(value, dict):
+        raise BundleError(f"invalid bundle {where}: {key} must be an object, got "
+                          f"{'nothing' if key not in manifest else repr(value)[:60]}")
+    return value
+
+
+# ------------------------------------------------------------------------------ reference faces
+REFERENCE_KEY = "onnx.reference"  # uint8 (n, 3, S, S): face crops whose scores export recorded
+REFERENCE_TOL = 1e-3  # largest |P(fake) at load - P(fake) recorded| accepted (export: 1e-4)
+# ... and of their logits (probabilities clipped to [1e-4, 1 - 1e-4]): near 0 or 1 a
+# probability moves little when the network's output moves much
+REFERENCE_LOGIT_TOL = 1e-2
+
+
+def check_reference(run: Any, manifest: dict[str, Any], stored: Any, path: str | Path,
+                    runtime: str) -> bool:
+    """Run ``run`` (``(n, 3, S, S)`` float32 in [0, 1] -> P(fake) ``(n,)``) on the reference
+    faces stored in the bundle and compare with the scores PyTorch gave them at export
+    (``manifest["reference"]``). False when the bundle records none; a :class:`BundleError`
+    when a score differs by more than :data:`REFERENCE_TOL` (the graph or the network does
+    not compute what was exported: a swapped graph, an edited config) or the record is
+    malformed."""
+    import numpy as np
+
+    rec = manifest.get("reference")
+    if rec is None:
+        return False
+    where = str(path)
+    probs = rec.get("prob") if isinstance(rec, dict) else None
+    if (not isinstance(probs, list) or not probs
+            or not all(_number(p, False) and 0.0 <= p <= 1.0 for p in probs)):
+        raise BundleError(f"invalid bundle {where}: reference.prob must be a list of "
+                          "probabilities")
+    side = manifest.get("image_size")
+    if stored is None:
+        raise BundleError(f"invalid bundle {where}: the reference faces ({REFERENCE_KEY}) "
+                          "are missing")
+    faces = np.asarray(stored)
+    if faces.dtype != np.uint8 or faces.shape != (len(probs), 3, side, side):
+        raise BundleError(f"invalid bundle {where}: {REFERENCE_KEY} must be uint8 of shape "
+                          f"({len(probs)}, 3, {side}, {side}), got {faces.dtype} "
+                          f"{tuple(faces.shape)}")
+    got = np.asarray(run(faces.astype(np.float32) / 255.0), dtype=np.float64).reshape(-1)
+    want = np.asarray(probs, dtype=np.float64)
+
+    def logit(p: Any) -> Any:
+        p = np.clip(p, 1e-4, 1.0 - 1e-4)
+        return np.log(p) - np.log1p(-p)
+
+    if got.shape != want.shape:
+        raise BundleError(f"refused {where}: {runtime} gives {got.size} scores for its "
+                          f"{want.size} reference face(s)")
+    with np.errstate(invalid="ignore"):  # a NaN score fails both comparisons
+        ok = (np.abs(got - want) <= REFERENCE_TOL) & (
+            np.abs(logit(got) - logit(want)) <= REFERENCE_LOGIT_TOL)
+    if not ok.all():
+        i = int(np.argmin(ok))
+        raise BundleError(
+            f"refused {where}: {runtime} gives P(fake) {got[i]:.4f} on its reference face where "
+            f"the export recorded {want[i]:.4f} (tolerance {REFERENCE_TOL:g}, "
+            f"{REFERENCE_LOGIT_TOL:g} in logit): the "
+            f"{'ONNX graph' if runtime == 'ONNX Runtime' else 'network'} does not compute "
+            "what was exported")
+    return True
+
+
+def check_manifest(manifest: dict[str, Any], path: str | Path) -> None:
+    """Every value the manifest declares that detection uses, in the range ``lorefd export``
+    accepts: the threshold, the face pipeline (crop side, margin, crop mode, face detector,
+    detection and tracking sides, frames), the input side, the training config (every field
+    against its type and range, :mod:`lorefd.config`; so ``detector.tta`` too) and the ONNX
+    entry's shape. A :class:`BundleError` in one line naming the key; run before any file is
+    scored, by both runtimes alike."""
+    where = str(path)
+    thr = _section(where, manifest, "threshold")
+    _in(where, "threshold.value", thr.get("value"), (0.0, 1.0))
+    pre = _section(where, manifest, "preprocess")
+    _in(where, "preprocess.size", pre.get("size"), CROP_SIDE, integer=True)
+    _in(where, "preprocess.margin", pre.get("margin"), MARGIN)
+    _one_of(where, "preprocess.crop", pre.get("crop", "template"), CROP_MODES)
+    _one_of(where, "preprocess.face_detector", pre.get("face_detector"), FACE_DETECTORS)
+    for key in ("detect_side", "track_face_side"):
+        if pre.get(key) is not None:
+            _in(where, f"preprocess.{key}", pre[key], DETECT_SIDE, integer=True)
+    if pre.get("frames") is not None:
+        _in(where, "preprocess.frames", pre["frames"], FRAMES, integer=True)
+    _in(where, "image_size", manifest.get("image_size"), IMAGE_SIDE, integer=True)
+    if not isinstance(manifest.get("detector"), str) or not manifest["detector"]:
+        raise BundleError(f"invalid bundle {where}: detector must be a name, got "
+                          f"{manifest.get('detector')!r}")
+    from lorefd.config import ConfigError, config_from_dict
+
+    try:
+        config_from_dict(_section(where, manifest, "config"))  # detector.tta, data.image_size..
+    except ConfigError as exc:
+        raise BundleError(f"invalid bundle {where}: config: {exc}") from None
+    _section(where, manifest, "checkpoint_meta")
+    patches = manifest.get("key_patches", [])
+    if not isinstance(patches, list) or not all(_number(k, True) and k >= 0 for k in patches):
+        raise BundleError(f"invalid bundle {where}: key_patches must be a list of patch "
+                          "indices")
+    info = manifest.get("onnx")
+    if info is not None:
+        info = _section(where, manifest, "onnx")
+        for key in ("outputs", "shared"):
+            if not isinstance(info.get(key), list) or not all(isinstance(v, str)
+                                                              for v in info[key]):
+                raise BundleError(f"invalid bundle {where}: onnx.{key} must be a list of names")
+        if not isinstance(info.get("prefix", ""), str):
+            raise BundleError(f"invalid bundle {where}: onnx.prefix must be a string")
+
+
 @dataclass
 class Bundle:
     """A loaded bundle: the detector (eval mode) and the manifest it came with."""
@@ -90,6 +243,11 @@ class Bundle:
 
 
 SHIPPED_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "model" / "default.lorefd"
+# The shipped bundle's manifest digest (its ``manifest_sha256``, which seals the tensor data's
+# and the tensor table's checksums): a default model whose digest differs was modified and
+# is refused. Replacing the shipped bundle on purpose means setting this to the new bundle's
+# digest (tests/test_hostile.py::test_the_shipped_model_digest_is_pinned prints it).
+SHIPPED_MANIFEST_SHA256 = "24c28a205723c1a40ea2eb2f4d6e3f630a03c2c710aa5f702b35f692014af25c"
 
 
 def shipped_bundle() -> Path | None:
@@ -174,8 +332,14 @@ def read_bundle_header(path: str | Path, verify: bool = True, old: bool = False)
         raise BundleError(f"bundle version {version} does not checksum its tensor table; "
                           f"re-seal it: lorefd export {path} --out NEW{SUFFIX}")
     text = meta.get("manifest", "")
-    if hashlib.sha256(text.encode("utf-8")).hexdigest() != meta.get("manifest_sha256"):
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    if digest != meta.get("manifest_sha256"):
         raise BundleError(f"corrupted bundle: manifest checksum mismatch: {path}")
+    if digest != SHIPPED_MANIFEST_SHA256 and path.resolve() == Path(SHIPPED_BUNDLE).resolve():
+        raise BundleError(f"refused {path}: the model shipped with lorefd was modified (manifest "
+                          f"SHA-256 {digest[:12]}..., this lorefd ships "
+                          f"{SHIPPED_MANIFEST_SHA256[:12]}...); reinstall lorefd (replaced on "
+                          "purpose: set SHIPPED_MANIFEST_SHA256 in lorefd/models/bundle.py)")
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -230,6 +394,14 @@ def _check_kinds(weights: dict[str, torch.Tensor], det: Detector, path: Path) ->
                               f"{v.dtype}, the architecture holds {expected[k].dtype}")
 
 
+def _torch_probs(det: Detector, images: Any) -> Any:
+    """P(fake) of a PyTorch detector (on the CPU, eval mode) for numpy crops."""
+    import torch
+
+    with torch.no_grad():
+        return det.predict_proba(torch.from_numpy(images)).float().numpy()
+
+
 def _load_bundle_file(path: str | Path, device: torch.device | str = "cpu", old: bool = False
                       ) -> Bundle:
     """Check and load a bundle; :class:`BundleError` on anything wrong with the file.
@@ -244,17 +416,21 @@ def _load_bundle_file(path: str | Path, device: torch.device | str = "cpu", old:
     path = Path(path)
     manifest = read_bundle_header(path, verify=True, old=old)
     try:
-        weights = {k: v for k, v in load_file(str(path), device="cpu").items()
-                   if not k.startswith(RESERVED_PREFIX)}
+        tensors = load_file(str(path), device="cpu")
+        reference = tensors.get(REFERENCE_KEY)
+        weights = {k: v for k, v in tensors.items() if not k.startswith(RESERVED_PREFIX)}
         bad = nonfinite_tensors(weights)
         if bad:
             raise BundleError(f"corrupted bundle {path}: non-finite values (NaN/inf) in "
                               f"{len(bad)} tensor(s), e.g. {bad[0]}; re-export it from an "
                               "intact checkpoint")
+        check_manifest(manifest, path)
         cfg = config_from_dict(manifest["config"])
         meta = manifest["checkpoint_meta"]
         det = detector_from_state(weights, cfg, meta)
         _check_kinds(weights, det, path)
+        check_reference(lambda x: _torch_probs(det, x), manifest,
+                        None if reference is None else reference.numpy(), path, "PyTorch")
     except BundleError:
         raise
     except (KeyError, ValueError, RuntimeError, TypeError, SafetensorError) as exc:
@@ -399,7 +575,8 @@ def with_tta(cfg: Any, tta: str) -> Any:
 
 def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None = None,
                   preprocess: dict[str, Any] | None = None, verify: bool = True,
-                  half: bool = False, tta: str | None = None) -> dict[str, Any]:
+                  half: bool = False, tta: str | None = None,
+                  threshold_rule: str | None = None) -> dict[str, Any]:
     """Write the single-file bundle of a training run or detector checkpoint.
 
     ``threshold`` overrides the decision threshold (else the run's validation threshold if it
@@ -424,6 +601,8 @@ def export_bundle(run: str | Path, out_path: str | Path, threshold: float | None
     if tta is not None:
         cfg, meta = with_tta(cfg, tta), {**meta, "tta": tta}
     manifest = _detector_manifest(ckpt, weights, cfg, meta, threshold, preprocess)
+    if threshold is not None and threshold_rule:
+        manifest["threshold"]["source"] = f"given at export: {threshold_rule}"
     if half:
         big = [k for k, v in weights.items() if v.is_floating_point() and v.numel()
                and float(v.abs().max()) > torch.finfo(torch.float16).max]
@@ -483,6 +662,7 @@ def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
                 "lorefd_version": __version__, "created": None, "payload_sha256": None,
                 "num_tensors": len(weights),
                 **_detector_manifest(path, weights, cfg, meta, None, None, warn)}
+    check_manifest(manifest, path)  # what the run recorded (meta.preprocess) is checked too
     try:
         det = detector_from_state(weights, cfg, meta, device)
     except (KeyError, RuntimeError) as exc:
@@ -492,5 +672,6 @@ def load_model(spec: str | Path | None, device: torch.device | str = "cpu",
 
 
 __all__ = ["BUNDLE_VERSION", "FORMAT", "SUFFIX", "Bundle", "BundleError", "bundle_preprocess",
+           "check_manifest", "check_reference",
            "default_preprocess", "export_bundle", "load_model", "read_bundle_header", "resolve_model",
            "shipped_bundle", "write_bundle"]

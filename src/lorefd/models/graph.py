@@ -14,8 +14,12 @@ little to the file. The manifest's ``onnx`` entry says what the graph is::
 
 Export (:func:`add_graph`, needs torch, ``onnx`` and ``onnxscript``) checks the graph against
 PyTorch on real face crops and refuses to store one whose probabilities differ by more than
-:data:`PROB_TOL`. Running it (:func:`load_onnx_bundle`) needs numpy, safetensors and
-onnxruntime only: no torch, timm or torchvision is imported on that path.
+:data:`PROB_TOL`; it stores the first of those crops (``onnx.reference``, uint8) with
+PyTorch's score (``manifest["reference"]``). Loading runs the graph on it again and refuses
+the bundle when the score moved (:func:`lorefd.models.bundle.check_reference`): checksums
+show a file is intact, not that a re-sealed graph computes what the weights do. Running it
+(:func:`load_onnx_bundle`) needs numpy, safetensors and onnxruntime only: no torch, timm or
+torchvision is imported on that path.
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lorefd.models.bundle import Bundle, BundleError, read_bundle_header, resolve_model
+from lorefd.models.bundle import (
+    REFERENCE_KEY,
+    RESERVED_PREFIX,
+    Bundle,
+    BundleError,
+    check_manifest,
+    check_reference,
+    read_bundle_header,
+    resolve_model,
+)
 from lorefd.version import __version__
 
 if TYPE_CHECKING:
@@ -38,6 +51,7 @@ log = logging.getLogger("lorefd")
 GRAPH_KEY = "onnx.graph"  # the reserved bundle tensor (bundle.RESERVED_PREFIX)
 GRAPH_VERSION = 1  # the graph's contract: input "images", outputs "prob" then the maps
 PROB_TOL = 1e-4  # largest |prob_onnx - prob_torch| export accepts
+N_REFERENCE = 1  # faces stored with their scores, run again at every load (cheap: one face)
 PREFIX = "detector."  # initializer name = PREFIX + bundle key
 OPSET = 18
 RUNTIMES = ("onnx", "torch")
@@ -49,19 +63,28 @@ class GraphError(BundleError):
 
 
 # ------------------------------------------------------------------------------ export
-def reference_crops(image_size: int, preprocess: dict[str, Any], n: int = 8) -> np.ndarray:
+def reference_faces(image_size: int, preprocess: dict[str, Any], n: int = 8
+                    ) -> tuple[np.ndarray, list[str]]:
     """``n`` bundled real faces aligned and resized as ``lorefd detect`` crops them (with their
-    stored landmarks, so no face detector is needed): ``(n, 3, S, S)`` float32 in [0, 1]."""
-    from lorefd.data.images import load_rgb, resize_square, to_chw
+    stored landmarks, so no face detector is needed): ``(n, 3, S, S)`` uint8, and their file
+    names."""
+    from lorefd.data.images import load_rgb, resize_square
     from lorefd.data.preprocess.align import align_face
 
-    out = []
+    out, names = [], []
     for jpg in sorted((FACES / "real").glob("*.jpg"))[:n]:
         landmarks = np.load(FACES / "landmarks" / f"{jpg.stem}.npy")
         crop, _, _ = align_face(load_rgb(jpg), landmarks, int(preprocess["size"]),
                                 float(preprocess["margin"]), preprocess.get("crop", "template"))
-        out.append(to_chw(resize_square(crop, image_size)))
-    return np.stack(out)
+        out.append(np.ascontiguousarray(resize_square(crop, image_size).transpose(2, 0, 1)))
+        names.append(jpg.name)
+    return np.stack(out), names
+
+
+def reference_crops(image_size: int, preprocess: dict[str, Any], n: int = 8) -> np.ndarray:
+    """:func:`reference_faces` as the detector input: ``(n, 3, S, S)`` float32 in [0, 1]
+    (the values :func:`lorefd.data.images.to_chw` gives)."""
+    return reference_faces(image_size, preprocess, n)[0].astype(np.float32) / 255.0
 
 
 def _wrapper(detector: Any) -> torch.nn.Module:
@@ -146,13 +169,17 @@ def export_graph(detector: Any, weights: dict[str, Any]) -> tuple[bytes, list[st
 
 def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
               n_check: int = 8, tta: str | None = None,
-              threshold: float | None = None) -> dict[str, Any]:
+              threshold: float | None = None, threshold_rule: str | None = None
+              ) -> dict[str, Any]:
     """Add (or replace) the ONNX graph of a bundle, written to ``out_path`` (default: in place);
     ``tta`` / ``threshold`` change the bundle's test-time flip / decision threshold first.
 
     The graph is run with ONNX Runtime on ``n_check`` bundled real faces and compared with
     PyTorch; :class:`GraphError` (nothing written) when a probability differs by more than
-    :data:`PROB_TOL`. Returns the stored manifest."""
+    :data:`PROB_TOL`. The first :data:`N_REFERENCE` of them are stored in the bundle
+    (:data:`~lorefd.models.bundle.REFERENCE_KEY`, uint8) with PyTorch's scores
+    (``manifest["reference"]``): every load runs them again (:func:`load_onnx_bundle`, and
+    the PyTorch loader) and refuses a bundle whose scores moved. Returns the stored manifest."""
     import torch
     from safetensors.torch import load_file
 
@@ -161,10 +188,11 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     bundle_path = Path(bundle_path)
     bundle = load_model(bundle_path, old=True)  # a version 1 bundle is re-sealed here
     weights = {k: v for k, v in load_file(str(bundle_path)).items()
-               if not k.startswith("onnx.")}
+               if not k.startswith(RESERVED_PREFIX)}
     manifest = {k: v for k, v in bundle.manifest.items()
                 if k not in ("format", "bundle_version", "lorefd_version", "created",
-                             "payload_sha256", "tensors_sha256", "num_tensors", "onnx")}
+                             "payload_sha256", "tensors_sha256", "num_tensors", "onnx",
+                             "reference")}
     if tta is not None:
         manifest["config"] = with_tta(bundle.detector.config, tta).to_dict()
         manifest["checkpoint_meta"] = {**manifest["checkpoint_meta"], "tta": tta}
@@ -172,17 +200,22 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-        manifest["threshold"] = {"value": float(threshold), "source": "given at export"}
+        manifest["threshold"] = {"value": float(threshold), "source": (
+            f"given at export: {threshold_rule}" if threshold_rule else "given at export")}
     graph, names, shared = export_graph(bundle.detector, weights)
     info = {"graph_version": GRAPH_VERSION, "lorefd_version": __version__,
             "sha256": hashlib.sha256(graph).hexdigest(), "outputs": names, "shared": shared,
             "prefix": PREFIX, "opset": OPSET}
-    crops = reference_crops(bundle.detector.image_size, bundle.preprocess, n_check)
+    faces, names = reference_faces(bundle.detector.image_size, bundle.preprocess,
+                                   max(n_check, N_REFERENCE))
+    crops = faces.astype(np.float32) / 255.0
     runner = OnnxDetector(graph, {k: weights[k].numpy() for k in shared}, info,
                           bundle.detector.name, bundle.detector.image_size)
     diff, map_diff = 0.0, 0.0
-    for batch in (crops[:1], crops):  # batch 1 and a full batch (dynamic batch axis)
+    p_reference = None
+    for batch in (crops[:N_REFERENCE], crops):  # batch 1 and a full batch (dynamic batch axis)
         p_torch, m_torch = _torch_outputs(bundle.detector, batch)
+        p_reference = p_torch if p_reference is None else p_reference
         p_onnx, m_onnx = runner.run(batch)
         diff = max(diff, float(np.abs(p_onnx - p_torch).max()))
         for k in m_torch:
@@ -193,7 +226,11 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     info.update(max_abs_diff={"prob": diff, "maps": map_diff},
                 checked_on=f"{len(crops)} bundled real faces (assets/faces)")
     manifest["onnx"] = info
+    manifest["reference"] = {"tensor": REFERENCE_KEY, "faces": names[:N_REFERENCE],
+                             "prob": [float(p) for p in p_reference],
+                             "source": "PyTorch at export (assets/faces/real)"}
     weights[GRAPH_KEY] = torch.frombuffer(bytearray(graph), dtype=torch.uint8)
+    weights[REFERENCE_KEY] = torch.from_numpy(np.ascontiguousarray(faces[:N_REFERENCE]))
     return write_bundle(out_path or bundle_path, weights, manifest)
 
 
@@ -246,8 +283,10 @@ def graph_info(manifest: dict[str, Any]) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else None
 
 
-def read_graph(path: Path, manifest: dict[str, Any]) -> tuple[bytes, dict[str, np.ndarray]]:
-    """The graph bytes and the bundle tensors it shares, checked against the manifest."""
+def read_graph(path: Path, manifest: dict[str, Any], reference: dict[str, Any] | None = None
+               ) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The graph bytes and the bundle tensors it shares, checked against the manifest (and,
+    into ``reference`` when given, the stored reference faces under ``"faces"``)."""
     from safetensors import safe_open
 
     info = graph_info(manifest)
@@ -262,6 +301,8 @@ def read_graph(path: Path, manifest: dict[str, Any]) -> tuple[bytes, dict[str, n
         with safe_open(str(path), framework="np") as fh:
             graph = fh.get_tensor(GRAPH_KEY).tobytes()
             shared = {k: fh.get_tensor(k) for k in info["shared"]}
+            if reference is not None and REFERENCE_KEY in fh.keys():  # noqa: SIM118
+                reference["faces"] = fh.get_tensor(REFERENCE_KEY)
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds
         raise GraphError(f"cannot read the ONNX graph of {path}: {exc}") from exc
     if hashlib.sha256(graph).hexdigest() != info.get("sha256"):
@@ -273,13 +314,26 @@ def load_onnx_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     """A bundle whose detector is its ONNX graph (:class:`OnnxDetector`); no torch."""
     path = Path(path)
     manifest = read_bundle_header(path, verify=True)
-    graph, shared = read_graph(path, manifest)
+    check_manifest(manifest, path)  # the same values and ranges as the PyTorch path
+    if manifest.get("reference") is None:
+        raise GraphError(f"{path} records no reference scores to check its ONNX graph against "
+                         f"(exported by an older lorefd; re-export it: lorefd export {path} "
+                         "--out NEW.lorefd)")
+    stored: dict[str, Any] = {}
+    graph, shared = read_graph(path, manifest, stored)
     try:
         det = OnnxDetector(graph, shared, graph_info(manifest), manifest["detector"],
                            manifest["image_size"], threads)
+        side = det.session.get_inputs()[0].shape[2:]
     except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base
         raise GraphError(f"the ONNX graph of {path} cannot be run: {type(exc).__name__}: "
                          f"{exc}") from exc
+    if list(side) != [det.image_size, det.image_size]:
+        raise BundleError(f"invalid bundle {path}: image_size {det.image_size} but its ONNX "
+                          f"graph takes {side}")
+    # one face through the graph (~20 ms): a graph that does not compute what the weights do
+    # (replaced and re-sealed) is refused here, before any file is scored
+    check_reference(det.predict_proba, manifest, stored.get("faces"), path, "ONNX Runtime")
     return Bundle(detector=det, manifest=manifest, path=path)  # type: ignore[arg-type]
 
 
@@ -330,6 +384,7 @@ def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = No
     return load_model(path, pick_device(device))
 
 
-__all__ = ["GRAPH_KEY", "GRAPH_VERSION", "PROB_TOL", "RUNTIMES", "GraphError", "OnnxDetector",
-           "add_graph", "export_graph", "graph_info", "load_onnx_bundle", "load_runtime_model",
-           "pick_runtime", "read_graph", "reference_crops"]
+__all__ = ["GRAPH_KEY", "GRAPH_VERSION", "N_REFERENCE", "PROB_TOL", "RUNTIMES", "GraphError",
+           "OnnxDetector", "add_graph", "export_graph", "graph_info", "load_onnx_bundle",
+           "load_runtime_model", "pick_runtime", "read_graph", "reference_crops",
+           "reference_faces"]
