@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import re
 from pathlib import Path
 
 
@@ -40,13 +39,10 @@ def _write(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
 
 
 def person(video_id: str) -> str:
-    """Who a clip shows, so that one person's clips stay on one side of the split."""
-    m = re.search(r"MEAD__([MW]\d{3})_", video_id)
-    if m:
-        return f"real/MEAD__{m.group(1)}"
-    if "AlexandriaOcasioCortez" in video_id or "_AOC_" in video_id:
-        return "real/AOC"
-    return video_id
+    """Who a clip shows (:func:`lorefd.apps.common.clip_person`)."""
+    from lorefd.apps.common import clip_person
+
+    return clip_person(video_id)
 
 
 def _unit(video_id: str) -> float:

@@ -118,3 +118,55 @@ def test_recipe_crops_in_the_mode_and_margin_asked(faces: Path, tmp_path: Path) 
     assert (rec["crop"], rec["margin"], rec["size"]) == ("box", 0.25, 128)
     assert json.loads((out / "recipe.json").read_text())["crops"] == {
         "size": 128, "margin": 0.25, "crop": "box"}
+
+
+def test_split_clips_keeps_a_person_on_one_side() -> None:
+    from lorefd.apps.common import clip_person, split_clips
+    from lorefd.data.manifest import Sample
+
+    assert clip_person("real/MEAD__M003_level_1_happy_024") == clip_person(
+        "real/MEAD__M003_level_1_disgusted_015")
+    assert clip_person("real/SadTalker__examples_ref_video_WDA_AlexandriaOcasioCortez_000") == \
+        clip_person("real/V-Express__test_samples_short_case_AOC_gt")
+    ids = [f"real/MEAD__M{i:03d}_level_1_{e}" for i in range(20) for e in ("happy", "sad")]
+    ids += [f"real/clip{i}" for i in range(20)]
+    frames = [Sample(path=f"{v}/{k}.png", label=0, video_id=v) for v in ids for k in range(4)]
+    train, held = split_clips(frames, held=0.3)
+    people = {clip_person(s.video_id) for s in train}
+    assert held and train and not people & {clip_person(s.video_id) for s in held}
+    assert len(train) == 2 * len({s.video_id for s in train})  # every second frame
+
+
+def test_recipe_with_videos_trains_on_frames_and_sets_the_rule_threshold(
+        faces: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from media import make_video
+
+    from lorefd.apps.recipe import FP_RULE
+    from lorefd.data.manifest import read_manifest
+    from lorefd.evaluation.evaluate import score_samples
+    from lorefd.models.bundle import read_bundle_header
+
+    clips = tmp_path / "clips" / "real"
+    clips.mkdir(parents=True)
+    for i in range(8):
+        make_video(clips / f"person{i}.mp4", stills(1, start=30 + i), seconds=1.0, seed=i)
+    out = tmp_path / "run"
+    s = run_recipe(faces, out, "cpu", TOY, stages=["faces", "split", "heldout", "videos",
+                                                   "baseline", "export"],
+                   val_fraction=0.25, test_fraction=0.25, reserve_bundled=False, device="cpu",
+                   videos=tmp_path / "clips")
+    v = s["videos"]
+    assert v["train_clips"] + v["heldout_clips"] == 8 and v["heldout_clips"] >= 1
+    assert v["train_frames"] > 0
+    counts = json.loads((out / "baseline" / "summary.json").read_text())
+    meta = json.loads((out / "baseline" / "last" / "config.json").read_text())["meta"]
+    assert meta["train_counts"]["real"] == s["identities"]["train"] + v["train_frames"]
+    held = read_manifest(out / "video_heldout.csv")
+    header = read_bundle_header(out / "model.lorefd")
+    thr = header["threshold"]
+    assert thr["value"] == pytest.approx(s["threshold"]["threshold"])
+    assert "at most 10% of the frames of" in thr["source"] and header.get("onnx")
+    p, _ = score_samples(load_model(out / "model.lorefd").detector, held)
+    assert np.mean(p >= thr["value"]) <= FP_RULE + 1.0 / len(p)
+    assert counts["steps"] == 2

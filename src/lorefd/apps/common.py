@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -46,6 +47,38 @@ def split_by_identity(samples: list[Sample], val: float, test: float, seed: int 
         s.split = split
         out[split].append(s)
     return out
+
+
+def clip_person(video_id: str) -> str:
+    """Who a real clip shows, so that one person's clips stay on one side of a split: a clip
+    is its own person, but for the corpora whose names say who it is (MEAD's speaker codes,
+    and the two Alexandria Ocasio-Cortez demo clips of SadTalker and V-Express)."""
+    m = re.search(r"MEAD__([MW]\d{3})_", video_id)
+    if m:
+        return f"real/MEAD__{m.group(1)}"
+    if "AlexandriaOcasioCortez" in video_id or "_AOC_" in video_id:
+        return "real/AOC"
+    return video_id
+
+
+def split_clips(frames: list[Sample], held: float = 0.2, every: int = 2
+                ) -> tuple[list[Sample], list[Sample]]:
+    """Real video frames split by person: a fixed ``held`` share of the people (by hash) held
+    out whole -- for false positives and the threshold rule -- and every ``every``-th frame of
+    the others' clips for training (more frames of the same clips add no new faces)."""
+    def unit(video_id: str) -> float:
+        return int(hashlib.sha1(clip_person(video_id).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+    train, held_out, seen = [], [], {}
+    for s in frames:
+        if unit(s.video_id) < held:
+            held_out.append(s)
+            continue
+        k = seen[s.video_id] = seen.get(s.video_id, -1) + 1
+        if k % every == 0:
+            s.split = "train"
+            train.append(s)
+    return train, held_out
 
 
 @dataclass
@@ -95,5 +128,5 @@ def held_out_set(reals: list[Sample], out: Path, seed: int, quality: int = 90) -
     return samples
 
 
-__all__ = ["BUNDLED_FACES", "DETECTORS", "MARGIN", "Stopwatch", "bundled_ids", "held_out_set",
-           "jpeg_reals", "split_by_identity"]
+__all__ = ["BUNDLED_FACES", "DETECTORS", "MARGIN", "Stopwatch", "bundled_ids", "clip_person",
+           "held_out_set", "jpeg_reals", "split_by_identity", "split_clips"]

@@ -1,6 +1,6 @@
 """``lorefd recipe``: reproduce the shipped model from a folder of real faces, end to end.
 
-    lorefd recipe FACES --out runs/cpu [--gan GAN_DIR] [--stages faces,split,...] [--set k=v]
+    lorefd recipe FACES --out runs/cpu [--videos CLIPS] [--gan GAN_DIR] [--stages ...] [--set k=v]
 
 FACES holds a ``real/`` folder of face images (e.g. FFHQ images under ``FACES/real/``). Every stage
 resumes: re-run the same command after an interruption.
@@ -26,8 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable")
     p.add_argument("--stages", type=_stages, default=None,
-                   help="comma-separated subset of faces,split,heldout,stage1,baseline,lre,"
-                        "robust,evaluate,export (default: all, in that order)")
+                   help="comma-separated subset of faces,split,heldout,videos,stage1,baseline,"
+                        "lre,robust,evaluate,export (default: all, in that order)")
+    p.add_argument("--videos", default=None, metavar="CLIPS",
+                   help="folder with a real/ sub-folder of real talking-head clips: frames of "
+                        "a fifth of the people held out (false positives, the threshold rule), "
+                        "the others' join the training reals")
     p.add_argument("--gan", default=None, metavar="DIR",
                    help="folder of whole-face GAN images to evaluate against held-out reals")
     p.add_argument("--val-fraction", type=float, default=0.08, help="identities for validation")
@@ -47,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
 
     summary = run_recipe(args.faces, args.out, args.config, args.overrides, args.stages,
                          args.val_fraction, args.test_fraction, args.gan, args.device,
-                         margin=MARGIN if args.margin is None else args.margin, crop=args.crop)
+                         margin=MARGIN if args.margin is None else args.margin, crop=args.crop,
+                         videos=args.videos)
     if "shipped" in summary:
         print(f"[recipe] exported {summary['shipped']} -> {args.out}/model.lorefd")
     return 0
