@@ -96,7 +96,7 @@ def test_a_bad_config_is_exit_2_in_every_command(argv: list[str], tmp_path: Path
 
 @pytest.mark.parametrize("argv", [
     ["detect", "x.jpg"], ["evaluate", "--data", "D", "--out", "O"],
-    ["explain", "x.png", "--out", "x.png"],
+    ["explain", "x.png", "--out", "e.png"],
 ], ids=lambda a: a[0])
 def test_a_missing_model_is_exit_2(argv: list[str], tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str],

@@ -23,7 +23,16 @@ import sys
 from pathlib import Path
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
-from lorefd.cli.common import add_device_arg, add_model_arg, check_output_dir
+from lorefd.cli.common import (
+    add_device_arg,
+    add_model_arg,
+    check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
+)
+
+# what evaluate writes into --out (per set: OUT/<set>/ the same names)
+WRITES = ("metrics.json", "predictions.csv", "excluded.csv", "roc.png", "summary.json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.utils import pick_device
 
     check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(out_files(args.out, "--out", WRITES), data=[args.data],
+                              models=[args.model])
     bundle = load_model(args.model, pick_device(args.device))  # before any data is read
     data = Path(args.data)
     given = _crops_given(data, args.faces)

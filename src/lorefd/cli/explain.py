@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_device_arg, add_model_arg, check_output_file
+from lorefd.cli.common import (
+    add_device_arg,
+    add_model_arg,
+    check_output_file,
+    check_writes_spare_inputs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.utils import pick_device
 
     check_output_file(args.out, "--out")
+    check_writes_spare_inputs({f"--out {args.out}": args.out}, data=args.images,
+                              models=[args.model])
     res = explain_figure(resolve_model(args.model), args.images, args.out,
                          str(pick_device(args.device)))
     for path, p in zip(args.images, res["prob"], strict=True):

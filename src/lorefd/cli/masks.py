@@ -11,7 +11,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args, add_mae_arg, check_output_file
+from lorefd.cli.common import (
+    add_config_args,
+    add_mae_arg,
+    check_output_file,
+    check_writes_spare_inputs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     check_output_file(out, "--out")
+    check_writes_spare_inputs({f"--out {out}": out}, data=[args.data], models=[args.mae])
     if args.mae:
         cfg, meta = read_checkpoint_info(resolve_mae_checkpoint(args.mae))
         region, patch_set = KeyRegion.from_dict(meta["key_region"]), meta["key_patches"]

@@ -9,7 +9,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from lorefd.cli.common import add_alias, check_output_dir, positive_int
+from lorefd.cli.common import (
+    add_alias,
+    check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
+    positive_int,
+)
 from lorefd.utils import log
 
 # as in lorefd.data.preprocess.adapters (not imported here: it loads OpenCV; a test keeps
@@ -83,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 
     check_output_dir(args.out, "--out")
+    # a folder layout is read recursively: crops written inside it would join the input
+    check_writes_spare_inputs(
+        out_files(args.out, "--out", ("manifest.csv", "summary.json", "failures.jsonl")),
+        data=[args.root] if args.layout == "folder" else [], models=[args.root])
     opts = PreprocessOptions(
         frames=args.frames, every=args.every, size=args.size, margin=args.margin,
         crop=args.crop,

@@ -16,6 +16,8 @@ from lorefd.cli.common import (
     add_config_args,
     add_device_arg,
     check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
 )
 
 log = logging.getLogger("lorefd")
@@ -44,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)  # bad values fail before any model
     check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(
+        out_files(args.out, "--out", ("summary.json", "metrics.jsonl", "key_region.json",
+                                      "config.yaml", "reconstruction.png")),
+        data=[args.data])
     summary = pretrain(cfg, args.data, args.out, resume=args.resume,
                        allow_unchecksummed=args.allow_unchecksummed, device=args.device)
     if not args.no_figure and int(os.environ.get("RANK", "0")) == 0:

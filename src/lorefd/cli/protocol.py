@@ -16,7 +16,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lorefd.cli.common import add_config_args, add_device_arg, add_mae_arg, check_output_dir
+from lorefd.cli.common import (
+    add_config_args,
+    add_device_arg,
+    add_mae_arg,
+    check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
+)
 
 PROTOCOLS = ["in-dataset", "cross-manipulation", "gid", "cross-dataset", "ablation"]
 
@@ -44,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(out_files(args.out, "--out", (f"{args.name}.md",
+                                                            f"{args.name}.csv")),
+                              data=[args.ffpp, args.celebdf, args.dfd], models=[args.mae])
     sets = {}
     for key in ("ffpp", "celebdf", "dfd"):
         path = getattr(args, key)

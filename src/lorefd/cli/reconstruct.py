@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_device_arg, add_mae_arg, check_output_file
+from lorefd.cli.common import (
+    add_device_arg,
+    add_mae_arg,
+    check_output_file,
+    check_writes_spare_inputs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.evaluation.figures import collect_images, reconstruct_figure
 
     check_output_file(args.out, "--out")
+    check_writes_spare_inputs({f"--out {args.out}": args.out}, data=args.images,
+                              models=[args.mae])
     images = collect_images(args.images, args.max)
     out = reconstruct_figure(args.mae, images, args.out, args.seed, args.device)
     print(out)

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_device_arg
+from lorefd.cli.common import (
+    add_device_arg,
+    check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
+)
 
 TYPE_NAMES = ("saturation", "contrast", "block", "noise", "blur", "pixelate", "h264", "jpeg")
 
@@ -66,8 +71,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lorefd.data.manifest import filter_samples, load_samples
-    from lorefd.evaluation.robustness import model_names, robustness
+    from lorefd.evaluation.robustness import FILES, model_names, robustness
     from lorefd.metrics import fmt
+
+    check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(out_files(args.out, "--out", FILES), data=[args.data],
+                              models=[path for _, path in model_names(args.model)])
 
     samples = filter_samples(load_samples(args.data), args.filter)
     result = robustness(model_names(args.model), samples, args.out, types=args.types,

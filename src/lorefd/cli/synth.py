@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import check_output_dir
+from lorefd.cli.common import check_output_dir, check_writes_spare_inputs, out_files
 
 KINDS = ["sbi", "swap", "local"]  # lorefd.data.synth.KINDS (not imported: OpenCV; tested equal)
 
@@ -43,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from lorefd.data.synth.fakeset import write_fake_set
 
     check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(out_files(args.out, "--out", ("manifest.csv", "synth.json")),
+                              data=[args.reals])
     samples = load_samples(args.reals)
     summary = write_fake_set(
         samples, args.out, kinds=[k.strip() for k in args.kinds.split(",") if k.strip()],

@@ -15,6 +15,8 @@ from lorefd.cli.common import (
     add_config_args,
     add_device_arg,
     check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
 )
 
 
@@ -51,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--mae CKPT is required for the lre detector "
                           "(or pass --detector baseline for the baseline)")
     check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(out_files(args.out, "--out", ("summary.json", "metrics.jsonl")),
+                              data=[args.train, args.val], models=[args.mae])
     train_samples = filter_samples(load_samples(args.train), args.filter)
     val_samples = (filter_samples(load_samples(args.val), args.val_filter)
                    if args.val else None)
