@@ -350,3 +350,142 @@ def test_a_modified_default_model_is_refused(tmp_path: Path, monkeypatch: pytest
             load_runtime_model(None, runtime=runtime)
     assert main(["detect", str(FACE)]) == 2
     assert "reinstall lorefd" in _one_line_error(capsys)
+
+
+# ------------------------------------------------------------------------------ 5: outputs
+def test_evaluate_onto_its_own_input_is_refused(sealed: Path, mini_ffpp: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    data = tmp_path / "predictions.csv"
+    shutil.copy(mini_ffpp, data)
+    before = data.read_bytes()
+    assert main(["evaluate", "--model", str(sealed), "--data", str(data), "--out",
+                 str(tmp_path)]) == 2
+    assert "is the input" in _one_line_error(capsys)
+    assert data.read_bytes() == before and not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "explain", "robustness", "synth", "train",
+                                     "pretrain", "masks", "preprocess"])
+def test_commands_that_write_spare_their_inputs(command: str, sealed: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Each writer refuses, before any work, an output that is an input, joins an input
+    folder of images, or overwrites a file of an input run folder."""
+    import shutil
+
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    shutil.copy(FACE, faces / FACE.name)
+    run = tmp_path / "run"  # a stage-1 run folder: its summary.json must survive `train`
+    run.mkdir()
+    (run / "summary.json").write_text("{}")
+    argv = {
+        "evaluate": ["evaluate", "--model", str(sealed), "--data", str(faces), "--out",
+                     str(faces)],
+        "explain": ["explain", "--model", str(sealed), str(faces / FACE.name), "--out",
+                    str(faces / FACE.name)],
+        "robustness": ["robustness", "--model", str(sealed), "--data", str(faces), "--out",
+                       str(faces)],
+        "synth": ["synth", str(faces), "--out", str(faces)],
+        "train": ["train", "--config", "tiny", "--mae", str(run), "--train", str(faces),
+                  "--out", str(run)],
+        "pretrain": ["pretrain", "--config", "tiny", "--data", str(faces), "--out", str(faces)],
+        "masks": ["masks", "--config", "tiny", "--data", str(faces), "--out",
+                  str(faces / "masks.png")],
+        "preprocess": ["preprocess", "folder", str(faces), "--out", str(faces / "crops")],
+    }[command]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(argv) == 2
+    line = _one_line_error(capsys)
+    assert "input" in line and "elsewhere" in line, line
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing written, nothing changed
+
+
+# ------------------------------------------------------------------------------ 7: workers
+def _children(parent: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``parent``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return state != "Z" and b"predictor_process" in cmd
+
+
+def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from lorefd.cli import detect as detect_cli
+    from lorefd.cli.common import cap_threads, cpu_cores
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        (photos / f"{i}.jpg").write_bytes(FACE.read_bytes())
+    assert detect_cli.cap_workers(1000, [str(FACE)]) == 1
+    assert detect_cli.cap_workers(1000, [str(photos)]) == min(3, cpu_cores())
+    assert detect_cli.cap_workers(2, [str(photos)]) == min(2, cpu_cores())
+    assert cap_threads(1000) == cpu_cores() and cap_threads(None) is None
+    started = []
+    monkeypatch.setattr("lorefd.data.landmarks.preload_predictor",
+                        lambda: started.append(1) or False)
+    assert main(["detect", str(FACE), "--workers", "1000", "--threads", "1000", "-q"]) == 0
+    assert len(started) == 1  # one landmark process for one photo, not 1000
+    assert "--workers 1000: using 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
+def test_no_landmark_process_outlives_detect(how: str, tmp_path: Path) -> None:
+    """`detect --workers 1000` on a few photos: at most one landmark process per photo and
+    core, and none left once detect is terminated, even while they still load the model."""
+    import importlib.util
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lorefd.cli.common import cpu_cores
+
+    if importlib.util.find_spec("dlib") is None:
+        pytest.skip("dlib not installed: no landmark process")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(40):  # enough work that detect is still running when it is terminated
+        (photos / f"{i}.jpg").write_bytes(FACE.read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "lorefd.cli", "detect", str(photos),
+                             "--workers", "1000", "-q"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline, kids = time.monotonic() + 60, []
+        while time.monotonic() < deadline and not kids and proc.poll() is None:
+            kids = [k for k in _children(proc.pid) if _alive(k)]
+            time.sleep(0.02)
+        assert kids, "no landmark process started"
+        time.sleep(0.2)
+        kids = [k for k in _children(proc.pid) if _alive(k)]
+        assert 1 <= len(kids) <= min(40, cpu_cores())
+        os.kill(proc.pid, getattr(signal, how))
+        proc.wait(timeout=60)
+        deadline = time.monotonic() + 1.0  # a child still loading would live ~1 s longer
+        while time.monotonic() < deadline and any(_alive(k) for k in kids):
+            time.sleep(0.02)
+        assert not [k for k in kids if _alive(k)], f"left behind after {how}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

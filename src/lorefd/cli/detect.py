@@ -34,9 +34,11 @@ from lorefd.cli.common import (
     add_device_arg,
     add_model_arg,
     add_runtime_arg,
+    cap_threads,
     check_output_dir,
     check_output_file,
     check_outputs_spare_inputs,
+    cpu_cores,
     positive_int,
     probability,
 )
@@ -129,13 +131,12 @@ def auto_workers(paths: list[str]) -> int:
     ~0.5-1 s to load, holding the interpreter; on a 2-core Xeon 200 photos of 256 px took
     4.6-5.3 s with 2 workers against 5.9-6.1 s with one (its runtime on 2 threads), 70 photos
     2.7-3.2 s against 2.9 s (benchmarks/RESULTS.md)."""
-    import os
     from pathlib import Path
 
     from lorefd.data.images import is_image, walk_files
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if not cores or cores < 2:
+    cores = cpu_cores()
+    if cores < 2:
         return 1
     n = 0
     for p in map(Path, paths):
@@ -143,6 +144,40 @@ def auto_workers(paths: list[str]) -> int:
         if n >= AUTO_MIN_IMAGES:
             return min(cores, AUTO_MAX_WORKERS)
     return 1
+
+
+def count_inputs(paths: list[str], limit: int) -> int:
+    """The files the arguments name (a folder's recursively, as detect walks them), counted up
+    to ``limit``."""
+    from pathlib import Path
+
+    from lorefd.data.images import walk_files
+
+    n = 0
+    for p in map(Path, paths):
+        if p.is_dir():
+            files, broken = walk_files(p)
+            n += len(files) + len(broken)
+        else:
+            n += 1
+        if n >= limit:
+            return limit
+    return n
+
+
+def cap_workers(workers: int, paths: list[str]) -> int:
+    """``--workers`` at most the inputs and the cores: each worker starts a landmark process
+    (~85 MB) and a face detector, which a worker without a file or a core only wastes (1000
+    asked for one photo started 238 processes)."""
+    import logging
+
+    n, cores = count_inputs(paths, workers), cpu_cores()
+    capped = max(1, min(workers, n, cores))
+    if capped < workers:
+        logging.getLogger("lorefd").warning(
+            "--workers %d: using %d (%s)", workers, capped,
+            f"{n} input file(s)" if n <= cores else f"{cores} cores")
+    return capped
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
         if args.workers > 1:
             logging.getLogger("lorefd").info(
                 "%d workers, one runtime thread each (--workers 1: one)", args.workers)
+    else:
+        args.workers = cap_workers(args.workers, args.paths)
+    args.threads = cap_threads(args.threads)
     if args.workers > 1 and args.threads is None:
         args.threads = 1
     # dlib's landmark model takes ~1 s to load: on other cores while the rest loads (one per

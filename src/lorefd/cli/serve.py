@@ -23,6 +23,7 @@ from lorefd.cli.common import (
     add_device_arg,
     add_model_arg,
     add_runtime_arg,
+    cap_threads,
     non_negative_int,
     positive_float,
     positive_int,
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
                         queue=args.queue, keep_minutes=args.keep_minutes, token=token,
                         frames=args.frames, threshold=args.threshold, device=args.device,
                         batch_size=args.batch_size, retinaface_weights=args.retinaface_weights,
-                        runtime=args.runtime, threads=args.threads,
+                        runtime=args.runtime, threads=cap_threads(args.threads),
                         per_client=args.per_client)
     service = Service.load(model, opts)  # a bad model: a user error, exit 2 (cli.main)
     app = create_app(service)

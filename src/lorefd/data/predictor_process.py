@@ -6,13 +6,21 @@ process loads it on another core while ``lorefd detect`` loads the face detector
 and the image; the parent then sends each face's neighbourhood and gets the 68 points back.
 The points are the in-process predictor's, bit for bit (tests/test_predictor_process.py).
 
-Run as ``python -m lorefd.data.predictor_process MODEL.dat``: this module imports only numpy
-and dlib, so the child starts in about 0.1 s.
+Run as ``python -m lorefd.data.predictor_process MODEL.dat [PARENT_PID]``: this module imports
+only numpy and dlib, so the child starts in about 0.1 s.
+
+The child dies with its parent, however the parent ends: it reads its requests from a pipe
+and exits when the pipe closes, and on Linux it also asks the kernel to kill it when the
+parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``), so a parent killed by SIGTERM, SIGINT or
+SIGKILL while the child still loads its model (~1 s, deaf to the pipe) leaves no process
+behind. (The kernel counts the parent *thread* that started the child: the signal is asked
+for only when the main thread starts it; children started by another thread rely on the pipe.)
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import struct
 import subprocess
 import sys
@@ -44,7 +52,9 @@ class PredictorProcess:
         self._lock = threading.Lock()
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
-                [sys.executable, "-m", __name__, self.model],
+                [sys.executable, "-m", __name__, self.model,
+                 str(os.getpid()) if threading.current_thread() is threading.main_thread()
+                 else "0"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         except OSError as exc:
             raise PredictorProcessError(f"cannot start the landmark process: {exc}") from exc
@@ -121,8 +131,32 @@ def _read_exactly(stream, n: int) -> bytes:  # type: ignore[no-untyped-def]
     return b"".join(chunks)
 
 
-def main(model: str) -> int:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> bool:
+    """In the child: be killed (SIGKILL) when the parent ``parent`` dies (Linux); exit now if it
+    is already gone. False where the platform has no such signal (the pipe still ends us)."""
+    if not parent:
+        return False
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != parent:  # it died before the signal was asked for
+        os._exit(0)
+    return armed
+
+
+def main(model: str, parent: int = 0) -> int:
     """The child: load the predictor, then answer requests until the input closes."""
+    die_with_parent(parent)
     import dlib
 
     predictor = dlib.shape_predictor(model)
@@ -147,4 +181,4 @@ def main(model: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0))
