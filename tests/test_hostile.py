@@ -489,3 +489,87 @@ def test_no_landmark_process_outlives_detect(how: str, tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# ------------------------------------------------------------------------------ 8: image bombs
+BOMB_SIDE = 6000  # 36 MP of 16-bit grey: 72 MB decoded, a few hundred KB on disk
+
+
+@pytest.fixture(scope="module")
+def bomb16(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("bomb") / "bomb16.png"
+    arr = np.zeros((BOMB_SIDE, BOMB_SIDE), np.uint16)
+    arr[::97, ::89] = 40000  # not all one value
+    Image.fromarray(arr).save(path)
+    assert Image.open(path).mode == "I;16"
+    return path
+
+
+DECODE_PEAK = r"""
+import json, resource, sys
+from lorefd.data.images import load_rgb
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+rgb = load_rgb(sys.argv[1])
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"shape": list(rgb.shape), "max": int(rgb.max()), "peak_mb": (peak - base) / 1024}))
+"""
+
+
+def test_a_16_bit_png_bomb_decodes_within_its_budget(bomb16: Path) -> None:
+    """Decoding costs the decoded samples (2 bytes a pixel), the RGB result (3) and strips:
+    no float64 copy of the image (which took 8 bytes a pixel, several times over)."""
+    import subprocess
+    import sys
+
+    assert bomb16.stat().st_size < 2_000_000
+    out = subprocess.run([sys.executable, "-c", DECODE_PEAK, str(bomb16)], capture_output=True,
+                         text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["shape"] == [BOMB_SIDE, BOMB_SIDE, 3] and got["max"] == 156  # 40000/65535*255
+    budget_mb = BOMB_SIDE**2 * (2 + 3) / 2**20 + 64
+    assert got["peak_mb"] <= budget_mb, (got, budget_mb)
+
+
+def test_images_are_budgeted_by_bytes_not_only_pixels(bomb16: Path, tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from lorefd.data.images import ImageLoadError, load_rgb
+
+    rgb, rgba = tmp_path / "rgb.png", tmp_path / "rgba.png"
+    Image.fromarray(np.zeros((100, 100, 3), np.uint8)).save(rgb)
+    Image.fromarray(np.zeros((100, 100, 4), np.uint8)).save(rgba)
+    # at the pixel limit: 3 bytes a pixel fit the budget, 4 (alpha) do not
+    assert load_rgb(rgb, max_pixels=100 * 100).shape == (100, 100, 3)
+    with pytest.raises(ImageLoadError, match=r"too large to decode .*RGBA: 0\.04 MB, above "
+                                             r"0\.03 MB"):
+        load_rgb(rgba, max_pixels=100 * 100)
+    assert load_rgb(rgba, max_pixels=100 * 100, max_bytes=4 * 100 * 100).shape == (100, 100, 3)
+    with pytest.raises(ImageLoadError, match="too large to decode .*I;16"):
+        load_rgb(bomb16, max_bytes=BOMB_SIDE**2)  # 2 bytes a pixel: twice that
+
+
+def test_float_tiffs_are_scaled_and_nan_is_refused(tmp_path: Path) -> None:
+    import warnings
+
+    import numpy as np
+    from PIL import Image
+
+    from lorefd.data.images import ImageLoadError, load_rgb
+
+    grey = load_rgb(FACE)[..., 0]
+    unit = tmp_path / "unit.tif"
+    Image.fromarray(grey.astype(np.float32) / 255.0, "F").save(unit)
+    got = load_rgb(unit)
+    assert np.abs(got[..., 0].astype(int) - grey).max() <= 1  # the face, not black
+    nan = tmp_path / "nan.tif"
+    bad = grey.astype(np.float32) / 255.0
+    bad[10:20] = np.nan
+    Image.fromarray(bad, "F").save(nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no numpy warning on the way
+        with pytest.raises(ImageLoadError, match="NaN or infinite"):
+            load_rgb(nan)

@@ -23,6 +23,19 @@ MAX_PIXELS = 300_000_000
 # Photos screened by detect and serve: 64 MP is above any camera's; a 9400 x 9400 PNG of a few
 # hundred KB would otherwise cost 1.5 GB of memory and seconds of the only serve worker.
 SCREEN_MAX_PIXELS = 64_000_000
+# ... and by bytes: the decoded samples (width x height x channels x bytes per sample) of an
+# image are budgeted at 3 bytes a pixel of the pixel limit (a 64 MP 8-bit RGB photo: 192 MB),
+# so a 16-bit or float image (2-4 bytes a sample) or one with alpha gets fewer pixels. Wide
+# (16-bit, 32-bit, float) images are then converted to 8 bits in strips of STRIP_PIXELS, so
+# decoding costs the decoded image, the 3-byte RGB result and a few MB, never a float64 copy
+# of the whole image (a 7990 x 7990 16-bit PNG of 124 KB took 1.9 GB).
+BYTES_PER_PIXEL_BUDGET = 3
+STRIP_PIXELS = 1 << 20
+# bytes of one pixel's samples in each PIL mode (channels x bytes per sample); others: 4
+SAMPLE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "RGB": 3, "YCbCr": 3,
+                "LAB": 3, "HSV": 3, "RGBA": 4, "RGBa": 4, "RGBX": 4, "CMYK": 4, "I;16": 2,
+                "I;16L": 2, "I;16B": 2, "I;16N": 2, "I": 4, "F": 4}
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 
 
 class ImageLoadError(UserError, ValueError):
@@ -43,23 +56,57 @@ ORIENTATION_TAG = 0x0112  # EXIF orientation; 1 = as stored
 def to_rgb_array(img: Image.Image) -> np.ndarray:
     """Convert a PIL image of any mode (L, LA, P, RGBA, CMYK, I;16, I, F) to HxWx3 uint8 RGB.
 
-    Alpha is composited over black; 16/32-bit and float images are rescaled to 8 bit.
+    Alpha is composited over black; 16/32-bit and float images are rescaled to 8 bit
+    (:func:`wide_to_rgb`).
     """
     # exif_transpose and convert copy the image even when there is nothing to do (14 ms for a
     # 1024-px photo): only call them when the orientation or the mode needs it
     if img.getexif().get(ORIENTATION_TAG, 1) not in (0, 1):
         img = ImageOps.exif_transpose(img)
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return np.repeat(arr[..., None], 3, axis=2)
+    if img.mode in WIDE_MODES:
+        return wide_to_rgb(img)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")
         base = Image.new("RGBA", img.size, (0, 0, 0, 255))
         img = Image.alpha_composite(base, img)
     arr = np.asarray(img if img.mode == "RGB" else img.convert("RGB"), dtype=np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def _strips(img: Image.Image) -> list[tuple[int, int]]:
+    rows = max(1, STRIP_PIXELS // max(1, img.width))
+    return [(y, min(img.height, y + rows)) for y in range(0, img.height, rows)]
+
+
+def wide_to_rgb(img: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float grey image as HxWx3 uint8, converted strip by strip
+    (memory: the RGB result and one strip, never a float64 copy of the whole image).
+
+    16-bit images span 0..65535; 32-bit integer and float images 0..65535 when they exceed
+    255, else 0..255; a float image within [0, 1] spans 0..1 (not black). NaN or infinite
+    samples are an :class:`ImageLoadError`, never a score."""
+    strips = _strips(img)
+    if img.mode.startswith("I;16"):
+        hi = 65535.0
+    else:
+        top, low = -np.inf, np.inf
+        for y0, y1 in strips:
+            part = np.asarray(img.crop((0, y0, img.width, y1)))
+            if img.mode == "F" and not np.isfinite(part).all():
+                raise ImageLoadError("float image with NaN or infinite values")
+            top, low = max(top, float(part.max())), min(low, float(part.min()))
+        hi = (65535.0 if top > 255 else
+              1.0 if img.mode == "F" and low >= 0.0 and top <= 1.0 else 255.0)
+    out = np.empty((img.height, img.width, 3), np.uint8)
+    for y0, y1 in strips:
+        part = np.asarray(img.crop((0, y0, img.width, y1)), dtype=np.float64)
+        out[y0:y1] = np.clip(part / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)[..., None]
+    return out
+
+
+def decoded_bytes(img: Image.Image) -> int:
+    """Bytes of the decoded samples: width x height x channels x bytes per sample."""
+    return img.width * img.height * SAMPLE_BYTES.get(img.mode, 4)
 
 
 def _decode_jpeg(path: Path, img: Image.Image) -> np.ndarray | None:
@@ -78,9 +125,14 @@ def _decode_jpeg(path: Path, img: Image.Image) -> np.ndarray | None:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS,
+             max_bytes: int | None = None) -> np.ndarray:
     """Read ``path`` as HxWx3 uint8 RGB or raise :class:`ImageLoadError` with the reason.
-    Images above ``max_pixels`` are refused from their header, before decoding."""
+    Images above ``max_pixels``, or whose decoded samples (:func:`decoded_bytes`) exceed
+    ``max_bytes`` (default :data:`BYTES_PER_PIXEL_BUDGET` bytes per pixel of ``max_pixels``),
+    are refused from their header, before decoding."""
+    if max_bytes is None:
+        max_bytes = BYTES_PER_PIXEL_BUDGET * max_pixels
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"not a file: {path}")
@@ -93,12 +145,19 @@ def load_rgb(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 if img.width * img.height > max_pixels:
                     raise ImageLoadError(f"image too large ({img.width}x{img.height} px, above "
                                          f"{max_pixels / 1e6:g} MP): {path}")
+                if decoded_bytes(img) > max_bytes:
+                    raise ImageLoadError(
+                        f"image too large to decode ({img.width}x{img.height} px of "
+                        f"{img.mode}: {decoded_bytes(img) / 1e6:.3g} MB, above "
+                        f"{max_bytes / 1e6:g} MB): {path}")
                 arr = _decode_jpeg(path, img)
                 if arr is None:
                     img.load()
                     arr = to_rgb_array(img)
-    except ImageLoadError:
-        raise
+    except ImageLoadError as exc:
+        if str(path) in str(exc):
+            raise
+        raise ImageLoadError(f"unreadable image {path}: {exc}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
             Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(f"unreadable image {path}: {exc}") from exc
