@@ -573,3 +573,172 @@ def test_float_tiffs_are_scaled_and_nan_is_refused(tmp_path: Path) -> None:
         warnings.simplefilter("error")  # and no numpy warning on the way
         with pytest.raises(ImageLoadError, match="NaN or infinite"):
             load_rgb(nan)
+
+
+# ------------------------------------------------------------------------------ 3: serve crash
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_serve(tmp: Path, port: int):  # noqa: ANN202
+    """`lorefd serve` (the shipped model) with its work folders under ``tmp``; up and healthy."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "lorefd.cli", "serve", "--port", str(port)],
+                            env={**os.environ, "TMPDIR": str(tmp)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "serve exited"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("serve did not start")
+
+
+def test_a_crashed_servers_uploads_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    import signal
+    import socket
+    import time
+
+    work = tmp_path / "tmp"
+    work.mkdir()
+    legacy = work / "lorefd-serve-legacy"  # an older lorefd's folder (no lock): not ours to judge
+    (legacy / "uploads").mkdir(parents=True)
+    port = _free_port()
+    first = _start_serve(work, port)
+    try:
+        (root,) = [p for p in work.glob("lorefd-serve-*") if p != legacy]
+        with socket.create_connection(("127.0.0.1", port)) as conn:  # an upload, mid-request
+            part = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.jpg"'
+                    b"\r\n\r\n\xff\xd8\xff" + b"\x00" * 4000)
+            conn.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/"
+                         b"form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n" + part)
+            deadline = time.monotonic() + 30
+            while not list((root / "uploads").glob("*/*")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert list((root / "uploads").glob("*/*")), "the upload never reached the disk"
+            first.send_signal(signal.SIGKILL)
+            first.wait(timeout=30)
+        assert list((root / "uploads").glob("*/*"))  # left behind by the crash
+        second = _start_serve(work, port)
+        try:
+            assert not root.exists()  # the dead server's folder is gone
+            assert legacy.is_dir()
+            (live,) = [p for p in work.glob("lorefd-serve-*") if p != legacy]
+            from lorefd.apps.serve.service import clean_stale_workdirs
+
+            assert clean_stale_workdirs(work) == [] and live.is_dir()  # a running one is kept
+        finally:
+            second.terminate()
+            second.wait(timeout=60)
+        assert not live.exists()  # a clean stop removes its own folder
+    finally:
+        if first.poll() is None:
+            first.kill()
+
+
+# ------------------------------------------------------------------------------ 9: the minor ones
+def test_slow_request_headers_get_408(tmp_path: Path) -> None:
+    """A slow-loris trickling header lines gets 408 like a slow body, not h11's 400."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from lorefd.apps.serve.protocol import header_deadline
+
+    app = FastAPI()
+
+    @app.get("/ok")
+    def ok() -> dict:
+        return {"ok": True}
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error",
+                                           http=header_deadline(0.5)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.01)
+        with socket.create_connection(("127.0.0.1", port)) as conn:
+            conn.sendall(b"POST /v1/detect HTTP/1.1\r\nHost: x\r\n")
+            conn.settimeout(0.1)
+            got, t0 = b"", time.monotonic()
+            while time.monotonic() - t0 < 10 and b"\r\n\r\n" not in got:
+                try:
+                    conn.sendall(b"X-a: b\r\n")
+                    got += conn.recv(4096)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+        assert got.startswith(b"HTTP/1.1 408 ") and b"headers too slow" in got, got
+        with socket.create_connection(("127.0.0.1", port)) as conn:  # a prompt one is served
+            conn.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.settimeout(5)
+            assert conn.recv(4096).startswith(b"HTTP/1.1 200 ")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_heic_uploads_get_415(sealed: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lorefd.apps.serve import ServeOptions, Service, create_app, sniff
+
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64
+    avif = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + b"\x00" * 64
+    mp4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 64
+    assert sniff(heic) is None and sniff(avif) is None and sniff(mp4) == ("video", ".mp4")
+    service = Service.load(sealed, ServeOptions())
+    try:
+        r = TestClient(create_app(service)).post(
+            "/v1/detect", files={"files": ("IMG_0001.HEIC", heic, "image/heic")})
+        assert r.status_code == 415 and r.json()["files"] == ["IMG_0001.HEIC"]
+    finally:
+        service.close()
+
+
+def test_an_unwritable_heatmap_folder_fails_before_any_work(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc")
+    assert main(["detect", str(FACE), "--heatmap", "/proc/x", "-q"]) == 2
+    assert "--heatmap /proc/x: cannot write into /proc" in _one_line_error(capsys)
+    assert capsys.readouterr().out == ""  # no file was scored
+
+
+def test_a_train_refused_at_its_first_step_leaves_no_tb(tmp_path: Path, mini_ffpp: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    from lorefd.engines import train as train_mod
+    from lorefd.errors import UserError
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise UserError("refused at the first step")
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", refuse)
+    run = tmp_path / "run"
+    sets = [a for o in TINY for a in ("--set", o)]
+    assert main(["train", "--config", "tiny", *sets, "--detector", "baseline", "--train",
+                 str(mini_ffpp), "--filter", "split=train", "--out", str(run)]) == 2
+    assert "refused at the first step" in _one_line_error(capsys)
+    assert not (run / "tb").exists() and not (run / "metrics.jsonl").exists()

@@ -145,6 +145,20 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
+def _probe_writable(base: Path, option: str, path: Path) -> None:
+    """Create and remove a folder in ``base``: permissions alone do not say that a file can
+    be made there (``/proc``, a read-only mount, a full disk answer only when one tries)."""
+    import tempfile
+
+    from lorefd.errors import UserError
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lorefd-probe-", dir=base))
+    except OSError as exc:
+        raise UserError(f"{option} {path}: cannot write into {base} "
+                        f"({exc.strerror or exc})") from None
+
+
 def check_output_file(path: str | Path | None, option: str) -> None:
     """Before any work: ``path`` can be written as a file (not a folder; its nearest existing
     ancestor is a writable folder). Raises a user error naming ``option``."""
@@ -160,6 +174,7 @@ def check_output_file(path: str | Path | None, option: str) -> None:
         raise UserError(f"{option} {path}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: cannot write into {base}")
+    _probe_writable(base, option, path)
 
 
 def check_output_dir(path: str | Path | None, option: str) -> None:
@@ -174,6 +189,7 @@ def check_output_dir(path: str | Path | None, option: str) -> None:
         raise UserError(f"{option} {path}: {base} is a file, not a folder")
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(f"{option} {path}: cannot write into {base}")
+    _probe_writable(base, option, path)
 
 
 def check_outputs_spare_inputs(outputs: dict[str, str | Path | None],

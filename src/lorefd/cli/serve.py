@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from lorefd.apps.serve import ServeOptions, Service, create_app
+    from lorefd.apps.serve.protocol import header_deadline
 
     opts = ServeOptions(max_upload_mb=args.max_upload_mb, workers=args.workers,
                         queue=args.queue, keep_minutes=args.keep_minutes, token=token,
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
           f"(API docs: /docs{'; token required' if token else ''})", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="warning",
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, http=header_deadline(opts.upload_idle_s))
     finally:
         service.close()
     return 0

@@ -20,6 +20,7 @@ from lorefd.apps.serve.uploads import (
     ACCEPTED,
     MB,
     BadUpload,
+    UploadAborted,
     UploadTooLarge,
     UploadTooSlow,
     receive_files,
@@ -123,6 +124,10 @@ def create_app(service: Service, sweep_seconds: float = 30.0) -> FastAPI:
                 return JSONResponse({"detail": too_large}, 413, headers={"Connection": "close"})
             except BadUpload as exc:
                 return JSONResponse({"detail": str(exc)}, 400)
+            except UploadAborted:
+                log.info("serve: %s closed the connection mid-upload", host)
+                return JSONResponse({"detail": "the upload was cut short"}, 400,
+                                    headers={"Connection": "close"})
             if not uploads:
                 return JSONResponse({"detail": "no file in the request (field 'files')"}, 400)
             bad = []

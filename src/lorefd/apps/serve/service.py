@@ -4,7 +4,10 @@ result store."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -21,6 +24,66 @@ from lorefd.engines import report_schema as schema
 from lorefd.engines.detect import DetectContext, InputFile, claim, detect_file
 from lorefd.models.bundle import Bundle, shipped_bundle
 from lorefd.models.graph import OnnxDetector, load_runtime_model
+
+log = logging.getLogger("lorefd")
+PREFIX = "lorefd-serve-"  # the private work folders: <tmp>/lorefd-serve-XXXX/{uploads,results}
+LOCK = ".lock"  # held (flock) by the server owning the folder, for as long as it runs
+
+
+def _try_lock(fd: int) -> bool:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def clean_stale_workdirs(parent: Path) -> list[Path]:
+    """Remove the work folders of servers that are gone (killed, crashed: their uploads and
+    heatmaps would stay on disk forever). A folder is stale when it is ours (same prefix, same
+    user, not a link) and its lock is free; a running server holds its lock, an older lorefd's
+    folder has none and is left alone. POSIX only (no ``fcntl``: nothing removed)."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - Windows
+        return []
+    removed = []
+    for folder in sorted(parent.glob(f"{PREFIX}*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            fd = os.open(folder / LOCK, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            if _try_lock(fd):  # its server is gone
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("serve: removed %d work folder(s) left by servers that ended without cleaning "
+                 "up: %s", len(removed), ", ".join(p.name for p in removed))
+    return removed
+
+
+def make_workdir(parent: str | Path | None = None) -> tuple[Path, int | None]:
+    """A private work folder (``PREFIX*`` under ``parent``, default the system's temporary
+    folder) and the descriptor of its lock, held until :meth:`Service.close` (or the process
+    ends, however it ends); stale folders are removed first (:func:`clean_stale_workdirs`).
+    The lock file is locked before it gets its name, so a server starting beside this one
+    never sees it free."""
+    base = Path(parent) if parent is not None else Path(tempfile.gettempdir())
+    clean_stale_workdirs(base)
+    root = Path(tempfile.mkdtemp(prefix=PREFIX, dir=base))
+    fd = None
+    with contextlib.suppress(ImportError, OSError):
+        fd = os.open(root / f"{LOCK}.new", os.O_CREAT | os.O_RDWR, 0o600)
+        if _try_lock(fd):
+            os.replace(root / f"{LOCK}.new", root / LOCK)
+    return root, fd
 
 
 @dataclass
@@ -78,6 +141,7 @@ class Service:
     per_client: dict[str, int] = field(default_factory=dict)  # requests in, per address
     recent: deque = field(default_factory=lambda: deque(maxlen=20))
     local: threading.local = field(default_factory=threading.local)
+    lock_fd: int | None = None  # the work folder's lock (make_workdir)
 
     @classmethod
     def load(cls, bundle_path: str | Path, opts: ServeOptions) -> Service:
@@ -87,13 +151,13 @@ class Service:
         dev = ("cpu" if isinstance(bundle.detector, OnnxDetector)
                else next(bundle.detector.parameters()).device)
         thr = bundle.threshold if opts.threshold is None else float(opts.threshold)
-        root = Path(tempfile.mkdtemp(prefix="lorefd-serve-", dir=opts.workdir))
+        root, lock_fd = make_workdir(opts.workdir)
         (root / "uploads").mkdir(mode=0o700)
         store = ResultStore(root / "results", opts.keep_minutes * 60.0)
         pool = concurrent.futures.ThreadPoolExecutor(max(1, opts.workers),
                                                      thread_name_prefix="lorefd-infer")
         svc = cls(bundle=bundle, opts=opts, device=dev, threshold=thr, root=root, store=store,
-                  pool=pool)
+                  pool=pool, lock_fd=lock_fd)
         svc.pipeline()  # the face detector loads now, not with the first request
         return svc
 
@@ -163,3 +227,7 @@ class Service:
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self.lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.lock_fd)
+            self.lock_fd = None

@@ -13,9 +13,13 @@ from typing import Any
 import python_multipart
 from fastapi import Request
 from python_multipart.multipart import parse_options_header
+from starlette.requests import ClientDisconnect
 
 MB = 1024 * 1024
 ACCEPTED = "JPEG, PNG, BMP, WebP, TIFF images; MP4/MOV, MKV/WebM, AVI, MPEG videos"
+# ISO base media brands of HEIF (HEIC) and AVIF stills and sequences: not read by detect (415)
+HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
+               b"mif1", b"msf1", b"avif", b"avis"}
 
 
 def sniff(head: bytes) -> tuple[str, str] | None:
@@ -32,8 +36,8 @@ def sniff(head: bytes) -> tuple[str, str] | None:
         return "image", ".webp"
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "image", ".tif"
-    if head[4:8] == b"ftyp":
-        return "video", ".mp4"
+    if head[4:8] == b"ftyp":  # ISO media: a video, unless its brand says HEIF/AVIF images
+        return None if head[8:12] in HEIF_BRANDS else ("video", ".mp4")
     if head[4:8] in (b"moov", b"mdat", b"wide", b"free", b"skip"):  # old QuickTime
         return "video", ".mov"
     if head.startswith(b"\x1a\x45\xdf\xa3"):  # EBML: Matroska, WebM
@@ -73,6 +77,10 @@ class UploadTooSlow(Exception):
 
 class BadUpload(Exception):
     """A malformed multipart body."""
+
+
+class UploadAborted(Exception):
+    """The client closed the connection before the body was complete."""
 
 
 async def receive_files(request: Request, folder: Path, limit: int,
@@ -143,6 +151,8 @@ async def receive_files(request: Request, folder: Path, limit: int,
                 break
             except asyncio.TimeoutError:
                 raise UploadTooSlow(f"no data for {idle_s:g} s") from None
+            except ClientDisconnect:
+                raise UploadAborted from None
             total += len(chunk)
             if total > limit:
                 raise UploadTooLarge
