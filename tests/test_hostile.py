@@ -426,8 +426,10 @@ def _alive(pid: int) -> bool:
     return state != "Z" and b"predictor_process" in cmd
 
 
-def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    import logging
+
     from lorefd.cli import detect as detect_cli
     from lorefd.cli.common import cap_threads, cpu_cores
 
@@ -442,9 +444,16 @@ def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pyt
     started = []
     monkeypatch.setattr("lorefd.data.landmarks.preload_predictor",
                         lambda: started.append(1) or False)
+    said: list[str] = []  # the command's log, whatever handlers other tests left behind
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    logging.getLogger("lorefd").addHandler(Collect())  # removed after the test (conftest)
     assert main(["detect", str(FACE), "--workers", "1000", "--threads", "1000", "-q"]) == 0
     assert len(started) == 1  # one landmark process for one photo, not 1000
-    assert "--workers 1000: using 1" in capsys.readouterr().err
+    assert "--workers 1000: using 1 (1 input file(s))" in said, said
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -683,7 +692,7 @@ def test_slow_request_headers_get_408(tmp_path: Path) -> None:
                 try:
                     conn.sendall(b"X-a: b\r\n")
                     got += conn.recv(4096)
-                except socket.timeout:
+                except TimeoutError:
                     continue
                 except OSError:
                     break
