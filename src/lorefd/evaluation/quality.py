@@ -71,13 +71,16 @@ def _frame_scores(report: dict[str, Any]) -> list[np.ndarray | None]:
 
 
 def summarise(scores: list[np.ndarray | None], threshold: float) -> dict[str, Any]:
-    """Pooled over the videos with frames: frames, share called fake, median P(fake)."""
+    """Pooled over the videos with frames: frames, share called fake, median P(fake); per
+    video its median and its frames' scores (to apply another threshold without scoring)."""
     kept = [s for s in scores if s is not None]
     pooled = np.concatenate(kept) if kept else np.zeros(0)
     return {"videos": len(kept), "frames": int(pooled.size),
             "share_fake": float(np.mean(pooled >= threshold)) if pooled.size else None,
             "median_p_fake": float(np.median(pooled)) if pooled.size else None,
-            "video_medians": [None if s is None else float(np.median(s)) for s in scores]}
+            "video_medians": [None if s is None else float(np.median(s)) for s in scores],
+            "frame_scores": [None if s is None else [round(float(x), 6) for x in s]
+                             for s in scores]}
 
 
 def quality_check(model: Any, videos: list[str | Path], out_dir: str | Path,
