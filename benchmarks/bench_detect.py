@@ -115,6 +115,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2,
                     help="files at once for the photos/s rows with workers (1 thread each)")
     ap.add_argument("--json", default=None, help="append the results as JSON lines")
+    ap.add_argument("--runtimes", default=",".join(RUNTIMES),
+                    help="comma-separated runtimes to measure (default onnx,torch)")
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
     results = []
@@ -123,7 +125,7 @@ def main() -> None:
         sets = {side: photos(tmp, side, args.n) for side in (256, 1024)}
         video = make_video(tmp / "clip720.mp4", stills(1), seconds=10.0, fps=12,
                            size=(1280, 720))
-        for runtime in RUNTIMES:
+        for runtime in args.runtimes.split(","):
             row: dict[str, object] = {"runtime": runtime, "threads": args.threads,
                                       "workers": args.workers}
             row.update(cold_start(sets[256][0], runtime, args.model, args.threads))
