@@ -378,7 +378,7 @@ def test_evaluate_onto_its_own_input_is_refused(sealed: Path, mini_ffpp: Path, t
 
 
 @pytest.mark.parametrize("command", ["evaluate", "explain", "robustness", "synth", "train",
-                                     "pretrain", "masks", "preprocess"])
+                                     "pretrain", "masks", "preprocess", "recipe", "demo"])
 def test_commands_that_write_spare_their_inputs(command: str, sealed: Path, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """Each writer refuses, before any work, an output that is an input, joins an input
@@ -405,6 +405,8 @@ def test_commands_that_write_spare_their_inputs(command: str, sealed: Path, tmp_
         "masks": ["masks", "--config", "tiny", "--data", str(faces), "--out",
                   str(faces / "masks.png")],
         "preprocess": ["preprocess", "folder", str(faces), "--out", str(faces / "crops")],
+        "recipe": ["recipe", str(faces), "--out", str(faces / "run")],
+        "demo": ["demo", "--faces", str(faces), "--out", str(faces)],
     }[command]
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert main(argv) == 2

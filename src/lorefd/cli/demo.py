@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_device_arg
+from lorefd.cli.common import (
+    add_device_arg,
+    check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lorefd.apps.demo import run_demo
 
+    check_output_dir(args.out, "--out")
+    check_writes_spare_inputs(out_files(args.out, "--out", ("faces/manifest.csv", "report.md")),
+                              data=[args.faces])
     kwargs = {"faces": args.faces} if args.faces else {}
     run_demo(args.out, quick=args.quick, overrides=args.overrides, device=args.device, **kwargs)
     return 0

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import argparse
 
-from lorefd.cli.common import add_device_arg
+from lorefd.cli.common import (
+    add_device_arg,
+    check_output_dir,
+    check_writes_spare_inputs,
+    out_files,
+)
 
 
 def _stages(value: str) -> list[str]:
@@ -49,6 +54,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lorefd.apps.recipe import MARGIN, run_recipe
 
+    check_output_dir(args.out, "--out")
+    # its stages write manifests and face crops under OUT: never into a folder it reads
+    check_writes_spare_inputs(
+        out_files(args.out, "--out", ("faces/manifest.csv", "recipe.json", "model.lorefd")),
+        data=[args.faces, args.gan, args.videos])
     summary = run_recipe(args.faces, args.out, args.config, args.overrides, args.stages,
                          args.val_fraction, args.test_fraction, args.gan, args.device,
                          margin=MARGIN if args.margin is None else args.margin, crop=args.crop,
