@@ -84,11 +84,30 @@ def test_graph_convolutions_read_constants(graph_bundle: Path) -> None:
 
 
 def test_export_refuses_a_differing_graph(graph_bundle: Path, tmp_path, monkeypatch) -> None:
+    """The tolerance guard of add_graph: a graph that differs from PyTorch is not written.
+
+    The export itself is tested by the fixture; here the graph the fixture exported is handed
+    back by export_graph (no second torch.onnx.export, which took most of this test's time),
+    then run and compared with PyTorch as in any export."""
+    from lorefd.models.graph import read_graph
+
+    graph, _ = read_graph(graph_bundle, read_bundle_header(graph_bundle))
+    info = read_bundle_header(graph_bundle)["onnx"]
+    calls = []
+
+    def stored_graph(detector, weights):
+        calls.append(detector.name)
+        return graph, info["outputs"], info["shared"]
+
+    monkeypatch.setattr(graph_mod, "export_graph", stored_graph)
     monkeypatch.setattr(graph_mod, "PROB_TOL", -1.0)  # every graph differs by >= 0
     out = tmp_path / "new.lorefd"
     with pytest.raises(GraphError, match="differs from PyTorch"):
         add_graph(graph_bundle, out)
-    assert not out.exists()
+    assert not out.exists() and len(calls) == 1
+    monkeypatch.setattr(graph_mod, "PROB_TOL", 1e-4)  # the same graph within tolerance: written
+    assert add_graph(graph_bundle, out)["onnx"]["max_abs_diff"]["prob"] <= 1e-4
+    assert out.exists()
 
 
 def _rewrite(src: Path, dst: Path, **onnx: object) -> Path:
