@@ -144,21 +144,23 @@ def test_not_a_bundle(ckpt: Path, tmp_path: Path) -> None:
 
 def test_cli_export_and_bad_bundle_exit_codes(ckpt: Path, bundle: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # --no-onnx: the ONNX graph export (most of this test's time, three times) is tested by
+    # test_graph.py::test_cli_export_adds_the_graph_or_not; here the threshold, --half, errors
     out = tmp_path / "cli.lorefd"
-    assert main(["export", str(ckpt), "--out", str(out), "--threshold", "0.6"]) == 0
+    assert main(["export", str(ckpt), "--out", str(out), "--threshold", "0.6", "--no-onnx"]) == 0
     assert "threshold 0.600 (given at export)" in capsys.readouterr().out
     assert read_bundle_header(out)["threshold"]["value"] == 0.6
     # --half: float16 weights, half the size; weights beyond float16's range are refused
     # up front (this checkpoint's head was scaled to logits of +-2: its weights overflow)
     half = tmp_path / "half.lorefd"
-    assert main(["export", str(ckpt), "--out", str(half), "--half"]) == 2
+    assert main(["export", str(ckpt), "--out", str(half), "--half", "--no-onnx"]) == 2
     assert "exceed its range (e.g. net.body.fc.weight)" in capsys.readouterr().err
     assert not half.exists()
     cfg = tiny_config("detector.name=baseline")
     plain = save_detector(tmp_path / "plain", build_detector(cfg), cfg, {"epoch": 0, "step": 1})
     full = tmp_path / "full.lorefd"
-    assert main(["export", str(plain), "--out", str(full)]) == 0
-    assert main(["export", str(plain), "--out", str(half), "--half"]) == 0
+    assert main(["export", str(plain), "--out", str(full), "--no-onnx"]) == 0
+    assert main(["export", str(plain), "--out", str(half), "--half", "--no-onnx"]) == 0
     assert read_bundle_header(half)["weights_dtype"] == "float16"
     assert half.stat().st_size < 0.6 * full.stat().st_size
     capsys.readouterr()
@@ -223,3 +225,39 @@ def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> No
                                                                            "tensors_sha256")})
     with pytest.raises(BundleError, match=f"tensor {name} is torch.int16"):
         load_model(bad)
+
+
+def test_initial_weights_from_a_bundle_read_its_tensors_only(tmp_path: Path, monkeypatch) -> None:
+    """Initial weights from a ``.lorefd`` (``detector.weights``): the file's checked tensors,
+    the float16 ones as float32, into the network -- no detector built to get them."""
+    import copy
+
+    from lorefd.models import xception
+    from lorefd.models.detectors import base
+
+    ckpt = make_detector_checkpoint(tmp_path, "baseline")
+    path = tmp_path / "m.lorefd"
+    export_bundle(ckpt, path, half=True, verify=False)
+    det = load_model(path).detector
+    want = {k.removeprefix("net.body."): v for k, v in det.state_dict().items()
+            if k.startswith("net.body.")}
+    body = copy.deepcopy(det.net.body)
+    with torch.no_grad():
+        for p in body.parameters():
+            p.zero_()
+
+    def no_detector(*args, **kwargs):
+        raise AssertionError("a detector was built to read initial weights")
+
+    monkeypatch.setattr(base, "detector_from_state", no_detector)
+    monkeypatch.setattr(base, "build_detector", no_detector)
+    xception.load_body_weights(body, path, "Xception")
+    got = body.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert any(v.abs().sum() > 0 for v in got.values())  # the zeros were replaced
+    with open(path, "r+b") as fh:  # a damaged payload is refused, not read
+        fh.seek(-8, 2)
+        fh.write(b"\xff" * 8)
+    with pytest.raises(BundleError, match="checksum"):
+        xception.load_body_weights(copy.deepcopy(body), path, "Xception")

@@ -144,3 +144,99 @@ def test_one_of_each(needle: str) -> None:
     where = [str(p.relative_to(SRC)) for p in sorted(SRC.rglob("*.py")) if needle in p.read_text()]
     allowed = [w for w in where if ONLY_IN.get(needle) == w]
     assert where == allowed, f"{needle!r} in {where}"
+
+
+# ------------------------------------------------------------------------------ no cycles
+def _module_files(root: Path) -> dict[str, Path]:
+    return {module_name(p, root): p for p in sorted(root.rglob("*.py"))}
+
+
+def import_graph(root: Path = SRC) -> dict[str, dict[str, int]]:
+    """``{module: {imported lorefd module: line}}`` for every import of every module, at any
+    depth (``if TYPE_CHECKING:`` blocks aside); ``from a.b import c`` counts as an import of
+    ``a.b.c`` where that is a module, else of ``a.b``."""
+    files = _module_files(root)
+    graph: dict[str, dict[str, int]] = {}
+    for name, path in files.items():
+        tree = ast.parse(path.read_text(), str(path))
+        skip = _type_checking_nodes(tree)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        edges: dict[str, int] = {}
+        for node in ast.walk(tree):
+            if id(node) in skip:
+                continue
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    parts = package.split(".")
+                    base = ".".join(parts[: len(parts) - node.level + 1]
+                                    + ([node.module] if node.module else []))
+                else:
+                    base = node.module or ""
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base
+                           for a in node.names]
+            for t in targets:
+                if t in files and t != name:
+                    edges.setdefault(t, node.lineno)
+        graph[name] = edges
+    return graph
+
+
+def cycles(root: Path = SRC) -> list[list[str]]:
+    """Every strongly connected set of modules (more than one module: each reaches the
+    others through imports), as sorted module names."""
+    graph = import_graph(root)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No module reaches itself through imports, lazy ones included (a cycle inside a layer:
+    the layers test cannot see it). A package's ``__init__`` re-exporting its modules is not
+    a cycle: importing ``a.b`` runs ``a/__init__`` first, but that is not an edge here."""
+    assert cycles() == []
+
+
+def test_the_cycle_check_catches_a_lazy_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "lorefd"
+    (pkg / "models" / "sub").mkdir(parents=True)
+    for init in (pkg, pkg / "models", pkg / "models" / "sub"):
+        (init / "__init__.py").write_text("")
+    (pkg / "models" / "a.py").write_text("from lorefd.models.sub import b\n")
+    (pkg / "models" / "sub" / "b.py").write_text("def f():\n    from ..c import g\n")
+    (pkg / "models" / "c.py").write_text("def g():\n    import lorefd.models.a\n")
+    (pkg / "models" / "d.py").write_text("from lorefd.models import a, e\n")  # into it: no cycle
+    (pkg / "models" / "e.py").write_text(  # for type checkers only: no cycle
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lorefd.models import d\n")
+    assert cycles(pkg) == [["lorefd.models.a", "lorefd.models.c", "lorefd.models.sub.b"]]

@@ -1,9 +1,10 @@
 """Name -> constructor registries, in the manner of timm's ``register_model``.
 
 A new detector is one new file that decorates its builder with ``@register_detector("name")``
-and is imported in :mod:`lorefd.models`. An old name stays usable as a deprecation
-(:func:`register_detector_deprecations`, like timm's ``register_model_deprecations``): it builds
-the current detector with a warning and is hidden from :func:`list_detectors`.
+and is imported in :mod:`lorefd.models.detectors` (its ``__init__``). An old name stays usable
+as a deprecation (:func:`register_detector_deprecations`, like timm's
+``register_model_deprecations``): it builds the current detector with a warning and is hidden
+from :func:`list_detectors`.
 """
 
 from __future__ import annotations

@@ -133,10 +133,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     verified), ``.safetensors`` or a torch file."""
     if path.is_dir():
         path = path / "model.safetensors"
-    if path.suffix == ".lorefd":
-        from lorefd.models.bundle import load_model
+    if path.suffix == ".lorefd":  # the file's tensors, checksums verified; no detector built
+        from lorefd.models.bundle_file import read_bundle_weights
 
-        sd = load_model(path).detector.state_dict()
+        sd = {k: v.float() if v.is_floating_point() else v
+              for k, v in read_bundle_weights(path).items()}
     elif path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

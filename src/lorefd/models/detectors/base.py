@@ -192,8 +192,8 @@ def merge_flipped(out: Any, mirrored: Any) -> Any:
 def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | None = None,
                    pretrained: bool | None = None) -> Detector:
     """A registered detector from the config; the MAE (if given) is loaded frozen."""
-    import lorefd.models.detectors  # noqa: F401  (registration)
-
+    # The detectors are registered: importing this module ran lorefd/models/detectors/__init__
+    # first, which imports every detector file (no import of it here: that would be a cycle).
     name = name or cfg.detector.name
     if not is_detector(name):
         raise ValueError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
@@ -229,8 +229,8 @@ def detector_from_state(weights: dict[str, torch.Tensor], cfg: Config, meta: dic
 
     For bundles that store the three elsewhere than in a checkpoint folder.
     """
-    import lorefd.models.detectors  # noqa: F401  (registration)
-
+    # The detectors are registered: importing this module ran lorefd/models/detectors/__init__
+    # first, which imports every detector file (no import of it here: that would be a cycle).
     if meta.get("kind") != KIND or "detector" not in meta:
         raise CheckpointError(f"not a detector checkpoint (kind {meta.get('kind')!r})")
     mae = None
