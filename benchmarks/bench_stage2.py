@@ -35,7 +35,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
-    ap.add_argument("--detector", default="lre", help="lre or xception")
+    ap.add_argument("--detector", default="lre", help="lre or baseline")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default 20 GPU, 5 CPU)")
     ap.add_argument("--warmup", type=int, default=None)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The shipped model's recipe, larger, on a lent GPU (issue 8): the `cpu` config's detector at
-# 224 px, batch 128, as many steps as BUDGET seconds allow (a short probe measures img/s, the
-# cosine schedule is sized to it), then the best checkpoint exported as an fp16 bundle in
-# parts of 15 MiB (the device returns files of at most 16 MiB):
-#   bash benchmarks/gpu_recipe.sh [BUDGET]   # default 300 s; data: runs/gpu_data, carried
+# The shipped model's recipe, larger: run this on a machine with a GPU (CUDA). The `cpu`
+# config's detector at 224 px, batch 128, as many steps as BUDGET seconds allow (a short probe
+# measures img/s, the cosine schedule is sized to it), then the best checkpoint exported as an
+# fp16 bundle in parts of 15 MiB (small files to copy back):
+#   bash benchmarks/gpu_recipe.sh [BUDGET]   # default 300 s; data: runs/gpu_data
+#   (packed where the recipe ran: scripts/pack_gpu_data.py)
 # Reassemble here: cat model.lorefd.part-* > gpu.lorefd (the bundle's checksum verifies it).
 set -uo pipefail
 BUDGET=${1:-300}

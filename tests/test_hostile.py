@@ -1,4 +1,4 @@
-"""Hostile files and hostile numbers (issue 31): every file here is made by the test itself.
+"""Hostile files and hostile numbers: every file here is made by the test itself.
 
 A crafted resume state must not run code; a bundle re-sealed with hostile values (its manifest
 edited and its checksums recomputed, the tensors untouched), or with its ONNX graph swapped,

@@ -78,7 +78,7 @@ def test_unknown_stage_is_an_error(tmp_path: Path, faces: Path) -> None:
 
 
 def test_packed_gpu_data_trains(faces: Path, tmp_path: Path) -> None:
-    """benchmarks/pack_gpu_data.py: the carried folder holds every train real and validation
+    """scripts/pack_gpu_data.py: the carried folder holds every train real and validation
     row (labels, kinds, landmarks kept) as JPEG, and trains as it is."""
     import subprocess
     import sys
@@ -91,7 +91,7 @@ def test_packed_gpu_data_trains(faces: Path, tmp_path: Path) -> None:
     run_recipe(faces, out, "cpu", TOY, stages=["faces", "split", "heldout"], val_fraction=0.25,
                test_fraction=0.25, reserve_bundled=False)
     packed = tmp_path / "gpu_data"
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "pack_gpu_data.py"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pack_gpu_data.py"
     subprocess.run([sys.executable, str(script), str(out), str(packed), "--quality", "80"],
                    check=True, capture_output=True)
     for name, source in (("train", out / "splits" / "train_reals.csv"),

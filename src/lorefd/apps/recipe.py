@@ -17,7 +17,7 @@ its last checkpoint, so a killed run re-run with the same arguments ends with th
 7. ``robust``   the detector with the better *validation* AUC, continued from its final
                 weights with DeeperForensics-style degradations (``data.augment: robust``,
                 :data:`ROBUST_STAGE`): a warm restart that trades little clean accuracy for
-                scores that survive recompression, blur and noise (issue 10);
+                scores that survive recompression, blur and noise;
 8. ``evaluate`` each on the held-out test set (and ``--gan`` fakes if given);
 9. ``export``   the ``robust`` detector if trained, else the better one, as fp16 ``model.lorefd``
                 with its ONNX graph; with held-out clips its threshold is the rule's

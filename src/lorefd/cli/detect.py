@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "machine)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="files scored at once, in threads, each with a face detector of its "
-                        "own (about 1 s to load each) and one runtime thread unless --threads "
+                        "own (each loaded anew) and one runtime thread unless --threads "
                         f"says otherwise (default: one per core, at most {AUTO_MAX_WORKERS}, "
                         f"for {AUTO_MIN_IMAGES} images or more; else 1)")
     add_runtime_arg(p)
@@ -127,10 +127,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def auto_workers(paths: list[str]) -> int:
     """``--workers`` by default: one per core (at most :data:`AUTO_MAX_WORKERS`) when the
-    inputs hold :data:`AUTO_MIN_IMAGES` images or more, else 1. A second face detector takes
-    ~0.5-1 s to load, holding the interpreter; on a 2-core Xeon 200 photos of 256 px took
-    4.6-5.3 s with 2 workers against 5.9-6.1 s with one (its runtime on 2 threads), 70 photos
-    2.7-3.2 s against 2.9 s (benchmarks/RESULTS.md)."""
+    inputs hold :data:`AUTO_MIN_IMAGES` images or more, else 1: a second face detector costs
+    its loading time, holding the interpreter, which only many images repay (measured in
+    benchmarks/RESULTS.md, "``lorefd detect`` picks its workers")."""
     from pathlib import Path
 
     from lorefd.data.images import is_image, walk_files

@@ -392,8 +392,8 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
         if dist_info.is_main:
             log.info("fine-tuning from %s", tc.init)
     dataset = build_train_dataset(cfg, train_samples)
-    # channels_last on every device: on CUDA for tensor cores, on this 2-core CPU a ResNet-18
-    # step at 128 px measured 1.2x faster (oneDNN's NHWC convolutions)
+    # channels_last on every device: on CUDA for tensor cores, on the CPU for oneDNN's NHWC
+    # convolutions (measured: benchmarks/RESULTS.md, the shipped model's recipe on this CPU)
     det.to(dev).to(memory_format=torch.channels_last)
     optimizer, scheduler = build_optimizer(det, cfg, dev)
     uses_mae = getattr(det, "mae", None) is not None

@@ -259,8 +259,9 @@ class OnnxDetector:
             opts.add_external_initializers(list(self._shared), values)
         self._values = values  # the session reads them: keep them alive
         # ConvBNFusion writes a fused copy of every convolution's weights beside the bundle's
-        # (ours, held for the session): +120 MB peak and 0.15 s of loading for ~no speed, as
-        # the blocked (NCHWc) kernels the layout pass builds carry the speed-up without it.
+        # (ours, held for the session): more memory and loading time for ~no speed, as the
+        # blocked (NCHWc) kernels the layout pass builds carry the speed-up without it
+        # (measured: benchmarks/RESULTS.md, "ConvBNFusion").
         self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"],
                                             disabled_optimizers=["ConvBNFusion"])
         self.map_names = list(info["outputs"])
@@ -332,7 +333,7 @@ def load_onnx_bundle(path: str | Path, threads: int | None = None) -> Bundle:
     if list(side) != [det.image_size, det.image_size]:
         raise BundleError(f"invalid bundle {path}: image_size {det.image_size} but its ONNX "
                           f"graph takes {side}")
-    # one face through the graph (~20 ms): a graph that does not compute what the weights do
+    # one face through the graph (cheap; docs/contract.md): a graph that does not compute what the weights do
     # (replaced and re-sealed) is refused here, before any file is scored
     check_reference(det.predict_proba, manifest, stored.get("faces"), path, "ONNX Runtime")
     return Bundle(detector=det, manifest=manifest, path=path)  # type: ignore[arg-type]

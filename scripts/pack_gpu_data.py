@@ -1,14 +1,15 @@
-"""Pack recipe manifests into one small folder that a GPU call can carry (no dlib there).
+"""Pack recipe manifests into one small folder to copy to a machine with a GPU (no dlib needed
+there).
 
-    python benchmarks/pack_gpu_data.py runs/cpu224 runs/gpu_data      # 27 MiB at 224 px
-    # then, with a lent GPU: run(command="bash benchmarks/run_gpu.sh", carry=["runs/gpu_data"])
+    python scripts/pack_gpu_data.py runs/cpu224 runs/gpu_data      # 27 MiB at 224 px
+    # then, on a machine with a GPU, with runs/gpu_data copied there: bash benchmarks/run_gpu.sh
 
 Reads ``RECIPE/splits/train_reals.csv`` and ``RECIPE/val/manifest.csv`` (a ``lorefd recipe``
 run at the GPU's image size, stages ``faces,split,heldout``), re-encodes every crop as JPEG
 (``--quality``: the held-out fakes and reals alike, so no label leaks through compression),
 copies each landmark file, and writes ``train.csv`` and ``val.csv`` with paths relative to
 ``OUT``. The test set is not carried: the model comes back and is evaluated here.
-The device tool carries at most 64 MiB together with the working tree; the total is printed.
+The folder's total size is printed (it travels with the working tree: keep it small).
 """
 
 from __future__ import annotations
