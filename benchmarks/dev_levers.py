@@ -39,8 +39,7 @@ def main() -> None:
     ap.add_argument("models", nargs="+", metavar="NAME=MODEL")
     args = ap.parse_args()
 
-    from real_video_mix import person
-
+    from lorefd.apps.common import clip_person
     from lorefd.data.manifest import FAKE, load_samples
     from lorefd.evaluation.evaluate import evaluate, score_samples
     from lorefd.models.bundle import load_model
@@ -67,7 +66,7 @@ def main() -> None:
             held = load_samples(args.reals_held)
             p, _ = score_samples(loaded.detector, held)
             row["real_video_fp"] = float(np.nanmean(p >= loaded.threshold))
-            row["fp_rule"] = fp_rule(p, [person(s.video_id) for s in held], fake_scores,
+            row["fp_rule"] = fp_rule(p, [clip_person(s.video_id) for s in held], fake_scores,
                                      args.fpr)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         out[name] = row
