@@ -42,6 +42,11 @@ class NonFiniteScoreError(UserError, ValueError):
     input gets an error, never a verdict."""
 
 
+class OptionError(UserError, ValueError):
+    """A command option or library argument out of its range or set (``--threads 0``,
+    ``runtime="evil"``): the caller's input, not a bug."""
+
+
 class MissingExtraError(UserError, ImportError):
     """``what`` needs a package of the training extra that this install lacks (a base,
     screening-only install): one line naming ``pip install 'lorefd[train]'``, exit 2. An
@@ -88,5 +93,5 @@ def missing_extra(exc: BaseException, what: str) -> MissingExtraError | None:
 
 
 __all__ = ["TRAIN_EXTRA", "TRAIN_MODULES", "CheckpointError", "DeviceError", "MissingExtraError",
-           "NonFiniteScoreError", "NothingProcessedError", "UserError", "missing_extra",
+           "NonFiniteScoreError", "NothingProcessedError", "OptionError", "UserError", "missing_extra",
            "missing_module", "require_training_extra"]
