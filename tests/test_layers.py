@@ -11,6 +11,7 @@ package imports a name from it (``lorefd.version`` holds ``__version__``).
 from __future__ import annotations
 
 import ast
+import copy
 from pathlib import Path
 
 import pytest
@@ -131,7 +132,7 @@ def test_layer_of(module: str, expected: int | None) -> None:
 
 # One of each concept: the names the duplicates had are gone from the package (a second
 # loader, scoring loop, metrics module, split or formatter would bring one back).
-GONE = ["def load_detector", "def load_bundle", "def load_mae_for_detector",
+GONE = ["def load_detector", "def load_mae_for_detector",
         "def resolve_detector_checkpoint", "def score_models", "def split_reals", "def _pct",
         "def _positive", "def _probability", "def timed", "_LEGACY_USER_ERRORS",
         "class Context", "from lorefd.engines.threshold", "from lorefd.evaluation.metrics",
@@ -144,6 +145,52 @@ def test_one_of_each(needle: str) -> None:
     where = [str(p.relative_to(SRC)) for p in sorted(SRC.rglob("*.py")) if needle in p.read_text()]
     allowed = [w for w in where if ONLY_IN.get(needle) == w]
     assert where == allowed, f"{needle!r} in {where}"
+
+
+class _Anonymous(ast.NodeTransformer):
+    """Every variable and argument named ``_``: a copy whose names were changed is a copy."""
+
+    def visit_Name(self, node: ast.Name) -> ast.Name:
+        return ast.copy_location(ast.Name(id="_", ctx=node.ctx), node)
+
+    def visit_arg(self, node: ast.arg) -> ast.arg:
+        node.arg, node.annotation = "_", None
+        return node
+
+
+def function_shapes(root: Path = SRC, min_statements: int = 5) -> dict[str, list[str]]:
+    """``{shape: ["file:line name", ...]}``: each function body of ``min_statements`` or more
+    (docstring aside) as its syntax tree with the variable names erased."""
+    shapes: dict[str, list[str]] = {}
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                body = body[1:]
+            if sum(isinstance(s, ast.stmt) for b in body for s in ast.walk(b)) < min_statements:
+                continue
+            tree = _Anonymous().visit(ast.Module(body=copy.deepcopy(body), type_ignores=[]))
+            shapes.setdefault(ast.dump(tree, annotate_fields=False), []).append(
+                f"{path.relative_to(root)}:{node.lineno} {node.name}")
+    return shapes
+
+
+def test_no_function_twice() -> None:
+    """A second loader or scoring loop under a new name is still the same code: no two
+    functions may have the same body, whatever their names and variables are called."""
+    twice = [where for where in function_shapes().values() if len(where) > 1]
+    assert not twice, f"the same function body twice: {twice}"
+
+
+def test_function_shapes_see_a_renamed_copy(tmp_path: Path) -> None:
+    body = "    y = x + 1\n    z = y * 2\n    if z:\n        z -= 1\n    return z\n"
+    (tmp_path / "a.py").write_text("def load(x):\n" + body)
+    (tmp_path / "b.py").write_text("def fetch(v):\n" + body.replace("x", "v"))
+    (tmp_path / "c.py").write_text("def other(x):\n" + body.replace("+ 1", "+ 2"))
+    twice = [w for w in function_shapes(tmp_path).values() if len(w) > 1]
+    assert twice == [["a.py:1 load", "b.py:1 fetch"]]
 
 
 # ------------------------------------------------------------------------------ no cycles

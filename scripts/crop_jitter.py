@@ -1,6 +1,6 @@
 """How much a model's score moves when the same photo is found and cropped again at another size.
 
-    python benchmarks/crop_jitter.py [--sizes 1024 1000] NAME=MODEL [NAME=MODEL ...]
+    python scripts/crop_jitter.py [--sizes 1024 1000] NAME=MODEL [NAME=MODEL ...]
 
 Each of the 160 bundled real faces (256 px) is upscaled to every ``--sizes`` side (bicubic) and
 scored as ``lorefd detect`` scores a photo (face found on the 640-px copy, 68 landmarks on the

@@ -1,6 +1,6 @@
 """Learning curves of `lorefd train` runs side by side: training loss and validation AUC per step.
 
-    python benchmarks/plot_learning_curves.py runs/grid/* --out docs/learning_curves.png
+    python scripts/plot_learning_curves.py runs/grid/* --out docs/learning_curves.png
 
 Reads each run's ``metrics.jsonl`` (rows with ``split`` "train" and "val"); prints a table of the
 final and best validation AUC per run and, with ``--out``, draws both curves per run.

@@ -1,6 +1,6 @@
 """Make the "real video frames" training mix of docs/levers.md from preprocessed real clips.
 
-    python benchmarks/real_video_mix.py --clips RV_CROPS/manifest.csv \
+    python scripts/real_video_mix.py --clips RV_CROPS/manifest.csv \
         --train RECIPE/splits/train_reals.csv --out MIX_DIR
 
 The people of a ``--held`` share (by hash) are held out whole for the false-positive check

@@ -1,7 +1,7 @@
 """Score trained models on the real-deepfake dev set and the synthetic held-out test, for the
 levers table in the README (docs/levers.md).
 
-    python benchmarks/dev_levers.py --dev CROPS_ROOT --test TEST_MANIFEST \
+    python scripts/dev_levers.py --dev CROPS_ROOT --test TEST_MANIFEST \
         [--reals-held HELD_REAL_VIDEO_MANIFEST] --out levers.json NAME=MODEL [NAME=MODEL ...]
 
 CROPS_ROOT holds one crop folder per dev subset, made at the models' crop parameters (all
@@ -42,14 +42,14 @@ def main() -> None:
     from lorefd.apps.common import clip_person
     from lorefd.data.manifest import FAKE, load_samples
     from lorefd.evaluation.evaluate import evaluate, score_samples
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
 
     out = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
     for spec in args.models:
         name, model = spec.split("=", 1)
         t0 = time.perf_counter()
         row: dict = {"model": model}
-        loaded = load_model(model)
+        loaded = load_bundle(model)
         fake_scores = {}
         for sub in args.subsets.split(","):
             samples = load_samples(Path(args.dev) / sub)
