@@ -41,7 +41,7 @@ FACE = sorted((_HERE / "src" / "lorefd" / "assets" / "faces" / "real").glob("*.j
 def tiny_bundle(folder: Path) -> Path:
     from conftest import make_detector_checkpoint
 
-    from lorefd.models.bundle import export_bundle
+    from lorefd.models.export import export_bundle
 
     out = folder / "model.lorefd"
     export_bundle(make_detector_checkpoint(folder), out, verify=False)

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_detector_checkpoint
 from media import FACES_DIR
 
-from lorefd.models.bundle import export_bundle
+from lorefd.models.export import export_bundle
 
 
 def serve_bundle(factory: pytest.TempPathFactory) -> Path:

@@ -131,10 +131,11 @@ def test_weights_from_a_bundle_and_a_clear_error_for_other_files(tmp_path):
     network is taken); a file that is none of the accepted kinds is a ValueError naming it."""
     from conftest import make_detector_checkpoint
 
-    from lorefd.models.bundle import export_bundle, load_model
+    from lorefd.models.bundle import load_bundle
+    from lorefd.models.export import export_bundle
 
     export_bundle(make_detector_checkpoint(tmp_path, name="baseline"), tmp_path / "m.lorefd")
-    src = load_model(tmp_path / "m.lorefd").detector.net
+    src = load_bundle(tmp_path / "m.lorefd").detector.net
     dst = create_backbone("legacy_xception", weights=tmp_path / "m.lorefd")  # tiny config
     assert all(torch.equal(a, b) for a, b in zip(src.body.state_dict().values(),
                                                   dst.body.state_dict().values(), strict=True))

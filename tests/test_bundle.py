@@ -14,14 +14,9 @@ from safetensors.torch import save_file
 
 from lorefd.checkpoint import CheckpointError
 from lorefd.cli import main
-from lorefd.models.bundle import (
-    BUNDLE_VERSION,
-    BundleError,
-    export_bundle,
-    load_model,
-    read_bundle_header,
-)
+from lorefd.models.bundle import BUNDLE_VERSION, BundleError, load_bundle, read_bundle_header
 from lorefd.models.detectors import build_detector, save_detector
+from lorefd.models.export import export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +41,8 @@ def _rewrite(src: Path, dst: Path, **changes: str) -> None:
 
 
 def test_bundle_gives_the_checkpoint_detector(ckpt: Path, bundle: Path) -> None:
-    ref = load_model(ckpt).detector
-    b = load_model(bundle)
+    ref = load_bundle(ckpt).detector
+    b = load_bundle(bundle)
     images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     p_ref, p_bundle = ref.predict_proba(images), b.detector.predict_proba(images)
     assert float(p_ref.std()) > 0.01  # scores differ per image, so equality means something
@@ -105,11 +100,11 @@ def test_corrupted_weights_are_detected(bundle: Path, tmp_path: Path) -> None:
     data[-1000] ^= 0x01  # one bit in the tensor payload
     bad.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="corrupted bundle: checksum mismatch"):
-        load_model(bad)
+        load_bundle(bad)
     cut = tmp_path / "truncated.lorefd"
     cut.write_bytes(bundle.read_bytes()[: bundle.stat().st_size // 2])
     with pytest.raises(BundleError, match="corrupted bundle"):
-        load_model(cut)
+        load_bundle(cut)
 
 
 def test_other_version_and_edited_manifest_are_refused(bundle: Path, tmp_path: Path) -> None:
@@ -117,14 +112,14 @@ def test_other_version_and_edited_manifest_are_refused(bundle: Path, tmp_path: P
     _rewrite(bundle, newer, bundle_version=str(BUNDLE_VERSION + 1))
     with pytest.raises(BundleError, match=f"bundle version {BUNDLE_VERSION + 1} is newer than "
                                           "this lorefd supports"):
-        load_model(newer)
+        load_bundle(newer)
     with safe_open(str(bundle), "pt") as fh:
         manifest = json.loads(fh.metadata()["manifest"])
     manifest["threshold"]["value"] = 0.01
     edited = tmp_path / "edited.lorefd"
     _rewrite(bundle, edited, manifest=json.dumps(manifest, sort_keys=True))
     with pytest.raises(BundleError, match="manifest checksum mismatch"):
-        load_model(edited)
+        load_bundle(edited)
 
 
 def test_not_a_bundle(ckpt: Path, tmp_path: Path) -> None:
@@ -188,7 +183,7 @@ def test_an_edited_dtype_or_offset_in_the_header_is_refused(bundle: Path, tmp_pa
     dtype = tmp_path / "dtype.lorefd"
     _edit_header(bundle, dtype, b'"dtype":"F32"', b'"dtype":"I32"')  # same bytes, read as ints
     with pytest.raises(BundleError, match="tensor table checksum mismatch"):
-        load_model(dtype)
+        load_bundle(dtype)
     offset = tmp_path / "offset.lorefd"
     data = bundle.read_bytes()
     n = int.from_bytes(data[:8], "little")
@@ -197,7 +192,7 @@ def test_an_edited_dtype_or_offset_in_the_header_is_refused(bundle: Path, tmp_pa
     _edit_header(bundle, offset, data[at - 16:at + 1],
                  data[at - 16:at] + (b"1" if digit != b"1" else b"2"))
     with pytest.raises(BundleError, match="tensor table checksum mismatch"):
-        load_model(offset)
+        load_bundle(offset)
     for bad in (dtype, offset):  # the command line: one line, exit 2, the file named
         assert main(["detect", str(tmp_path / "none.png"), "--model", str(bad)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
@@ -208,8 +203,8 @@ def test_a_version_1_bundle_is_refused_with_how_to_reseal_it(bundle: Path, tmp_p
     old = tmp_path / "v1.lorefd"
     _rewrite(bundle, old, bundle_version="1")
     with pytest.raises(BundleError, match=r"re-seal it: lorefd export .*v1\.lorefd --out"):
-        load_model(old)
-    assert load_model(old, old=True).detector is not None  # re-sealing reads it
+        load_bundle(old)
+    assert load_bundle(old, old=True).detector is not None  # re-sealing reads it
 
 
 def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> None:
@@ -224,7 +219,7 @@ def test_a_tensor_of_the_wrong_kind_is_refused(ckpt: Path, tmp_path: Path) -> No
     write_bundle(bad, tensors, {k: v for k, v in good.items() if k not in ("payload_sha256",
                                                                            "tensors_sha256")})
     with pytest.raises(BundleError, match=f"tensor {name} is torch.int16"):
-        load_model(bad)
+        load_bundle(bad)
 
 
 def test_initial_weights_from_a_bundle_read_its_tensors_only(tmp_path: Path, monkeypatch) -> None:
@@ -238,7 +233,7 @@ def test_initial_weights_from_a_bundle_read_its_tensors_only(tmp_path: Path, mon
     ckpt = make_detector_checkpoint(tmp_path, "baseline")
     path = tmp_path / "m.lorefd"
     export_bundle(ckpt, path, half=True, verify=False)
-    det = load_model(path).detector
+    det = load_bundle(path).detector
     want = {k.removeprefix("net.body."): v for k, v in det.state_dict().items()
             if k.startswith("net.body.")}
     body = copy.deepcopy(det.net.body)

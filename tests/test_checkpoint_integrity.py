@@ -22,7 +22,7 @@ from lorefd.checkpoint import (
 from lorefd.cli import main
 from lorefd.config import load_config
 from lorefd.errors import NonFiniteScoreError, NothingProcessedError
-from lorefd.models.bundle import BundleError, load_model, write_bundle
+from lorefd.models.bundle import BundleError, load_bundle, write_bundle
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +110,13 @@ def test_a_bundle_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
     weights = {"w": torch.tensor([1.0, float("nan")])}
     write_bundle(tmp_path / "b.lorefd", weights, {"detector": "x"})
     with pytest.raises(BundleError, match="non-finite"):
-        load_model(tmp_path / "b.lorefd")
+        load_bundle(tmp_path / "b.lorefd")
 
 
 def _nan_detector(ckpt: Path):  # noqa: ANN202
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
 
-    det = load_model(ckpt).detector
+    det = load_bundle(ckpt).detector
     with torch.no_grad():
         det.net.body.fc.bias.fill_(float("nan"))  # a model that scores NaN
     return det

@@ -85,7 +85,7 @@ def test_evaluate_table_shows_best_acc_with_its_threshold(
 
 def test_a_run_and_its_bundle_are_evaluated_at_one_threshold(faces_manifest: Path,
                                                                tmp_path: Path) -> None:
-    from lorefd.models.bundle import export_bundle
+    from lorefd.models.export import export_bundle
 
     ckpt = make_detector_checkpoint(tmp_path, name="baseline", sub="best",
                                     meta={"val": {"val_threshold": 0.37}})

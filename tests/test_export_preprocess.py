@@ -10,7 +10,8 @@ import pytest
 from conftest import make_detector_checkpoint
 
 from lorefd.data.manifest import Sample, preprocess_record
-from lorefd.models.bundle import export_bundle, load_model
+from lorefd.models.bundle import load_bundle
+from lorefd.models.export import export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def test_export_takes_size_and_margin_from_the_run(trained_at_128: Path, tmp_pat
     assert m["preprocess"]["size"] == 128 and m["preprocess"]["margin"] == 0.1
     assert not [r for r in caplog.records if "differs" in r.getMessage()]
     # the in-memory form `--model RUN` gives the same face pipeline
-    assert load_model(trained_at_128.parent).preprocess["size"] == 128
+    assert load_bundle(trained_at_128.parent).preprocess["size"] == 128
 
 
 def test_a_mismatch_given_by_hand_is_a_warning(trained_at_128: Path, tmp_path: Path,
@@ -47,7 +48,7 @@ def test_export_crop_mode_given_for_a_run_that_recorded_none(trained_at_128: Pat
 
     assert main(["export", str(trained_at_128), "--out", str(tmp_path / "m.lorefd"),
                  "--crop", "box", "--no-onnx"]) == 0
-    pre = load_model(tmp_path / "m.lorefd").preprocess
+    pre = load_bundle(tmp_path / "m.lorefd").preprocess
     assert (pre["crop"], pre["template"]) == ("box", "68-landmark box")
 
 

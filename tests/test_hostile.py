@@ -152,7 +152,7 @@ def test_huge_or_non_finite_config_numbers_are_one_line(override: str, tmp_path:
 def sealed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny baseline bundle with its ONNX graph and reference face, as `lorefd export`
     writes it."""
-    from lorefd.models.bundle import export_bundle
+    from lorefd.models.export import export_bundle
     from lorefd.models.graph import add_graph
 
     root = tmp_path_factory.mktemp("hostile_bundle")
@@ -286,11 +286,11 @@ def test_an_edited_config_that_changes_the_scores_is_refused(sealed: Path, tmp_p
                                                              ) -> None:
     """A valid but different value (the test-time flip turned on) re-sealed: PyTorch no
     longer gives the reference face the score the export recorded."""
-    from lorefd.models.bundle import BundleError, load_model
+    from lorefd.models.bundle import BundleError, load_bundle
 
     bad = reseal(sealed, tmp_path / "flip.lorefd", _set("config.detector.tta", "flip"))
     with pytest.raises(BundleError, match="PyTorch gives P.*network does not compute"):
-        load_model(bad)
+        load_bundle(bad)
 
 
 def test_a_graph_without_reference_scores_is_not_run(sealed: Path, tmp_path: Path,
@@ -299,7 +299,7 @@ def test_a_graph_without_reference_scores_is_not_run(sealed: Path, tmp_path: Pat
     warning saying how to re-export; --runtime onnx is refused."""
     import logging
 
-    from lorefd.models.bundle import REFERENCE_KEY
+    from lorefd.models.bundle_check import REFERENCE_KEY
     from lorefd.models.graph import GraphError, OnnxDetector, load_runtime_model
 
     src_tensors = __import__("safetensors.torch", fromlist=["load_file"]).load_file(str(sealed))

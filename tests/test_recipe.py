@@ -11,7 +11,7 @@ from media import stills
 
 from lorefd.apps.common import bundled_ids, split_by_identity
 from lorefd.apps.recipe import STAGES, run_recipe
-from lorefd.models.bundle import load_model
+from lorefd.models.bundle import load_bundle
 
 TOY = ["data.image_size=64", "data.num_workers=0", "mae.encoder_depth=1", "mae.decoder_depth=1",
        "pretrain.max_steps=3", "pretrain.batch_size=8", "pretrain.log_every=1",
@@ -43,7 +43,7 @@ def test_recipe_runs_every_stage_and_resumes(faces: Path, tmp_path: Path) -> Non
     for name in ("baseline", "lre", "robust"):
         auc = s["metrics"][name]["test"]["overall"]["frame"]["auc"]
         assert 0.0 <= auc <= 1.0
-    bundle = load_model(out / "model.lorefd")
+    bundle = load_bundle(out / "model.lorefd")
     assert bundle.manifest["weights_dtype"] == "float16"
     # the shipped model is the robust stage: the better detector continued from its final weights
     assert s["shipped"] == "robust"
@@ -167,6 +167,6 @@ def test_recipe_with_videos_trains_on_frames_and_sets_the_rule_threshold(
     thr = header["threshold"]
     assert thr["value"] == pytest.approx(s["threshold"]["threshold"])
     assert "at most 10% of the frames of" in thr["source"] and header.get("onnx")
-    p, _ = score_samples(load_model(out / "model.lorefd").detector, held)
+    p, _ = score_samples(load_bundle(out / "model.lorefd").detector, held)
     assert np.mean(p >= thr["value"]) <= FP_RULE + 1.0 / len(p)
     assert counts["steps"] == 2

@@ -21,7 +21,7 @@ from lorefd.data.manifest import read_manifest
 from lorefd.data.synth.augment import jpeg as jpeg_roundtrip
 from lorefd.data.synth.fakeset import write_fake_set
 from lorefd.engines.detect import detect_paths
-from lorefd.models.bundle import load_model, shipped_bundle
+from lorefd.models.bundle import load_bundle, shipped_bundle
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "lorefd" / "assets"
 N = 40  # reals, and one synthesised fake of each
@@ -54,7 +54,7 @@ def held_out_files(tmp_path_factory) -> tuple[list[Path], list[Path]]:
 
 def test_shipped_bundle_is_small_intact_and_documented(shipped: Path) -> None:
     assert shipped.stat().st_size <= 40 * 2**20
-    bundle = load_model(shipped)  # checksums verified
+    bundle = load_bundle(shipped)  # checksums verified
     assert bundle.manifest["weights_dtype"] == "float16"
     card = (shipped.parent / "MODEL.md").read_text()
     assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card
@@ -108,7 +108,7 @@ def test_damaged_shipped_bundle_names_the_file(shipped: Path, tmp_path: Path) ->
     data[-1000] ^= 0x40  # one flipped bit in the weights
     copy.write_bytes(bytes(data))
     with pytest.raises(BundleError, match="default.lorefd"):
-        load_model(copy)
+        load_bundle(copy)
     assert main(["detect", str(stills(1)[0]), "--model", str(copy)]) == 2
 
 
@@ -122,7 +122,7 @@ def test_training_can_start_from_the_shipped_model(shipped: Path) -> None:
 
     det = build_detector(load_config("cpu"))
     init_from(det, "shipped")
-    ref = load_model(shipped).detector.state_dict()
+    ref = load_bundle(shipped).detector.state_dict()
     own = det.state_dict()
     assert set(own) == set(ref)
     assert all(torch.equal(own[k], ref[k].to(own[k].dtype)) for k in ref)

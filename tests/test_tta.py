@@ -11,8 +11,9 @@ import torch
 from conftest import make_detector_checkpoint
 
 from lorefd.cli import main
-from lorefd.models.bundle import export_bundle, load_model
+from lorefd.models.bundle import load_bundle
 from lorefd.models.detectors.base import merge_flipped
+from lorefd.models.export import export_bundle
 from lorefd.models.graph import load_runtime_model, reference_crops
 
 
@@ -29,7 +30,7 @@ def test_merge_flipped_flips_maps_back_and_not_logits() -> None:
 
 @pytest.mark.parametrize("name", ["baseline", "lre"])
 def test_flip_scores_a_face_and_its_mirror_alike(name: str, tmp_path: Path) -> None:
-    det = load_model(make_detector_checkpoint(tmp_path, name=name)).detector
+    det = load_bundle(make_detector_checkpoint(tmp_path, name=name)).detector
     x = torch.from_numpy(reference_crops(det.image_size, {"size": 64, "margin": 0.1}, 4))
     plain, plain_mirror = det.predict_proba(x), det.predict_proba(x.flip(-1))
     assert (plain - plain_mirror).abs().max() > 1e-3  # the network itself is not symmetric
@@ -61,10 +62,10 @@ def test_export_sets_flip_for_both_runtimes(tmp_path: Path) -> None:
     export_bundle(ckpt, plain)
     assert main(["export", str(plain), "--out", str(tmp_path / "flip.lorefd"), "--tta", "flip",
                  "--threshold", "0.4"]) == 0
-    torch_b = load_model(tmp_path / "flip.lorefd")
+    torch_b = load_bundle(tmp_path / "flip.lorefd")
     assert torch_b.detector.tta == "flip" and torch_b.threshold == pytest.approx(0.4)
     assert torch_b.manifest["config"]["detector"]["tta"] == "flip"
-    assert load_model(plain).detector.tta == "none"
+    assert load_bundle(plain).detector.tta == "none"
     onnx_b = load_runtime_model(str(tmp_path / "flip.lorefd"), "cpu", "onnx", 1)
     x = reference_crops(64, torch_b.preprocess, 4)
     p_onnx, p_onnx_mirror = onnx_b.detector.run(x)[0], onnx_b.detector.run(x[..., ::-1].copy())[0]

@@ -84,13 +84,13 @@ def run(args: argparse.Namespace) -> int:
 
     from lorefd.data.manifest import load_samples
     from lorefd.evaluation.evaluate import check_crops, evaluate, evaluate_media
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
     from lorefd.utils import pick_device
 
     check_output_dir(args.out, "--out")
     check_writes_spare_inputs(out_files(args.out, "--out", WRITES), data=[args.data],
                               models=[args.model])
-    bundle = load_model(args.model, pick_device(args.device))  # before any data is read
+    bundle = load_bundle(args.model, pick_device(args.device))  # before any data is read
     data = Path(args.data)
     given = _crops_given(data, args.faces)
     if given and (args.frames is not None or args.cache is not None):

@@ -26,7 +26,8 @@ from lorefd.cli.common import check_output_file, check_outputs_spare_inputs
 
 
 def _crop_side(value: str) -> int:
-    from lorefd.models.bundle import CROP_SIDE  # the range a bundle is checked against at load
+    # the range a bundle is checked against at load
+    from lorefd.models.bundle_check import CROP_SIDE
 
     side = int(value)
     if not CROP_SIDE[0] <= side <= CROP_SIDE[1]:
@@ -36,7 +37,7 @@ def _crop_side(value: str) -> int:
 
 
 def _margin(value: str) -> float:
-    from lorefd.models.bundle import MARGIN
+    from lorefd.models.bundle_check import MARGIN
 
     margin = float(value)
     if not MARGIN[0] <= margin <= MARGIN[1]:
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lorefd.models.bundle import export_bundle
+    from lorefd.models.export import export_bundle
     from lorefd.models.graph import add_graph
 
     check_output_file(args.out, "--out")

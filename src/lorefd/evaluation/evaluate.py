@@ -46,7 +46,7 @@ from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
 from lorefd.engines.predict import make_eval_loader, predict
 from lorefd.errors import NothingProcessedError, UserError
 from lorefd.metrics import fmt, report
-from lorefd.models.bundle import Bundle, load_model
+from lorefd.models.bundle import Bundle, load_bundle
 from lorefd.models.detectors import Detector
 from lorefd.utils import atomic_path, atomic_write_json, pick_device
 
@@ -93,7 +93,7 @@ def evaluate(detector: Detector | Bundle | str | Path, samples: list[Sample], ou
              threshold: float | None = None, num_workers: int = 0, amp: bool = True,
              extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of ``detector`` on ``samples``: a module, or what ``--model`` accepts (a
-    bundle, a run folder or a checkpoint folder; :func:`lorefd.models.bundle.load_model`).
+    bundle, a run folder or a checkpoint folder; :func:`lorefd.models.bundle.load_bundle`).
 
     ``threshold`` (for Acc): default the model's (a bundle's, or for a run or checkpoint the
     same rule ``lorefd export`` applies: its validation threshold, else ``train.threshold``). Unreadable rows are excluded and listed (``excluded``).
@@ -110,7 +110,7 @@ def evaluate(detector: Detector | Bundle | str | Path, samples: list[Sample], ou
         log.warning("evaluation set has one class: AUC, EER, AP reported as n/a")
     dev = pick_device(device)
     if isinstance(detector, (str, Path)):
-        detector = load_model(detector, dev)
+        detector = load_bundle(detector, dev)
     if isinstance(detector, Bundle):
         ckpt = str(detector.path)
         if threshold is None:  # one rule for bundles and runs alike: the model's threshold
@@ -209,7 +209,7 @@ def evaluate_media(model: str | Path | Bundle | None, root: str | Path, out_dir:
     and listed (``unscored`` in ``metrics.json``). Returns ``{set name: metrics}``.
     """
     dev = pick_device(device)
-    bundle = model if isinstance(model, Bundle) else load_model(model, dev)
+    bundle = model if isinstance(model, Bundle) else load_bundle(model, dev)
     opts = PreprocessOptions.for_model(bundle.preprocess, frames=frames, workers=workers,
                                        progress=progress)
     sets = find_datasets(root)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lorefd.data.images import load_rgb, resize_square, to_tensor
 from lorefd.errors import NonFiniteScoreError, UserError
 from lorefd.evaluation.figures import short_name
-from lorefd.models.bundle import load_model
+from lorefd.models.bundle import load_bundle
 from lorefd.models.detectors import Detector
 from lorefd.models.detectors.base import BLEND_MASK
 from lorefd.utils import atomic_path
@@ -84,7 +84,7 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
         raise ValueError("no images to explain")
     pre = None
     if isinstance(detector, (str, Path)):
-        bundle = load_model(detector, device)
+        bundle = load_bundle(detector, device)
         detector, pre = bundle.detector, bundle.preprocess
     detector.eval()
     dev = next(detector.parameters()).device

@@ -16,7 +16,7 @@ Export (:func:`add_graph`, needs torch, ``onnx`` and ``onnxscript``) checks the 
 PyTorch on real face crops and refuses to store one whose probabilities differ by more than
 :data:`PROB_TOL`; it stores the first of those crops (``onnx.reference``, uint8) with
 PyTorch's score (``manifest["reference"]``). Loading runs the graph on it again and refuses
-the bundle when the score moved (:func:`lorefd.models.bundle.check_reference`): checksums
+the bundle when the score moved (:func:`lorefd.models.bundle_check.check_reference`): checksums
 show a file is intact, not that a re-sealed graph computes what the weights do. Running it
 (:func:`load_onnx_bundle`) needs numpy, safetensors and onnxruntime only: no torch, timm or
 torchvision is imported on that path.
@@ -33,15 +33,13 @@ import numpy as np
 
 from lorefd.errors import MissingExtraError, missing_module
 from lorefd.models.bundle import (
-    REFERENCE_KEY,
     RESERVED_PREFIX,
     Bundle,
     BundleError,
-    check_manifest,
-    check_reference,
     read_bundle_header,
     resolve_model,
 )
+from lorefd.models.bundle_check import REFERENCE_KEY, check_manifest, check_reference
 from lorefd.version import __version__
 
 if TYPE_CHECKING:
@@ -178,16 +176,17 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
     The graph is run with ONNX Runtime on ``n_check`` bundled real faces and compared with
     PyTorch; :class:`GraphError` (nothing written) when a probability differs by more than
     :data:`PROB_TOL`. The first :data:`N_REFERENCE` of them are stored in the bundle
-    (:data:`~lorefd.models.bundle.REFERENCE_KEY`, uint8) with PyTorch's scores
+    (:data:`~lorefd.models.bundle_check.REFERENCE_KEY`, uint8) with PyTorch's scores
     (``manifest["reference"]``): every load runs them again (:func:`load_onnx_bundle`, and
     the PyTorch loader) and refuses a bundle whose scores moved. Returns the stored manifest."""
     import torch
     from safetensors.torch import load_file
 
-    from lorefd.models.bundle import load_model, with_tta, write_bundle
+    from lorefd.models.bundle import load_bundle, write_bundle
+    from lorefd.models.bundle_manifest import with_tta
 
     bundle_path = Path(bundle_path)
-    bundle = load_model(bundle_path, old=True)  # a version 1 bundle is re-sealed here
+    bundle = load_bundle(bundle_path, old=True)  # a version 1 bundle is re-sealed here
     weights = {k: v for k, v in load_file(str(bundle_path)).items()
                if not k.startswith(RESERVED_PREFIX)}
     manifest = {k: v for k, v in bundle.manifest.items()
@@ -350,7 +349,7 @@ def pick_runtime(path: Path, runtime: str | None) -> str:
     try:
         return "onnx" if graph_info(read_bundle_header(path, verify=False)) else "torch"
     except BundleError:
-        return "torch"  # load_model says what is wrong with it
+        return "torch"  # load_bundle says what is wrong with it
 
 
 def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = None,
@@ -391,14 +390,14 @@ def load_runtime_model(spec: str | Path | Bundle | None, device: str | None = No
             log.warning("%s; running it with PyTorch", exc)
     if no_torch:
         raise MissingExtraError(why, no_torch)
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
     from lorefd.utils import pick_device
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    return load_model(path, pick_device(device))
+    return load_bundle(path, pick_device(device))
 
 
 __all__ = ["GRAPH_KEY", "GRAPH_VERSION", "N_REFERENCE", "PROB_TOL", "RUNTIMES", "GraphError",

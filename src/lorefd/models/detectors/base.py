@@ -17,7 +17,7 @@ A new detector is one new file in this package: subclass :class:`Detector`, impl
 
 Checkpoints (kind ``"detector"``) hold the weights of every sub-network (frozen MAE and
 feature extractor included) and, in ``meta["mae"]``, the MAE's own config, so
-:func:`lorefd.models.bundle.load_model` needs nothing but the checkpoint folder.
+:func:`lorefd.models.bundle.load_bundle` needs nothing but the checkpoint folder.
 """
 
 from __future__ import annotations
