@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lorefd-installed
 
-.PHONY: demo test lint bench-cpu clean
+.PHONY: demo test lint docs-images clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts
+
+# the pictures in docs/ that show the shipped model (tests/test_docs_images.py checks them)
+docs-images: $(STAMP)
+	$(BIN)/python scripts/docs_images.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER),
     reason="needs Debian's chromium and chromium-driver (apt-get install chromium "
            "chromium-driver; .ci/run installs them)")
-# Set to a path to keep the desktop screenshot (the README's docs/serve.png is made this way).
+# Set to a path to keep the desktop screenshot (docs/serve.png is made by scripts/docs_images.py).
 SCREENSHOT_ENV = "LOREFD_SERVE_SCREENSHOT"
 MODEL_ENV = "LOREFD_SERVE_MODEL"
 
@@ -55,7 +55,7 @@ def _post(url: str, paths: list[Path]) -> dict:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen, Path]]:
     """`lorefd serve` as a user starts it, on a free port of 127.0.0.1 (not yet ready:
     see :func:`live`)."""
-    # LOREFD_SERVE_MODEL=shipped: the model shipped in the package (the README's screenshot)
+    # LOREFD_SERVE_MODEL=shipped: the model shipped in the package
     bundle = (serve_bundle(tmp_path_factory) if os.environ.get(MODEL_ENV) != "shipped"
               else shipped_bundle())
     port = _free_port()
