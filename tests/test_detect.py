@@ -20,8 +20,9 @@ from lorefd.cli import main
 from lorefd.data.images import load_rgb, resize_square, to_tensor
 from lorefd.data.preprocess.adapters import MediaItem
 from lorefd.data.preprocess.runner import PreprocessOptions, process_item
-from lorefd.engines.detect import STATUSES, detect_paths
-from lorefd.models.bundle import export_bundle, load_model
+from lorefd.engines.detect import STATUSES, DetectOptions, detect_paths
+from lorefd.models.bundle import load_bundle
+from lorefd.models.export import export_bundle
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def decode(path: Path) -> list[np.ndarray]:
 
 def test_image_with_heatmap(bundle: Path, face_image: Path, work: Path) -> None:
     heat = work / "heat_image"
-    report = detect_paths([face_image], bundle, heatmap_dir=heat)
+    report = detect_paths([face_image], bundle, DetectOptions(heatmap_dir=heat))
     check_schema(report)
     (r,) = report["results"]
     assert (r["type"], r["status"], len(r["faces"])) == ("image", "ok", 1)
@@ -115,8 +116,8 @@ def test_image_with_heatmap(bundle: Path, face_image: Path, work: Path) -> None:
 def test_scores_match_the_training_crops(bundle: Path, face_image: Path, video: Path,
                                          tmp_path: Path) -> None:
     """Detect crops faces exactly like `lorefd preprocess` + the training dataset do."""
-    det = load_model(bundle).detector
-    report = detect_paths([face_image, video], bundle, frames=6)
+    det = load_bundle(bundle).detector
+    report = detect_paths([face_image, video], bundle, DetectOptions(frames=6))
     for r, path in zip(report["results"], (face_image, video), strict=True):
         item = MediaItem(path=path, label=0, dataset="t", video_id=path.stem)
         rec = process_item(item, tmp_path / "pre", PreprocessOptions(frames=6, workers=1))
@@ -147,7 +148,7 @@ def test_image_without_a_face_is_not_an_error(bundle: Path, no_face_image: Path,
 
 def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None:
     heat = work / "heat_video"
-    report = detect_paths([video], bundle, heatmap_dir=heat, frames=8)
+    report = detect_paths([video], bundle, DetectOptions(heatmap_dir=heat, frames=8))
     check_schema(report)
     (r,) = report["results"]
     assert (r["type"], r["status"]) == ("video", "ok")
@@ -173,7 +174,7 @@ def test_short_video_with_heatmap(bundle: Path, video: Path, work: Path) -> None
 def test_mixed_folder(bundle: Path, face_image: Path, no_face_image: Path, video: Path,
                       work: Path, capsys: pytest.CaptureFixture[str],
                       monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lorefd.engines.detect.VIDEO_MAX_SIDE", 160)  # heatmap MP4 downscale
+    monkeypatch.setattr("lorefd.engines.heatmaps.VIDEO_MAX_SIDE", 160)  # heatmap MP4 downscale
     folder = work / "mixed"
     (folder / "sub").mkdir(parents=True)
     shutil.copy(face_image, folder / "face.png")
@@ -219,7 +220,7 @@ def test_several_faces_and_threshold(bundle: Path, work: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(render_frames(stills(2, 0), 1, (480, 240), motion=False,
                                                       face_frac=0.7)[0], cv2.COLOR_RGB2BGR))
-    report = detect_paths([path], bundle, threshold=0.0)
+    report = detect_paths([path], bundle, DetectOptions(threshold=0.0))
     (r,) = report["results"]
     assert r["status"] == "ok" and len(r["faces"]) == 2
     assert r["p_fake"] == max(f["p_fake"] for f in r["faces"])
@@ -231,7 +232,7 @@ def test_baseline_heatmap_says_it_has_no_attention(work: Path, face_image: Path)
     out = work / "xception.lorefd"
     export_bundle(make_detector_checkpoint(work, name="baseline", sub="baseline"), out,
                   verify=False)
-    report = detect_paths([face_image], out, heatmap_dir=work / "heat_xception")
+    report = detect_paths([face_image], out, DetectOptions(heatmap_dir=work / "heat_xception"))
     (r,) = report["results"]
     assert r["status"] == "ok" and "no attention map" in r["message"]
     original, overlay = load_rgb(face_image), load_rgb(r["heatmap"])
@@ -243,19 +244,19 @@ def test_baseline_heatmap_says_it_has_no_attention(work: Path, face_image: Path)
 def test_two_runs_never_overwrite_each_others_heatmaps(bundle: Path, face_image: Path,
                                                        work: Path) -> None:
     heat = work / "heat_shared"
-    first = detect_paths([face_image], bundle, heatmap_dir=heat)["results"][0]["heatmap"]
+    first = detect_paths([face_image], bundle, DetectOptions(heatmap_dir=heat))["results"][0]["heatmap"]
     before = Path(first).read_bytes()
-    second = detect_paths([face_image], bundle, heatmap_dir=heat, threshold=0.0)
+    second = detect_paths([face_image], bundle, DetectOptions(heatmap_dir=heat, threshold=0.0))
     path = second["results"][0]["heatmap"]
     assert path != first and Path(path).name == "face_png_heatmap.png"
     assert Path(first).read_bytes() == before  # the first run's file is untouched
-    third = detect_paths([face_image], bundle, heatmap_dir=heat)["results"][0]["heatmap"]
+    third = detect_paths([face_image], bundle, DetectOptions(heatmap_dir=heat))["results"][0]["heatmap"]
     assert Path(third).name == "face_2_heatmap.png"
     assert len(list(heat.iterdir())) == 3
 
 
 def test_heatmap_names_are_claimed_atomically(tmp_path: Path) -> None:
-    from lorefd.engines.detect import HeatmapNamer, InputFile, claim
+    from lorefd.engines.inputs import HeatmapNamer, InputFile, claim
 
     item = InputFile(tmp_path / "x.jpg", Path("x.jpg"))
     a, b = HeatmapNamer(tmp_path / "heat"), HeatmapNamer(tmp_path / "heat")  # two "runs"
@@ -269,7 +270,7 @@ def test_csv_table_and_progress(bundle: Path, face_image: Path, no_face_image: P
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import csv
 
-    from lorefd.engines.detect import CSV_COLUMNS
+    from lorefd.engines.report_schema import CSV_COLUMNS
 
     out_csv, out_json = work / "rows.csv", work / "rows.json"
     args = ["detect", str(face_image), str(no_face_image), str(video), "--model", str(bundle),
@@ -303,7 +304,7 @@ def test_csv_table_and_progress(bundle: Path, face_image: Path, no_face_image: P
 def test_long_video_progress_bar(bundle: Path, video: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("lorefd.engines.detect.PROGRESS_MIN_FRAMES", 4)
-    detect_paths([video], bundle, frames=4, progress=True)
+    detect_paths([video], bundle, DetectOptions(frames=4, progress=True))
     assert "clip.mp4" in capsys.readouterr().err
 
 
@@ -359,17 +360,19 @@ def test_workers_score_files_in_threads_in_order(bundle: Path, face_image: Path,
         shutil.copy(face_image, copies[-1])
     inputs = [copies[0], no_face_image, video, *copies[1:]]
     loaded = load_runtime_model(str(bundle), "cpu", None, 1)
-    one = detect_paths(inputs, loaded, frames=4)["results"]
+    one = detect_paths(inputs, loaded, DetectOptions(frames=4))["results"]
     pipelines = [FacePipeline.from_bundle(loaded)]
-    two = detect_paths(inputs, loaded, frames=4, faces=pipelines, workers=2,
-                       heatmap_dir=tmp_path / "heat")["results"]
+    two = detect_paths(inputs, loaded, DetectOptions(frames=4, workers=2,
+                                                     heatmap_dir=tmp_path / "heat"),
+                       faces=pipelines)["results"]
     assert len(pipelines) == 2 and pipelines[0].backend is not pipelines[1].backend
     assert [r["path"] for r in two] == [str(p) for p in inputs]
     for a, b in zip(one, two, strict=True):
         assert (a["status"], a["p_fake"], a["faces"]) == (b["status"], b["p_fake"], b["faces"])
     heat = [r["heatmap"] for r in two if r["heatmap"]]
     assert len(heat) == 5 and len(set(heat)) == 5 and all(Path(h).is_file() for h in heat)
-    again = detect_paths(inputs[:3], loaded, frames=4, faces=pipelines, workers=2)["results"]
+    again = detect_paths(inputs[:3], loaded, DetectOptions(frames=4, workers=2),
+                         faces=pipelines)["results"]
     assert len(pipelines) == 2 and [r["p_fake"] for r in again] == [r["p_fake"] for r in one[:3]]
 
 

@@ -15,7 +15,8 @@ import torch
 from conftest import make_detector_checkpoint
 
 from lorefd.models import graph as graph_mod
-from lorefd.models.bundle import export_bundle, load_model, read_bundle_header, write_bundle
+from lorefd.models.bundle import load_bundle, read_bundle_header, write_bundle
+from lorefd.models.export import export_bundle
 from lorefd.models.graph import (
     GRAPH_KEY,
     GraphError,
@@ -40,7 +41,7 @@ def graph_bundle(request, tmp_path_factory) -> Path:
 
 
 def test_onnx_scores_equal_torch(graph_bundle: Path) -> None:
-    torch_bundle = load_model(graph_bundle)
+    torch_bundle = load_bundle(graph_bundle)
     onnx_bundle = load_onnx_bundle(graph_bundle)
     assert isinstance(onnx_bundle.detector, OnnxDetector)
     crops = reference_crops(torch_bundle.detector.image_size, torch_bundle.preprocess, 6)
@@ -170,9 +171,9 @@ def test_bundle_names_match_their_owners() -> None:
 
 DETECT_NO_TORCH = """
 import json, sys
-from lorefd.engines.detect import detect_paths
-report = detect_paths(sys.argv[2:], sys.argv[1], runtime="onnx", heatmap_dir=sys.argv[1] + ".heat",
-                      frames=4)
+from lorefd.engines.detect import DetectOptions, detect_paths
+report = detect_paths(sys.argv[2:], sys.argv[1],
+                      DetectOptions(runtime="onnx", heatmap_dir=sys.argv[1] + ".heat", frames=4))
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "timm", "torchvision"))
 print(json.dumps({"scores": [r["p_fake"] for r in report["results"]],
                   "status": [r["status"] for r in report["results"]],
@@ -185,7 +186,7 @@ def test_detect_both_runtimes_agree_and_onnx_loads_no_torch(graph_bundle, tmp_pa
     PyTorch here; the same faces, the same scores within 1e-4, heatmaps from both."""
     from media import make_video, stills
 
-    from lorefd.engines.detect import detect_paths
+    from lorefd.engines.detect import DetectOptions, detect_paths
 
     image = stills(1)[0]
     video = make_video(tmp_path / "clip.mp4", seconds=0.5)
@@ -193,8 +194,8 @@ def test_detect_both_runtimes_agree_and_onnx_loads_no_torch(graph_bundle, tmp_pa
                           str(video)], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["heavy"] == [] and got["status"] == ["ok", "ok"] and got["runtime"] == "onnx"
-    ref = detect_paths([image, video], graph_bundle, runtime="torch", frames=4,
-                       heatmap_dir=tmp_path / "heat")
+    ref = detect_paths([image, video], graph_bundle,
+                       DetectOptions(runtime="torch", frames=4, heatmap_dir=tmp_path / "heat"))
     assert [r["status"] for r in ref["results"]] == ["ok", "ok"]
     assert ref["model"]["runtime"] == "torch"
     for a, b in zip(got["scores"], [r["p_fake"] for r in ref["results"]], strict=True):

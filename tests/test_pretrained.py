@@ -88,7 +88,7 @@ def test_a_few_training_steps_from_the_pretrained_start(tmp_path, backbone: str)
 
     from lorefd.data.manifest import REAL, read_manifest
     from lorefd.engines.train import train
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
 
     reals = [s for s in read_manifest(make_mini_ffpp(tmp_path / "data")) if s.label == REAL]
     cfg = tiny_config(f"detector.backbone={backbone}", "detector.name=baseline",
@@ -97,7 +97,7 @@ def test_a_few_training_steps_from_the_pretrained_start(tmp_path, backbone: str)
     start = create_backbone(backbone, 1, pretrained=True).body.state_dict()
     res = train(cfg, reals, None, None, tmp_path / "run")
     assert res["steps"] == 3
-    det = load_model(res["last"]).detector
+    det = load_bundle(res["last"]).detector
     trained = det.net.body.state_dict()
     key = next(k for k in start if k.endswith("conv_stem.weight"))
     moved = (trained[key] - start[key]).abs().max().item()
@@ -108,9 +108,9 @@ def test_a_few_training_steps_from_the_pretrained_start(tmp_path, backbone: str)
 @pytest.mark.parametrize("backbone", ["tf_efficientnet_lite0", "mobilenetv2_100"])
 def test_export_onnx_agrees_and_detect_needs_no_weight_package(tmp_path, monkeypatch,
                                                                backbone: str) -> None:
-    from lorefd.engines.detect import detect_paths
-    from lorefd.models.bundle import export_bundle
+    from lorefd.engines.detect import DetectOptions, detect_paths
     from lorefd.models.detectors import build_detector, save_detector
+    from lorefd.models.export import export_bundle
     from lorefd.models.graph import add_graph
 
     cfg = tiny_config(f"detector.backbone={backbone}", "detector.name=baseline",
@@ -129,7 +129,7 @@ def test_export_onnx_agrees_and_detect_needs_no_weight_package(tmp_path, monkeyp
     face = ASSETS / "faces" / "real" / "00161.jpg"
     scores = {}
     for runtime in ("onnx", "torch"):
-        report = detect_paths([face], bundle_path=bundle, runtime=runtime)
+        report = detect_paths([face], bundle, DetectOptions(runtime=runtime))
         r = report["results"][0]
         assert r["status"] == "ok"
         scores[runtime] = r["p_fake"]

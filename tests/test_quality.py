@@ -60,9 +60,9 @@ def test_quality_check_end_to_end_on_the_shipped_model(tmp_path, monkeypatch) ->
     assert saved["passes"] == rep["passes"]
     base = rep["variants"][q.ORIGINAL]
     assert base["videos"] == 2 and base["frames"] > 0
-    from lorefd.engines.detect import detect_paths
+    from lorefd.engines.detect import DetectOptions, detect_paths
 
-    direct = detect_paths([videos[0]], None, frames=6)["results"][0]
+    direct = detect_paths([videos[0]], None, DetectOptions(frames=6))["results"][0]
     assert base["video_medians"][0] == pytest.approx(np.median(
         [f["p_fake"] for f in direct["faces"]]), abs=1e-6)
     crf = rep["variants"]["crf45"]

@@ -24,7 +24,7 @@ from serve_helpers import bundled_real, serve_bundle
 from lorefd.apps.serve import ResultStore, ServeOptions, Service, create_app, sniff
 from lorefd.cli import main
 from lorefd.engines import report_schema as schema
-from lorefd.engines.detect import detect_paths
+from lorefd.engines.detect import DetectOptions, detect_paths
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_image_same_scores_as_detect_with_heatmap(client: TestClient, service: S
     check_report(report, service.threshold)
     (res,) = report["results"]
     assert (res["path"], res["type"], res["status"]) == ("face.png", "image", "ok")
-    expected = detect_paths([media["face"]], bundle, device="cpu")["results"][0]
+    expected = detect_paths([media["face"]], bundle, DetectOptions(device="cpu"))["results"][0]
     assert res["p_fake"] == expected["p_fake"] and res["faces"] == expected["faces"]
     assert re.fullmatch(r"/v1/results/[A-Za-z0-9_-]{22}/heatmap/0\.png", res["heatmap"])
     png = client.get(res["heatmap"])
@@ -305,7 +305,7 @@ def test_nonfinite_score_is_an_error(client: TestClient, service: Service, media
         assert (res["status"], res["p_fake"], res["verdict"]) == ("error", None, None)
         assert "non-finite" in res["message"]
     out = tmp_path / "report.json"
-    detect_paths([media["face"]], bundle, json_path=out)
+    detect_paths([media["face"]], bundle, DetectOptions(json_path=out))
     assert strict_json(out.read_text())["results"][0]["status"] == "error"
 
 
@@ -346,7 +346,7 @@ def test_model_page_docs(client: TestClient) -> None:
 def test_two_requests_never_overwrite_each_others_heatmaps(client: TestClient,
                                                            media: dict, tmp_path: Path) -> None:
     from lorefd.apps.serve.service import _HeatmapSink
-    from lorefd.engines.detect import InputFile
+    from lorefd.engines.inputs import InputFile
 
     urls, pngs = [], []
     for _ in range(2):  # the same upload twice: the same name inside each request

@@ -48,7 +48,8 @@ def test_scan_folder_follows_links(tree: Path) -> None:
 
 
 def test_detect_inputs_include_linked_files_and_report_dangling_links(tree: Path) -> None:
-    from lorefd.engines.detect import collect_inputs, detect_file
+    from lorefd.engines.detect import detect_file
+    from lorefd.engines.inputs import collect_inputs
 
     items = collect_inputs([tree])
     assert sorted(i.rel.as_posix() for i in items) == [

@@ -48,8 +48,10 @@ class Model:
     def __init__(self, model: PathLike | None = None, runtime: str | None = None,
                  device: str | None = None, threads: int | None = None,
                  retinaface_weights: str | None = None) -> None:
+        from lorefd.engines.detect import DetectOptions
         from lorefd.models.graph import load_runtime_model
 
+        DetectOptions(device=device, runtime=runtime, threads=threads)  # OptionError first
         self.bundle = load_runtime_model(None if model is None else os.fspath(model), device,
                                          runtime, threads)
         self.device = device
@@ -60,18 +62,20 @@ class Model:
     def threshold(self) -> float:
         return self.bundle.threshold
 
-    def detect(self, paths: PathLike | list[PathLike], **kwargs: Any) -> dict[str, Any]:
-        """Score images, videos or folders (a path or a list); keyword arguments as
-        :func:`lorefd.engines.detect.detect_paths` (``heatmap_dir``, ``frames``,
-        ``threshold``, ``json_path``, ...). Returns the ``detect --json`` report."""
+    def detect(self, paths: PathLike | list[PathLike], **options: Any) -> dict[str, Any]:
+        """Score images, videos or folders (a path or a list); keyword arguments: the fields
+        of :class:`lorefd.engines.detect.DetectOptions` (``heatmap_dir``, ``frames``,
+        ``threshold``, ``json_path``, ...; the device is this model's). Returns the
+        ``detect --json`` report."""
         from lorefd.data.preprocess.crops import FacePipeline
-        from lorefd.engines.detect import detect_paths
+        from lorefd.engines.detect import DetectOptions, detect_paths
 
         items = _as_paths(paths)
+        opts = DetectOptions(device=self.device, **options)
         if not self._faces:
             self._faces.append(FacePipeline.from_bundle(self.bundle, self.retinaface_weights,
                                                         str(self.device or "cpu")))
-        return detect_paths(items, self.bundle, device=self.device, faces=self._faces, **kwargs)
+        return detect_paths(items, self.bundle, opts, faces=self._faces)
 
 
 _LOADED: dict[tuple[Any, ...], Model] = {}
@@ -83,9 +87,13 @@ def detect(paths: PathLike | list[PathLike], model: PathLike | None = None,
     """``lorefd detect`` from Python: a path or a list of paths (images, videos, folders)
     scored by ``model`` (default: the shipped model). The loaded model is kept for the next
     call with the same model, runtime and device (a changed file is reloaded). Keyword
-    arguments as :meth:`Model.detect`. Returns the report (the ``detect --json`` schema)."""
+    arguments as :meth:`Model.detect` (the fields of ``DetectOptions``). Returns the report
+    (the ``detect --json`` schema)."""
     items = _as_paths(paths)
+    from lorefd.engines.detect import DetectOptions
     from lorefd.models.bundle import resolve_model
+
+    DetectOptions(runtime=runtime, device=device, **kwargs)  # refused before any loading
 
     path = Path(resolve_model(None if model is None else os.fspath(model))).resolve()
     stamp = path.stat().st_mtime_ns if path.exists() else None

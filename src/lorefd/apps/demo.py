@@ -33,7 +33,7 @@ from lorefd.apps.common import (
 from lorefd.config import Config, load_config
 from lorefd.data.manifest import REAL, read_manifest, write_manifest
 from lorefd.data.preprocess.runner import PreprocessOptions, run_preprocess
-from lorefd.engines.detect import detect_paths
+from lorefd.engines.detect import DetectOptions, detect_paths
 from lorefd.engines.pretrain import pretrain
 from lorefd.engines.train import train
 from lorefd.evaluation.evaluate import evaluate
@@ -41,7 +41,8 @@ from lorefd.evaluation.explain import explain_figure
 from lorefd.evaluation.figures import reconstruct_figure, roc_figure, training_curves
 from lorefd.evaluation.report import Report
 from lorefd.metrics import at_chance
-from lorefd.models.bundle import export_bundle, shipped_bundle
+from lorefd.models.bundle import shipped_bundle
+from lorefd.models.export import export_bundle
 from lorefd.utils import atomic_write_json
 from lorefd.version import __version__
 
@@ -134,12 +135,13 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False,
     clock.run("export bundle", lambda: export_bundle(  # float16: half the size, same verdicts
         out / "lre", bundle, preprocess={"size": opts.size, "margin": opts.margin}, half=True))
     detections = clock.run("detect with heatmaps", lambda: detect_paths(
-        [test_reals[0], test_fakes[0]], bundle, heatmap_dir=fig_dir / "heatmaps", device=device))
+        [test_reals[0], test_fakes[0]], bundle,
+        DetectOptions(heatmap_dir=fig_dir / "heatmaps", device=device)))
     shipped_detections = None
     if shipped is not None:
         shipped_detections = clock.run("detect with the shipped model", lambda: detect_paths(
-            [*test_reals[:2], *test_fakes[:2]], shipped, heatmap_dir=fig_dir / "heatmaps_shipped",
-            device=device))
+            [*test_reals[:2], *test_fakes[:2]], shipped,
+            DetectOptions(heatmap_dir=fig_dir / "heatmaps_shipped", device=device)))
 
     total = time.perf_counter() - t_start
     disk = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lorefd.engines.detect import detect_paths, processed_any
+    from lorefd.engines.detect import DetectOptions, detect_paths, processed_any
     from lorefd.models.bundle import resolve_model
 
     check_output_file(args.json, "--json")  # before the work, not after it
@@ -213,13 +213,13 @@ def _run(args: argparse.Namespace) -> int:
     check_output_dir(args.heatmap, "--heatmap")
     check_outputs_spare_inputs({"--json": args.json, "--csv": args.csv},
                                [*args.paths, *([args.model] if args.model else [])])
-    model = resolve_model(args.model)
-    report = detect_paths(args.paths, model, heatmap_dir=args.heatmap,
-                          device=args.device, json_path=args.json, frames=args.frames,
-                          threshold=args.threshold, batch_size=args.batch_size,
-                          retinaface_weights=args.retinaface_weights, csv_path=args.csv,
-                          progress=not args.quiet and sys.stderr.isatty(),
-                          runtime=args.runtime, threads=args.threads, workers=args.workers)
+    options = DetectOptions(heatmap_dir=args.heatmap, json_path=args.json, csv_path=args.csv,
+                            frames=args.frames, threshold=args.threshold,
+                            batch_size=args.batch_size, device=args.device,
+                            runtime=args.runtime, threads=args.threads, workers=args.workers,
+                            progress=not args.quiet and sys.stderr.isatty(),
+                            retinaface_weights=args.retinaface_weights)
+    report = detect_paths(args.paths, resolve_model(args.model), options)
     print(format_table(report, own_threshold=args.threshold is None))
     for path in (args.json, args.csv):
         if path:

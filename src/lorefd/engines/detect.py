@@ -2,8 +2,8 @@
 
 Callable from Python without argparse::
 
-    report = detect_paths(["photo.jpg", "clips/"], "model.lorefd", heatmap_dir="heat",
-                          json_path="report.json")
+    report = detect_paths(["photo.jpg", "clips/"], "model.lorefd",
+                          DetectOptions(heatmap_dir="heat", json_path="report.json"))
 
 Pipeline per input (the face pipeline of ``lorefd preprocess``, with the parameters stored in
 the bundle, so a face is cropped exactly as in training):
@@ -22,12 +22,16 @@ the bundle, so a face is cropped exactly as in training):
   transform and blended as a colour map inside the crop region, with the face box and score;
   PNG per image, MP4 (h264, 4 fps) of the sampled frames per video, with a colour bar saying
   what the colours mean. A detector without attention maps (the ``xception`` baseline) gets
-  the box and score only, and says so. Names are claimed on disk, so runs sharing a folder
-  never overwrite each other (:class:`HeatmapNamer`).
+  the box and score only, and says so (:mod:`lorefd.engines.heatmaps`). Names are claimed on
+  disk, so runs sharing a folder never overwrite each other
+  (:class:`~lorefd.engines.inputs.HeatmapNamer`).
 
-Bad inputs never stop a run: each file gets a ``status``. This module orchestrates: faces are
-found and cropped by :mod:`lorefd.data.preprocess.crops` (shared with preprocessing), drawn by
-:mod:`lorefd.render`, reported through :mod:`lorefd.engines.report_schema`.
+Bad inputs never stop a run: each file gets a ``status``. This module orchestrates: the inputs
+are collected by :mod:`lorefd.engines.inputs`, faces found and cropped by
+:mod:`lorefd.data.preprocess.crops` (shared with preprocessing), scored through the
+:class:`~lorefd.engines.scorer.Scorer` of either runtime, drawn by :mod:`lorefd.render`,
+reported through :mod:`lorefd.engines.report_schema`; the options are one
+:class:`~lorefd.engines.detect_options.DetectOptions`.
 
 JSON report (``json_path``; also the return value): the schema of
 :mod:`lorefd.engines.report_schema`, shared with ``lorefd serve`` (the score is
@@ -36,37 +40,37 @@ JSON report (``json_path``; also the return value): the schema of
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import logging
-import os
 import queue
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.aggregate import aggregate
-from lorefd.data.images import (
-    SCREEN_MAX_PIXELS,
-    ImageLoadError,
-    is_image,
-    is_video,
-    load_rgb,
-    walk_files,
-)
+from lorefd.data.images import SCREEN_MAX_PIXELS, ImageLoadError, is_image, is_video, load_rgb
 from lorefd.data.landmarks import LandmarkBackendError
 from lorefd.data.preprocess.crops import FaceCrop, FacePipeline
 from lorefd.data.preprocess.frames import VideoError, probe_video, read_frames, sample_indices
+from lorefd.engines import heatmaps
 from lorefd.engines import report_schema as schema
+from lorefd.engines.detect_options import DetectOptions
+from lorefd.engines.heatmaps import image_overlay, video_overlays, write_claimed
+from lorefd.engines.inputs import (
+    HeatmapNamer,
+    HeatmapPaths,
+    InputFile,
+    collect_inputs,
+    input_kind,
+    missing_reason,
+)
 from lorefd.engines.report_schema import (
     ERROR,
     NO_FACE,
@@ -78,218 +82,38 @@ from lorefd.engines.report_schema import (
     UNSUPPORTED,
     face_entry,
     file_result,
+    format_csv,
     nonfinite_error,
     verdict,
 )
+from lorefd.engines.scorer import Scorer, StreamScorer, default_batch, score_crops, scorer_for
 from lorefd.models.bundle import Bundle
-from lorefd.models.graph import OnnxDetector, load_runtime_model
-from lorefd.models.registry import BLEND_MASK
-from lorefd.render import render_overlay, shrink, umask_mode, write_mp4, write_png
+from lorefd.models.graph import load_runtime_model
+from lorefd.render import shrink, umask_mode, write_mp4, write_png
 from lorefd.utils import atomic_write_text
 
 log = logging.getLogger("lorefd")
 
-VIDEO_MAX_SIDE = 1280  # heatmap MP4 frames are downscaled to this longer side (memory, size)
-IMAGE_MAX_SIDE = 2048  # image heatmaps are drawn on a copy at most this large (memory)
 PROGRESS_MIN_FRAMES = 64  # a video with this many sampled frames gets its own progress bar
-
-
-# ------------------------------------------------------------------------------ scoring
-def attention_heat(attention: dict[str, np.ndarray], size: int) -> np.ndarray | None:
-    """Mean over layers of the attention maps ``(B, 1, h, w)``, upsampled (bilinear) to
-    ``size``, each face scaled to ``[0, 1]`` by its own maximum: ``(B, size, size)``; None
-    without maps.
-
-    A detector with a blend-mask head gives ``"blend mask"``: the probability that each pixel
-    was blended in, shown as it is (not rescaled, so a clean real face stays dark)."""
-    if not attention:
-        return None
-
-    def up(maps: np.ndarray) -> np.ndarray:
-        return np.stack([cv2.resize(np.asarray(m[0], np.float32), (size, size),
-                                    interpolation=cv2.INTER_LINEAR) for m in maps])
-
-    if BLEND_MASK in attention:
-        return up(attention[BLEND_MASK]).clip(0, 1).astype(np.float32)
-    heat = np.mean([up(a) for a in attention.values()], axis=0)
-    peak = np.maximum(heat.reshape(len(heat), -1).max(1), 1e-8)[:, None, None]
-    return (heat / peak).clip(0, 1).astype(np.float32)
-
-
-def run_detector(detector: Any, images: np.ndarray, device: Any = "cpu", maps: bool = False
-                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """``(prob (B,), maps)`` of either runtime for crops ``images (B, 3, S, S)`` in [0, 1]:
-    an :class:`~lorefd.models.graph.OnnxDetector` or a PyTorch detector (on ``device``);
-    ``maps`` (the attention / blend-mask maps) only when asked for."""
-    if isinstance(detector, OnnxDetector):
-        prob, out = detector.run(images)
-        return prob, out if maps else {}
-    import torch
-
-    with torch.no_grad():
-        batch = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-        if not maps:
-            return detector.predict_proba(batch).float().cpu().numpy(), {}
-        ex = detector.explain(batch)
-        return (ex["prob"].float().cpu().numpy(),
-                {k: v.float().cpu().numpy() for k, v in (ex.get("attention") or {}).items()})
-
-
-def score_crops(detector: Any, crops: list[FaceCrop], device: Any = "cpu",
-                batch_size: int = 16, heat_size: int | None = None) -> None:
-    """Fill ``score`` (and, with ``heat_size``, ``heat``) of every crop, in batches."""
-    for start in range(0, len(crops), batch_size):
-        chunk = crops[start:start + batch_size]
-        probs, maps = run_detector(detector, np.stack([c.image for c in chunk]), device,
-                                   maps=bool(heat_size))
-        heat = attention_heat(maps, heat_size) if heat_size else None
-        for i, c in enumerate(chunk):
-            c.score = float(probs[i])
-            c.heat = None if heat is None else heat[i]
-
-
-class StreamScorer:
-    """Scores a video's crops in batches on a second thread as they are found, so that
-    decoding and the face stage of the next frames overlap the network (``with`` block;
-    :meth:`wait` returns when every crop added has its score)."""
-
-    def __init__(self, ctx: DetectContext, heat_size: int | None) -> None:
-        self.ctx, self.heat_size = ctx, heat_size
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="lorefd-score")
-        self.pending: list[FaceCrop] = []
-        self.futures: list[Any] = []
-
-    def add(self, crop: FaceCrop) -> None:
-        self.pending.append(crop)
-        if len(self.pending) >= self.ctx.batch_size:
-            self._submit()
-
-    def _submit(self) -> None:
-        if self.pending:
-            self.futures.append(self.pool.submit(
-                score_crops, self.ctx.bundle.detector, self.pending, self.ctx.device,
-                self.ctx.batch_size, self.heat_size))
-            self.pending = []
-
-    def wait(self) -> None:
-        self._submit()
-        for f in self.futures:
-            f.result()  # re-raises a failure of the network
-
-    def __enter__(self) -> StreamScorer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-# ------------------------------------------------------------------------------ inputs
-@dataclass
-class InputFile:
-    """One file to process; ``rel`` is its path under the folder argument (for heatmaps)."""
-
-    path: Path
-    rel: Path
-
-
-def collect_inputs(paths: list[str | Path]) -> list[InputFile]:
-    """Files of the arguments: a file as is, a folder recursively (hidden entries skipped,
-    symbolic links to folders followed), in argument order then sorted; a missing path or a
-    dangling link is kept (reported as unreadable)."""
-    out: list[InputFile] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files, broken = walk_files(p)
-            for f in sorted(files + broken):
-                out.append(InputFile(f, Path(p.name or "input") / f.relative_to(p)))
-        else:
-            out.append(InputFile(p, Path(p.name)))
-    return out
-
-
-def claim(path: Path) -> bool:
-    """Create ``path`` empty if nothing is there (``O_EXCL``: atomic even against another
-    process writing into the same folder); False when it already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        return False
-    return True
-
-
-@dataclass
-class HeatmapNamer:
-    """Heatmap paths mirroring the inputs' folders: ``DIR/<folder>/<stem>_heatmap.png``.
-
-    A name is claimed on disk (an empty file, created exclusively) before it is returned, so
-    two inputs of one run, or two runs writing into the same folder at once or one after the
-    other, never overwrite each other's heatmaps: a taken name gets ``_<ext>`` then ``_2``,
-    ``_3``... (the report's ``heatmap`` says which file is whose).
-    """
-
-    root: Path
-    used: set[Path] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)  # detect_paths(workers=N)
-
-    def candidates(self, item: InputFile, ext: str) -> Iterator[Path]:
-        parent, stem = self.root / item.rel.parent, item.rel.stem
-        yield parent / f"{stem}_heatmap{ext}"
-        yield parent / f"{stem}_{item.rel.suffix.lstrip('.')}_heatmap{ext}"
-        n = 2
-        while True:
-            yield parent / f"{stem}_{n}_heatmap{ext}"
-            n += 1
-
-    def __call__(self, item: InputFile, ext: str) -> Path:
-        with self.lock:
-            for path in self.candidates(item, ext):
-                if path not in self.used and claim(path):
-                    self.used.add(path)
-                    return path
-        raise AssertionError("unreachable")  # candidates() never ends
 
 
 # ------------------------------------------------------------------------------ per file
 @dataclass
 class DetectContext:
-    """What every file needs: the bundle, the face pipeline, device and options.
+    """What every file needs: the bundle, its scorer, the face pipeline and the options.
 
     ``heatmaps`` maps an input and an extension to the path to write (claimed, see
-    :class:`HeatmapNamer`); ``progress``: a progress bar for long videos (stderr)."""
+    :class:`~lorefd.engines.inputs.HeatmapNamer`); ``progress``: a progress bar for long
+    videos (stderr)."""
 
     bundle: Bundle
+    scorer: Scorer
     faces: FacePipeline
-    device: Any  # torch.device, or "cpu" for the ONNX runtime
     threshold: float
     frames: int
     batch_size: int
-    heatmaps: Any | None  # Callable[[InputFile, str], Path]
+    heatmaps: HeatmapPaths | None
     progress: bool = False
-
-    def heat_note(self, crops: list[FaceCrop]) -> str | None:
-        """What to say on a heatmap when the detector gave no attention maps (baseline)."""
-        if not crops or any(c.heat is not None for c in crops):
-            return None
-        return f"no attention map ({self.bundle.detector.name} detector): box and score only"
-
-    def legend(self) -> str | None:
-        """What a heatmap's colours mean, for its colour bar."""
-        kind = schema.heatmap_kind(self.bundle.manifest)
-        if kind == "blend mask":
-            return "P(blended in), 0 to 1"
-        if kind:
-            return "recon. difference (relative)"
-        return None
-
-
-def _write_claimed(path: Path, write: Any, *args: Any) -> None:
-    """Write onto a claimed (empty) path; on failure the claim is released."""
-    try:
-        write(path, *args)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def _result(item: InputFile, kind: str | None) -> dict[str, Any]:
@@ -314,7 +138,7 @@ def detect_image(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
         return res
     notes = [f"ignored {dropped} weak face detection(s)"] if dropped else []
     crops = [ctx.faces.crop(rgb, f) for f in faces]
-    score_crops(ctx.bundle.detector, crops, ctx.device, ctx.batch_size,
+    score_crops(ctx.scorer, crops, ctx.batch_size,
                 ctx.faces.crop_size if ctx.heatmaps is not None else None)
     bad = nonfinite_error(c.score for c in crops)
     if bad:
@@ -327,12 +151,9 @@ def detect_image(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
         notes.append(f"{len(crops)} faces: file score is the highest")
     if ctx.heatmaps is not None:
         out = ctx.heatmaps(item, ".png")
-        note = ctx.heat_note(crops)
-        small, factor = shrink(rgb, IMAGE_MAX_SIDE)  # a 9000 px photo is drawn at 2048 px
-        drawn = [c.scaled(factor) for c in crops] if factor != 1.0 else crops
-        legend = ctx.legend() if any(c.heat is not None for c in drawn) else None
-        _write_claimed(out, write_png,
-                       render_overlay(small, drawn, ctx.threshold, note, legend))
+        drawn, note = image_overlay(rgb, crops, ctx.threshold, ctx.bundle.manifest,
+                                    ctx.scorer.name)
+        write_claimed(out, write_png, drawn)
         res["heatmap"] = str(out)
         if note:
             notes.append(note)
@@ -364,7 +185,7 @@ def detect_video(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     kept: list[tuple[int, np.ndarray, float]] = []
     decoded = multi = 0
     heat_size = ctx.faces.crop_size if ctx.heatmaps is not None else None
-    with StreamScorer(ctx, heat_size) as scorer:
+    with StreamScorer(ctx.scorer, ctx.batch_size, heat_size) as scorer:
         try:
             for index, rgb in _frame_progress(read_frames(item.path, indices), len(indices),
                                               item.path.name, ctx.progress):
@@ -375,7 +196,7 @@ def detect_video(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
                     crops.append(ctx.faces.crop(rgb, face, index))
                     scorer.add(crops[-1])
                 if ctx.heatmaps is not None:
-                    kept.append((index, *shrink(rgb, VIDEO_MAX_SIDE)))
+                    kept.append((index, *shrink(rgb, heatmaps.VIDEO_MAX_SIDE)))
         except VideoError as exc:
             res.update(status=_video_status(exc), message=str(exc))
             return res
@@ -409,23 +230,13 @@ def detect_video(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     res.update({SCORE: round(score, 6), "verdict": verdict(score, ctx.threshold),
                 "faces": [_face_entry(c) for c in crops]})
     if ctx.heatmaps is not None:
-        by_frame = {c.frame_index: c for c in crops}
-        heat_note = ctx.heat_note(crops)
-        # one legend for the whole video (every frame's strip the same height)
-        legend = ctx.legend() if any(c.heat is not None for c in crops) else None
-        rendered = []
-        for index, rgb, factor in kept:
-            c = by_frame.get(index)
-            note = heat_note if c is not None else "no face"
-            c = c.scaled(factor) if c is not None and factor != 1.0 else c
-            rendered.append(render_overlay(rgb, [c] if c else [], ctx.threshold,
-                                           f"frame {index}" + (f" - {note}" if note else ""),
-                                           legend))
+        rendered, note = video_overlays(kept, crops, ctx.threshold, ctx.bundle.manifest,
+                                        ctx.scorer.name)
         out = ctx.heatmaps(item, ".mp4")
-        _write_claimed(out, write_mp4, rendered)
+        write_claimed(out, write_mp4, rendered)
         res["heatmap"] = str(out)
-        if heat_note:
-            notes.append(heat_note)
+        if note:
+            notes.append(note)
     res["message"] = "; ".join(notes)
     return res
 
@@ -440,31 +251,13 @@ def _frame_progress(frames: Iterable[tuple[int, np.ndarray]], total: int, name: 
     return tqdm(frames, total=total, desc=name[:30], unit="frame", leave=False, position=1)
 
 
-def _kind(path: Path) -> str | None:
-    return "image" if is_image(path) else "video" if is_video(path) else None
-
-
-def _missing_reason(path: Path) -> str:
-    """Why ``path`` (which does not exist) cannot be read: a link loop, a dangling link, none."""
-    if not path.is_symlink():
-        return "not found"
-    try:
-        path.resolve(strict=True)
-    except RuntimeError:  # Python < 3.13 on a loop
-        return "symbolic link loop (it points back to itself)"
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP
-            return "symbolic link loop (it points back to itself)"
-    return "broken symbolic link (target missing)"
-
-
 def detect_file(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
     """One input of any kind; never raises for a bad file (status instead)."""
     t0 = time.perf_counter()
     try:
         if not item.path.exists():
-            res = _result(item, _kind(item.path))
-            res.update(status=UNREADABLE, message=_missing_reason(item.path))
+            res = _result(item, input_kind(item.path))
+            res.update(status=UNREADABLE, message=missing_reason(item.path))
         elif is_image(item.path):
             res = detect_image(item, ctx)
         elif is_video(item.path):
@@ -477,88 +270,73 @@ def detect_file(item: InputFile, ctx: DetectContext) -> dict[str, Any]:
         raise
     except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
         log.debug("detect %s failed", item.path, exc_info=True)
-        res = _result(item, _kind(item.path))
+        res = _result(item, input_kind(item.path))
         res.update(status=ERROR, message=f"{type(exc).__name__}: {exc}")
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
 
 
 # ------------------------------------------------------------------------------ the run
-def model_info(bundle: Bundle) -> dict[str, Any]:
-    return schema.model_info(bundle.manifest, str(bundle.path),
-                             getattr(bundle.detector, "runtime", "torch"))
+def detect_paths(paths: list[str | Path] | str | Path, model: str | Path | Bundle | None,
+                 options: DetectOptions | None = None,
+                 faces: FacePipeline | list[FacePipeline] | None = None) -> dict[str, Any]:
+    """Detect on images, videos and folders; returns (and writes to ``options.json_path``, and
+    one row per file to ``options.csv_path``: :func:`~lorefd.engines.report_schema.format_csv`)
+    the report.
 
-
-def detect_paths(paths: list[str | Path], bundle_path: str | Path | Bundle,
-                 heatmap_dir: str | Path | None = None, device: str | None = None,
-                 json_path: str | Path | None = None, frames: int | None = None,
-                 threshold: float | None = None, batch_size: int | None = None,
-                 retinaface_weights: str | None = None, csv_path: str | Path | None = None,
-                 progress: bool = False, runtime: str | None = None,
-                 threads: int | None = None,
-                 faces: FacePipeline | list[FacePipeline] | None = None, workers: int = 1
-                 ) -> dict[str, Any]:
-    """Detect on images, videos and folders; returns (and writes to ``json_path``, and one row
-    per file to ``csv_path``: :func:`format_csv`) the report.
-
-    Raises :class:`~lorefd.models.bundle.BundleError` for a bad bundle; every input problem is a
-    per-file ``status`` instead. ``frames``: sampled per video (default: the bundle's, 32);
-    ``threshold``: overrides the bundle's decision threshold; ``batch_size``: faces per forward
-    pass (default 4 on CPU, where larger batches were not faster, 32 on CUDA); ``progress``:
-    progress bars with ETA on stderr over the inputs and over long videos (tqdm);
-    ``runtime``: ``onnx`` or ``torch`` (default: onnx when the bundle has an ONNX graph, see
-    :func:`~lorefd.models.graph.load_runtime_model`); ``threads``: CPU threads of either;
+    ``model``: a bundle, a run folder or a checkpoint folder (None: the shipped model), loaded
+    with ``options.device``, ``runtime`` and ``threads``
+    (:func:`~lorefd.models.graph.load_runtime_model`), or a :class:`Bundle` already loaded
+    (``lorefd serve``, :class:`lorefd.Model`). Raises
+    :class:`~lorefd.models.bundle.BundleError` for a bad bundle; every input problem is a
+    per-file ``status`` instead. ``options``: :class:`DetectOptions` (default: its defaults);
     ``faces``: a face pipeline already made for this bundle, or a list of them (one per
-    worker; a list is extended with the pipelines this call makes, so that :class:`lorefd.Model`
-    keeps them); ``workers``: files processed at once, in threads, each with a face detector
-    of its own (about 1 s to load each, once per list; give the runtime ``threads=1`` each).
+    worker; a list is extended with the pipelines this call makes, so that
+    :class:`lorefd.Model` keeps them). With ``options.workers > 1`` each worker has a face
+    detector of its own (about 1 s to load each, once per list; give the runtime
+    ``threads=1`` each).
     """
     t0 = time.perf_counter()
+    opts = options if options is not None else DetectOptions()
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    if threshold is not None and not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    # a bundle, a run folder or a checkpoint folder; or a Bundle already loaded (serve, benchmarks)
-    if isinstance(bundle_path, Bundle) and not isinstance(bundle_path.detector, OnnxDetector):
-        from lorefd.utils import pick_device
-
-        bundle = bundle_path.to(pick_device(device))
-    else:
-        bundle = load_runtime_model(bundle_path, device, runtime, threads)
-    dev = (next(bundle.detector.parameters()).device
-           if not isinstance(bundle.detector, OnnxDetector) else "cpu")
-    batch_size = batch_size or (32 if getattr(dev, "type", dev) == "cuda" else 4)
-    thr = bundle.threshold if threshold is None else float(threshold)
+    # a Bundle already loaded is passed through as it is
+    bundle = load_runtime_model(model, opts.device, opts.runtime, opts.threads)
+    scorer = scorer_for(bundle, opts.device)
+    thr = bundle.threshold if opts.threshold is None else float(opts.threshold)
     pipelines = faces if isinstance(faces, list) else [faces] if faces is not None else []
     if not pipelines:
-        pipelines.append(FacePipeline.from_bundle(bundle, retinaface_weights, str(dev)))
-    ctx = DetectContext(bundle=bundle, faces=pipelines[0], device=dev, threshold=thr,
-                  frames=int(frames or pipelines[0].frames), batch_size=max(1, batch_size),
-                  heatmaps=HeatmapNamer(Path(heatmap_dir)) if heatmap_dir is not None else None,
-                  progress=progress)
+        pipelines.append(FacePipeline.from_bundle(bundle, opts.retinaface_weights, scorer.device))
+    heat_dir = opts.heatmap_dir
+    ctx = DetectContext(bundle=bundle, scorer=scorer, faces=pipelines[0], threshold=thr,
+                        frames=int(opts.frames or pipelines[0].frames),
+                        batch_size=opts.batch_size or default_batch(scorer),
+                        heatmaps=HeatmapNamer(Path(heat_dir)) if heat_dir is not None else None,
+                        progress=opts.progress)
     results = []
     items = collect_inputs(paths)
     bar = None
-    if progress and len(items) > 1:
+    if opts.progress and len(items) > 1:
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="file", desc="detect", position=0)
-    for item, res in zip(items, run_files(items, ctx, pipelines, workers), strict=True):
+    for item, res in zip(items, run_files(items, ctx, pipelines, opts.workers), strict=True):
         if bar is not None:
             bar.update(1)
         log.info("%s: %s%s", item.path, res["status"],
                  f" P(fake) {res[SCORE]:.3f}" if res[SCORE] is not None else "")
         results.append(res)
-    report = schema.build_report(results, model_info(bundle), thr, time.perf_counter() - t0,
-                                 None if heatmap_dir is None else str(heatmap_dir))
+    model_block = schema.model_info(bundle.manifest, str(bundle.path), scorer.runtime)
+    report = schema.build_report(results, model_block, thr, time.perf_counter() - t0,
+                                 None if heat_dir is None else str(heat_dir))
     if bar is not None:
         bar.close()
-    if json_path is not None:
-        schema.write_json(json_path, report)
-        umask_mode(Path(json_path))
-    if csv_path is not None:
-        atomic_write_text(csv_path, format_csv(report))
-        umask_mode(Path(csv_path))
+    if opts.json_path is not None:
+        schema.write_json(opts.json_path, report)
+        umask_mode(Path(opts.json_path))
+    if opts.csv_path is not None:
+        atomic_write_text(opts.csv_path, format_csv(report))
+        umask_mode(Path(opts.csv_path))
     return report
 
 
@@ -592,34 +370,10 @@ def run_files(items: list[InputFile], ctx: DetectContext, pipelines: list[FacePi
         yield from pool.map(one, items)
 
 
-CSV_COLUMNS = ("path", "type", "status", "p_fake", "verdict", "faces", "frames_sampled",
-               "frames_decoded", "frames_scored", "heatmap", "message")
-
-
-def format_csv(report: dict[str, Any]) -> str:
-    """One row per input: ``path, type, status, p_fake, verdict, faces`` (faces scored: per
-    image, or frames with a face per video), ``frames_sampled`` (frames the video was asked
-    for, evenly spaced), ``frames_decoded`` (of those, the ones that could be read),
-    ``frames_scored`` (of those, the ones with a face), ``heatmap, message``; empty cells for
-    what does not apply."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for r in report["results"]:
-        fr = r["frames"] or {}
-        w.writerow([r["path"], r["type"] or "", r["status"],
-                    "" if r[SCORE] is None else f"{r[SCORE]:.6f}", r["verdict"] or "",
-                    len(r["faces"]), fr.get("sampled", ""), fr.get("decoded", ""),
-                    fr.get("count", ""), r["heatmap"] or "", r["message"]])
-    return buf.getvalue()
-
-
 def processed_any(report: dict[str, Any]) -> bool:
     """True when at least one input could be looked at (scored, or searched for a face)."""
     return any(r["status"] in (OK, NO_FACE) for r in report["results"])
 
 
-__all__ = ["CSV_COLUMNS", "STATUSES", "DetectContext", "HeatmapNamer", "InputFile", "attention_heat",
-           "run_files",
-           "claim", "collect_inputs", "detect_file", "detect_paths", "format_csv",
-           "processed_any", "score_crops"]
+__all__ = ["STATUSES", "DetectContext", "DetectOptions", "detect_file", "detect_image",
+           "detect_paths", "detect_video", "processed_any", "run_files"]

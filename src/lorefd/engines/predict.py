@@ -1,6 +1,6 @@
 """The one scoring loop: fake probabilities of every item of a loader for one or more
 detectors, used by training validation, ``evaluate`` and ``robustness`` (``detect`` scores
-in-memory face crops through either runtime: :func:`lorefd.engines.detect.score_crops`)."""
+in-memory face crops through either runtime: :func:`lorefd.engines.scorer.score_crops`)."""
 
 from __future__ import annotations
 

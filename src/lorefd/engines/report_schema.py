@@ -32,10 +32,13 @@ Both build their answers only through this module, so the two can never drift ap
 
 The JSON is strict (RFC 8259): a non-finite score is never a verdict -- that file gets status
 ``error`` (:func:`nonfinite_error`) -- and :func:`dumps` refuses NaN/inf anywhere.
+``detect --csv`` writes the same results one row per file (:func:`format_csv`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections import Counter
@@ -123,6 +126,28 @@ def write_json(path: str | Path, report: dict[str, Any]) -> None:
     atomic_write_text(path, dumps(report))
 
 
-__all__ = ["ERROR", "NO_FACE", "NO_FRAMES", "OK", "RESULT_KEYS", "SCORE", "STATUSES",
-           "UNREADABLE", "UNSUPPORTED", "build_report", "dumps", "face_entry", "file_result",
+CSV_COLUMNS = ("path", "type", "status", "p_fake", "verdict", "faces", "frames_sampled",
+               "frames_decoded", "frames_scored", "heatmap", "message")
+
+
+def format_csv(report: dict[str, Any]) -> str:
+    """One row per input: ``path, type, status, p_fake, verdict, faces`` (faces scored: per
+    image, or frames with a face per video), ``frames_sampled`` (frames the video was asked
+    for, evenly spaced), ``frames_decoded`` (of those, the ones that could be read),
+    ``frames_scored`` (of those, the ones with a face), ``heatmap, message``; empty cells for
+    what does not apply."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for r in report["results"]:
+        fr = r["frames"] or {}
+        w.writerow([r["path"], r["type"] or "", r["status"],
+                    "" if r[SCORE] is None else f"{r[SCORE]:.6f}", r["verdict"] or "",
+                    len(r["faces"]), fr.get("sampled", ""), fr.get("decoded", ""),
+                    fr.get("count", ""), r["heatmap"] or "", r["message"]])
+    return buf.getvalue()
+
+
+__all__ = ["CSV_COLUMNS", "ERROR", "NO_FACE", "NO_FRAMES", "OK", "RESULT_KEYS", "SCORE", "STATUSES",
+           "UNREADABLE", "UNSUPPORTED", "build_report", "dumps", "face_entry", "file_result", "format_csv",
            "heatmap_kind", "model_info", "nonfinite_error", "verdict", "write_json"]

@@ -92,19 +92,19 @@ def quality_check(model: Any, videos: list[str | Path], out_dir: str | Path,
     bundle; ``variants_dir`` (default ``OUT/variants``) keeps the copies, to reuse for
     another model. Only frames of the same videos are compared: a video whose variant lost its
     face is left out of that variant's comparison on both sides."""
-    from lorefd.engines.detect import detect_paths
+    from lorefd.engines.detect import DetectOptions, detect_paths
     from lorefd.models.graph import load_runtime_model
 
     out_dir = Path(out_dir)
     videos = [Path(v) for v in videos]
+    options = DetectOptions(frames=frames, threads=threads)  # checked before any work
     bundle = load_runtime_model(model, threads=threads)
     thr = float(bundle.threshold if threshold is None else threshold)
     made = make_variants(videos, Path(variants_dir or out_dir / "variants"), variants)
 
     def scores(paths: list[Path | None]) -> list[np.ndarray | None]:
         todo = [p for p in paths if p is not None]
-        got = iter(_frame_scores(detect_paths(todo, bundle, frames=frames, threads=threads))
-                   if todo else [])
+        got = iter(_frame_scores(detect_paths(todo, bundle, options)) if todo else [])
         return [None if p is None else next(got) for p in paths]
 
     base = scores(list(videos))

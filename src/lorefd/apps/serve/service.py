@@ -21,9 +21,11 @@ from lorefd.apps.serve.store import ResultStore
 from lorefd.apps.serve.uploads import ACCEPTED, Upload
 from lorefd.data.preprocess.crops import FacePipeline
 from lorefd.engines import report_schema as schema
-from lorefd.engines.detect import DetectContext, InputFile, claim, detect_file
+from lorefd.engines.detect import DetectContext, DetectOptions, detect_file
+from lorefd.engines.inputs import InputFile, claim
+from lorefd.engines.scorer import Scorer, default_batch, scorer_for
 from lorefd.models.bundle import Bundle, shipped_bundle
-from lorefd.models.graph import OnnxDetector, load_runtime_model
+from lorefd.models.graph import load_runtime_model
 
 log = logging.getLogger("lorefd")
 PREFIX = "lorefd-serve-"  # the private work folders: <tmp>/lorefd-serve-XXXX/{uploads,results}
@@ -108,12 +110,19 @@ class ServeOptions:
     retinaface_weights: str | None = None
     workdir: str | None = None  # parent of the private temporary folder (default: system's)
 
+    def detect_options(self) -> DetectOptions:
+        """The detection options among these, checked (:class:`~lorefd.errors.OptionError`)."""
+        return DetectOptions(frames=self.frames, threshold=self.threshold,
+                             batch_size=self.batch_size, device=self.device,
+                             runtime=self.runtime, threads=self.threads,
+                             retinaface_weights=self.retinaface_weights)
+
 
 class _HeatmapSink:
     """Heatmap paths for one request: ``<folder>/<n>.png|mp4`` (``n`` = the upload's index).
 
     Each request has its own fresh random folder; the name is still claimed on disk
-    (:func:`~lorefd.engines.detect.claim`), so nothing is ever overwritten silently."""
+    (:func:`~lorefd.engines.inputs.claim`), so nothing is ever overwritten silently."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -131,7 +140,7 @@ class Service:
 
     bundle: Bundle
     opts: ServeOptions
-    device: Any
+    scorer: Scorer  # the bundle's detector, whichever runtime runs it
     threshold: float
     root: Path
     store: ResultStore
@@ -144,20 +153,20 @@ class Service:
     lock_fd: int | None = None  # the work folder's lock (make_workdir)
 
     @classmethod
-    def load(cls, bundle_path: str | Path, opts: ServeOptions) -> Service:
-        """Load the model once (a bundle, run or checkpoint folder; BundleError if unusable)
-        and make the private work folder."""
-        bundle = load_runtime_model(bundle_path, opts.device, opts.runtime, opts.threads)
-        dev = ("cpu" if isinstance(bundle.detector, OnnxDetector)
-               else next(bundle.detector.parameters()).device)
-        thr = bundle.threshold if opts.threshold is None else float(opts.threshold)
+    def load(cls, model: str | Path | Bundle | None, opts: ServeOptions) -> Service:
+        """Load the model once (a bundle, run or checkpoint folder, None: the shipped one, or
+        a Bundle already loaded; BundleError if unusable) and make the private work folder."""
+        detect = opts.detect_options()
+        bundle = load_runtime_model(model, detect.device, detect.runtime, detect.threads)
+        scorer = scorer_for(bundle, detect.device)
+        thr = bundle.threshold if detect.threshold is None else float(detect.threshold)
         root, lock_fd = make_workdir(opts.workdir)
         (root / "uploads").mkdir(mode=0o700)
         store = ResultStore(root / "results", opts.keep_minutes * 60.0)
         pool = concurrent.futures.ThreadPoolExecutor(max(1, opts.workers),
                                                      thread_name_prefix="lorefd-infer")
-        svc = cls(bundle=bundle, opts=opts, device=dev, threshold=thr, root=root, store=store,
-                  pool=pool, lock_fd=lock_fd)
+        svc = cls(bundle=bundle, opts=opts, scorer=scorer, threshold=thr, root=root,
+                  store=store, pool=pool, lock_fd=lock_fd)
         svc.pipeline()  # the face detector loads now, not with the first request
         return svc
 
@@ -169,7 +178,7 @@ class Service:
         """This thread's face pipeline (face detectors are not shared between threads)."""
         if getattr(self.local, "faces", None) is None:
             self.local.faces = FacePipeline.from_bundle(self.bundle, self.opts.retinaface_weights,
-                                                        str(self.device))
+                                                        self.scorer.device)
         return self.local.faces
 
     def retry_after(self) -> int:
@@ -195,7 +204,7 @@ class Service:
     def model_info(self) -> dict[str, Any]:
         """The report's ``model`` block (the bundle's file name; the runtime that runs it)."""
         return schema.model_info(self.bundle.manifest, self.bundle.path.name,
-                                 getattr(self.bundle.detector, "runtime", "torch"))
+                                 self.scorer.runtime)
 
     def model_json(self) -> dict[str, Any]:
         info = self.model_info()
@@ -210,11 +219,12 @@ class Service:
     def run(self, uploads: list[Upload], heat_folder: Path | None) -> list[dict[str, Any]]:
         """Score the uploads (in a worker thread); results with client names, no server path."""
         faces = self.pipeline()
-        batch = self.opts.batch_size or (32 if getattr(self.device, "type", "") == "cuda" else 4)
-        ctx = DetectContext(bundle=self.bundle, faces=faces, device=self.device,
-                      threshold=self.threshold,
-                      frames=int(self.opts.frames or faces.frames), batch_size=batch,
-                      heatmaps=_HeatmapSink(heat_folder) if heat_folder is not None else None)
+        ctx = DetectContext(bundle=self.bundle, scorer=self.scorer, faces=faces,
+                            threshold=self.threshold,
+                            frames=int(self.opts.frames or faces.frames),
+                            batch_size=self.opts.batch_size or default_batch(self.scorer),
+                            heatmaps=_HeatmapSink(heat_folder) if heat_folder is not None
+                            else None)
         results = []
         for up in uploads:
             res = detect_file(InputFile(up.path, Path(up.path.name)), ctx)
