@@ -9,6 +9,7 @@ from media import stills
 
 from lorefd.data import perturb as P
 from lorefd.data.images import load_rgb
+from lorefd.errors import OptionError
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,9 @@ def test_parameters_are_the_deeperforensics_ones() -> None:
         "blur": (7, 9, 13, 17, 21), "pixelate": (2, 3, 4, 5, 6), "h264": (30, 32, 35, 38, 40)}
     assert P.JPEG_QUALITY == (90, 75, 60, 45, 30)
     assert P.parameter("blur", 3) == 13 and P.parameter("jpeg", 5) == 30
-    with pytest.raises(ValueError, match="level"):
+    with pytest.raises(OptionError, match="level"):
         P.parameter("blur", 6)
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(OptionError, match="unknown"):
         P.parameter("fog", 1)
     from lorefd.cli.robustness import TYPE_NAMES  # the CLI's list (kept import-light)
 
@@ -88,7 +89,7 @@ def test_blur_kernel_size() -> None:
         assert width <= k  # the window is k wide: nothing changes farther away
         widths.append(width)
     assert widths == sorted(widths) and widths[0] < widths[-1]
-    with pytest.raises(ValueError, match="odd"):
+    with pytest.raises(OptionError, match="odd"):
         P.gaussian_blur(img, 8)
 
 

@@ -21,11 +21,12 @@ from lorefd.data import perturb as P
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.images import load_rgb
 from lorefd.data.manifest import Sample, read_manifest, write_manifest
+from lorefd.data.perturbed import PerturbedCrops, Setting
 from lorefd.data.synth import synthesize
-from lorefd.evaluation.robustness import PerturbedCrops, Setting, robustness, sweep_settings
+from lorefd.evaluation.robustness import robustness, sweep_settings
 from lorefd.models import registry
-from lorefd.models.bundle import export_bundle
 from lorefd.models.detectors import Detector, save_detector
+from lorefd.models.export import export_bundle
 
 CROP = 72  # stored crop side: the models (64 px) see it resized after the perturbation
 TINY = "robustness-test-cnn"

@@ -31,6 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from lorefd.errors import OptionError, UserError
+
 # DeeperForensics-1.0 parameters (levels 1..5), in the order the paper lists the types.
 DEEPERFORENSICS: dict[str, tuple[float, ...]] = {
     "saturation": (0.4, 0.3, 0.2, 0.1, 0.0),
@@ -54,17 +56,17 @@ H264_FPS = 25  # nominal frame rate of the re-encoded frame sequence
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
-class PerturbationError(ValueError):
+class PerturbationError(UserError, ValueError):
     """The perturbation cannot apply to this input (too small, a one-frame video, ...)."""
 
 
 def parameter(kind: str, level: int) -> float:
     """The parameter of ``kind`` at ``level`` (1..5)."""
     if level not in LEVELS:
-        raise ValueError(f"level must be 1..5, got {level}")
+        raise OptionError(f"level must be 1..5, got {level}")
     table = JPEG_QUALITY if kind == "jpeg" else DEEPERFORENSICS.get(kind)
     if table is None:
-        raise ValueError(f"unknown perturbation {kind!r} (known: {', '.join(TYPES)})")
+        raise OptionError(f"unknown perturbation {kind!r} (known: {', '.join(TYPES)})")
     return table[level - 1]
 
 
@@ -121,7 +123,7 @@ def gaussian_blur(img: np.ndarray, kernel: int) -> np.ndarray:
     """Gaussian blur with a ``kernel`` x ``kernel`` window (odd) and sigma ``kernel / 6``."""
     k = int(kernel)
     if k < 1 or k % 2 == 0:
-        raise ValueError(f"blur kernel must be odd and positive, got {kernel}")
+        raise OptionError(f"blur kernel must be odd and positive, got {kernel}")
     return cv2.GaussianBlur(_rgb(img), (k, k), k / 6.0)
 
 
@@ -268,7 +270,7 @@ def apply(kind: str, img: np.ndarray, param: float, rng: np.random.Generator) ->
         return jpeg(img, int(param))
     if kind == "h264":
         return h264([img], int(param))[0]
-    raise ValueError(f"unknown perturbation {kind!r} (known: {', '.join(TYPES)})")
+    raise OptionError(f"unknown perturbation {kind!r} (known: {', '.join(TYPES)})")
 
 
 # ---- robust training (data.augment: robust) ---------------------------------------------------

@@ -1,4 +1,5 @@
-"""Stage-1 figures: the key region (Fig. 2) and masked reconstructions (Fig. 4).
+"""Stage-1 figures: the key region (Fig. 2) and masked reconstructions (Fig. 4); training
+curves, ROC curves and the robustness plot (AUC against perturbation level).
 
 Matplotlib with the Agg backend; every function writes a PNG and returns its path.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -257,8 +259,50 @@ def roc_figure(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], out: str | 
     return out
 
 
-__all__ = ["key_region_figure", "masked_input", "patch_mask_image", "read_metrics",
-           "reconstruction_grid", "roc_figure", "training_curves"]
+def plot_robustness(path: Path, result: dict[str, Any]) -> Path:
+    """AUC against level, one line per type, one panel per model, clean AUC dashed.
+
+    Video-level AUC when some video has several frames, else frame level (the axis says);
+    ``result``: :func:`lorefd.evaluation.robustness.robustness`'s.
+    """
+    from lorefd.data.perturb import LEVELS, TYPES
+    from lorefd.evaluation.report import metric_value
+    from lorefd.utils import atomic_path
+
+    models = result["models"]
+    level = "video" if any(
+        (e["summary"]["clean"] or {}).get("n_videos", 0) < (e["summary"]["clean"] or {}).get("n", 0)
+        for e in models) else "frame"
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4), squeeze=False,
+                             sharey=True)
+    for ax, e in zip(axes[0], models, strict=True):
+        for kind in TYPES:
+            pts = [(r["level"], metric_value(r[f"{level}_auc"])) for r in e["rows"] if r["type"] == kind]
+            pts = [(x, y) for x, y in pts if y is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.2,
+                        ls="--" if kind == "jpeg" else "-", label=kind)
+        clean = metric_value((e["summary"]["clean"] or {}).get(f"{level}_auc"))
+        if clean is not None:
+            ax.axhline(clean, color="k", ls=":", lw=1, label="clean")
+        ax.axhline(0.5, color="0.6", lw=0.6)
+        ax.set(title=e["name"] + (f" (clean AUC {clean:.3f})" if clean is not None else ""),
+               xlabel="perturbation level", xticks=list(LEVELS), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"{level}-level AUC")
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        axes[0][-1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("AUC under DeeperForensics-1.0 perturbations and JPEG", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+__all__ = ["key_region_figure", "masked_input", "patch_mask_image", "plot_robustness",
+           "read_metrics", "reconstruction_grid", "roc_figure", "training_curves"]
 
 
 def collect_images(items: list[str], limit: int) -> list[str]:

@@ -1,4 +1,5 @@
-"""Markdown and self-contained HTML reports (figures embedded as base64 PNG)."""
+"""Markdown and self-contained HTML reports (figures embedded as base64 PNG), and the tables
+of ``lorefd robustness`` (:func:`robustness_markdown`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from lorefd.aggregate import DEFAULT as AGGREGATE
+from lorefd.data.perturb import DEEPERFORENSICS, LEVELS
+from lorefd.metrics import NA, fmt
 from lorefd.utils import atomic_write_text
 
 
@@ -132,3 +137,60 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.3f}" if abs(value) < 1 else f"{value:.1f}"
     return "n/a" if value is None else str(value)
+
+
+# ------------------------------------------------------------------------------ robustness
+def metric_value(v: Any) -> float | None:
+    """A metric as a float, None for ``n/a`` (or anything else that is not a number)."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def fmt1(v: Any) -> str:
+    """A metric as a percentage with one decimal (``n/a`` kept), for the report tables."""
+    return fmt(v, 100.0, 1)
+
+
+def robustness_markdown(result: dict[str, Any]) -> str:
+    """``robustness.md``: a summary table per model, then every setting
+    (:func:`lorefd.evaluation.robustness.robustness`'s result)."""
+    n_df = len(DEEPERFORENSICS) * len(LEVELS)
+    lines = ["# Robustness: DeeperForensics-1.0 perturbations and JPEG", "",
+             f"Data: {result['data']}" + (f" (filters: {' '.join(result['filters'])})"
+                                          if result["filters"] else "") + f"; seed {result['seed']}.",
+             f"Perturbations applied to: {result['applied_to']}.",
+             "AUC and Acc in %; Acc at each model's threshold; drop = clean AUC minus perturbed "
+             f"AUC (points). Video level: {AGGREGATE} frame probability per video.", ""]
+    if not result["complete"]:
+        lines += ["**Incomplete: the sweep was interrupted; re-run the command to resume.**", ""]
+    lines += ["| model | level | clean AUC | clean Acc | mean AUC, DeeperForensics | drop | "
+              "mean AUC, JPEG | drop |", "|---|---|---|---|---|---|---|---|"]
+    for e in result["models"]:
+        s = e["summary"]
+        for lv in ("frame", "video"):
+            df, jp, cl = s["deeperforensics"], s["jpeg"], s["clean"] or {}
+            lines.append(
+                f"| {e['name']} | {lv} | {fmt1(cl.get(f'{lv}_auc', NA))} | "
+                f"{fmt1(cl.get(f'{lv}_acc', NA))} | {fmt1(df[f'{lv}_auc'])} "
+                f"({df[f'{lv}_auc_n']}/{n_df}) | {fmt1(df[f'{lv}_auc_drop'])} | "
+                f"{fmt1(jp[f'{lv}_auc'])} ({jp[f'{lv}_auc_n']}/{len(LEVELS)}) | "
+                f"{fmt1(jp[f'{lv}_auc_drop'])} |")
+    lines += ["", "(k/N): settings with an AUC among those of the full sweep (n/a: one class "
+              "left, or nothing the perturbation could apply to). h264 scores only videos of two "
+              "or more frames (n, skipped); its drop is against the clean AUC of all items.", ""]
+    for e in result["models"]:
+        lines += [f"## {e['name']}", "",
+                  f"`{e['source']}` ({e['kind']}, {e['detector']}, {e['image_size']} px, "
+                  f"threshold {e['threshold']:g})", "",
+                  "| type | level | parameter | n | videos | skipped | frame AUC | frame Acc | "
+                  "video AUC | video Acc | AUC drop (frame) | AUC drop (video) |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e["rows"]:
+            param = "" if r["param"] is None else f"{r['param_name']} {r['param']:g}"
+            why = "; ".join(f"{k}: {v}" for k, v in r.get("skip_reasons", {}).items())
+            lines.append(
+                f"| {r['type']} | {r['level'] or ''} | {param} | {r['n']} | {r['n_videos']} | "
+                f"{r['skipped']}{f' ({why})' if why else ''} | {fmt1(r['frame_auc'])} | "
+                f"{fmt1(r['frame_acc'])} | {fmt1(r['video_auc'])} | {fmt1(r['video_acc'])} | "
+                f"{fmt1(r['frame_auc_drop'])} | {fmt1(r['video_auc_drop'])} |")
+        lines.append("")
+    return "\n".join(lines)

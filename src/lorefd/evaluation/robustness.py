@@ -23,7 +23,6 @@ import csv
 import hashlib
 import logging
 import time
-import zlib
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,54 +31,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from lorefd.aggregate import DEFAULT as AGGREGATE
 from lorefd.checkpoint import CheckpointError
-from lorefd.data.images import ImageLoadError, load_rgb, resize_square, to_tensor
 from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, describe
-from lorefd.data.perturb import (
-    DEEPERFORENSICS,
-    LEVELS,
-    PARAMETER_NAMES,
-    TYPES,
-    VIDEO_TYPES,
-    PerturbationError,
-    apply,
-    h264,
-    parameter,
-)
+from lorefd.data.perturb import DEEPERFORENSICS, LEVELS, PARAMETER_NAMES, TYPES
+from lorefd.data.perturbed import CLEAN, PerturbedCrops, Setting
 from lorefd.engines.predict import predict
+from lorefd.errors import OptionError
 from lorefd.evaluation.evaluate import check_crops
+from lorefd.evaluation.report import metric_value, robustness_markdown
 from lorefd.metrics import NA, accuracy_at, fmt, roc_auc, video_level
-from lorefd.models.bundle import Bundle, BundleError, load_model
+from lorefd.models.bundle import Bundle, BundleError, load_bundle
 from lorefd.utils import atomic_path, atomic_write_json, atomic_write_text, pick_device
 from lorefd.version import __version__
 
 log = logging.getLogger("lorefd")
 
-CLEAN = "clean"
 APPLIED_TO = ("aligned face crop as stored in the manifest, before resizing to the model input "
               "(DeeperForensics-1.0 perturbs whole frames before face detection)")
 # Bump when a perturbation's output changes: rows written by another version are recomputed.
 PERTURBATION_VERSION = 1
 FILES = ("robustness.json", "robustness.csv", "robustness.md", "robustness.png")
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One column of the sweep: ``clean`` (level 0) or a perturbation type at a level."""
-
-    kind: str
-    level: int = 0
-
-    @property
-    def key(self) -> str:
-        return CLEAN if self.kind == CLEAN else f"{self.kind}/{self.level}"
-
-    @property
-    def param(self) -> float | None:
-        return None if self.kind == CLEAN else parameter(self.kind, self.level)
 
 
 def sweep_settings(types: Sequence[str] | None = None, levels: Sequence[int] | None = None
@@ -89,93 +63,14 @@ def sweep_settings(types: Sequence[str] | None = None, levels: Sequence[int] | N
     levels = list(LEVELS) if levels is None else sorted(set(levels))
     bad = [t for t in types if t not in TYPES] + [str(x) for x in levels if x not in LEVELS]
     if bad:
-        raise ValueError(f"unknown perturbation types/levels {bad}: types are "
+        raise OptionError(f"unknown perturbation types/levels {bad}: types are "
                          f"{', '.join(TYPES)}; levels 1-5")
     return [Setting(CLEAN)] + [Setting(t, lv) for t in TYPES if t in types for lv in levels]
-
-
-def item_rng(seed: int, setting: Setting, sample: Sample) -> np.random.Generator:
-    """The generator of one item in one setting: independent of order, filters and workers."""
-    key = zlib.crc32(f"{sample.group}|{Path(sample.path).name}".encode())
-    kind = TYPES.index(setting.kind) if setting.kind in TYPES else len(TYPES)
-    return np.random.default_rng([seed, kind, setting.level, key])
 
 
 def order_samples(samples: Sequence[Sample]) -> list[Sample]:
     """Samples grouped by video, frames in order (a video's frames are encoded together)."""
     return sorted(samples, key=lambda s: (s.group, s.frame_index, s.path))
-
-
-class PerturbedCrops(Dataset):
-    """Crops of ``samples`` under one setting, resized to ``image_size``.
-
-    Items: ``image`` (3xSxS in [0, 1]), ``ok`` (False: left out, with ``reason``), ``index``.
-    Unlike training datasets no sample stands in for another: a failed item is marked.
-    """
-
-    def __init__(self, samples: Sequence[Sample], setting: Setting, image_size: int,
-                 seed: int = 0) -> None:
-        self.samples = list(samples)
-        self.setting = setting
-        self.image_size = image_size
-        self.seed = seed
-        self.videos: dict[str, list[int]] = defaultdict(list)
-        for i, s in enumerate(self.samples):
-            self.videos[s.group].append(i)
-        for idx in self.videos.values():
-            idx.sort(key=lambda i: (self.samples[i].frame_index, self.samples[i].path))
-        self._cache: tuple[str, dict[int, np.ndarray | Exception]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _video(self, group: str) -> dict[int, np.ndarray | Exception]:
-        """Every frame of ``group`` after video compression (or the reason it failed)."""
-        if self._cache is not None and self._cache[0] == group:
-            return self._cache[1]
-        out: dict[int, np.ndarray | Exception] = {}
-        frames: dict[int, np.ndarray] = {}
-        for i in self.videos[group]:
-            try:
-                frames[i] = load_rgb(self.samples[i].path)
-            except ImageLoadError as exc:
-                out[i] = exc
-        if len(frames) < 2:
-            err: Exception | None = PerturbationError("one-frame video: no video to compress")
-        elif len({f.shape for f in frames.values()}) > 1:
-            err = PerturbationError("frames of different sizes: not one video")
-        else:
-            err = None
-            coded = h264(list(frames.values()), int(parameter(self.setting.kind, self.setting.level)))
-            out.update(zip(frames, coded, strict=True))
-        if err is not None:
-            out.update(dict.fromkeys(frames, err))
-        self._cache = (group, out)
-        return out
-
-    def perturbed(self, index: int) -> np.ndarray:
-        """The crop of item ``index`` under this setting, at its stored size."""
-        s, st = self.samples[index], self.setting
-        if st.kind in VIDEO_TYPES:
-            got = self._video(s.group)[index]
-            if isinstance(got, Exception):
-                raise got
-            return got
-        rgb = load_rgb(s.path)
-        if st.kind == CLEAN:
-            return rgb
-        return apply(st.kind, rgb, st.param, item_rng(self.seed, st, s))
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            rgb, ok, reason = resize_square(self.perturbed(index), self.image_size), True, ""
-        except ImageLoadError:
-            rgb, ok, reason = None, False, "unreadable image"
-        except PerturbationError as exc:
-            rgb, ok, reason = None, False, str(exc)
-        if rgb is None:
-            rgb = np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        return {"image": to_tensor(rgb), "ok": ok, "reason": reason, "index": index}
 
 
 def auc_acc(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -203,10 +98,6 @@ def setting_row(setting: Setting, samples: Sequence[Sample], probs: np.ndarray, 
             "video_auc": video["auc"], "video_acc": video["acc"]}
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
 def summarise(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows with their drop from clean, and the model's summary: clean, the mean over the
     DeeperForensics settings and over the JPEG levels (n/a values left out of the means and
@@ -216,7 +107,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
     for r in rows:
         r = dict(r)
         for lv in ("frame", "video"):
-            a, c = _num(r[f"{lv}_auc"]), _num(clean[f"{lv}_auc"]) if clean else None
+            a, c = metric_value(r[f"{lv}_auc"]), metric_value(clean[f"{lv}_auc"]) if clean else None
             r[f"{lv}_auc_drop"] = NA if a is None or c is None else c - a
         out.append(r)
 
@@ -225,7 +116,7 @@ def summarise(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], dic
         res: dict[str, Any] = {"settings": len(sel)}
         for m in ("frame_auc", "frame_acc", "video_auc", "video_acc", "frame_auc_drop",
                   "video_auc_drop"):
-            vals = [v for v in (_num(r[m]) for r in sel) if v is not None]
+            vals = [v for v in (metric_value(r[m]) for r in sel) if v is not None]
             res[m] = float(np.mean(vals)) if vals else NA
             res[f"{m}_n"] = len(vals)
         return res
@@ -272,13 +163,13 @@ def _fingerprint(loaded: Bundle) -> dict[str, Any]:
 
 def load_models(models: Mapping[str, str | Path] | Sequence[tuple[str, str | Path]],
                 device: torch.device) -> list[_Model]:
-    """Load every model (:func:`lorefd.models.bundle.load_model`: what ``--model`` takes in
+    """Load every model (:func:`lorefd.models.bundle.load_bundle`: what ``--model`` takes in
     every command) before any scoring; a failure names the model (CheckpointError)."""
     items = list(models.items()) if isinstance(models, Mapping) else list(models)
     out = []
     for name, spec in items:
         try:
-            loaded = load_model(spec, device)
+            loaded = load_bundle(spec, device)
         except (CheckpointError, BundleError, OSError, RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"cannot load model {name!r} ({spec}): {exc}") from exc
         out.append(_Model(name, str(spec), loaded, _fingerprint(loaded)))
@@ -401,8 +292,10 @@ def write_outputs(out: Path, header: dict[str, Any], models: Sequence[_Model],
     result = {**header, "complete": complete, "models": entries}
     atomic_write_json(out / "robustness.json", result)
     write_csv(out / "robustness.csv", entries)
-    atomic_write_text(out / "robustness.md", markdown(result))
+    atomic_write_text(out / "robustness.md", robustness_markdown(result))
     if figure:
+        from lorefd.evaluation.figures import plot_robustness  # matplotlib: loaded only here
+
         plot_robustness(out / "robustness.png", result)
     return result
 
@@ -427,98 +320,5 @@ def _cell(v: Any) -> Any:
     return f"{v:.6f}" if isinstance(v, float) else v
 
 
-def fmt1(v: Any) -> str:
-    """A metric as a percentage with one decimal (``n/a`` kept), for the report tables."""
-    return fmt(v, 100.0, 1)
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The report: a summary table per model, then every setting."""
-    n_df = len(DEEPERFORENSICS) * len(LEVELS)
-    lines = ["# Robustness: DeeperForensics-1.0 perturbations and JPEG", "",
-             f"Data: {result['data']}" + (f" (filters: {' '.join(result['filters'])})"
-                                          if result["filters"] else "") + f"; seed {result['seed']}.",
-             f"Perturbations applied to: {result['applied_to']}.",
-             "AUC and Acc in %; Acc at each model's threshold; drop = clean AUC minus perturbed "
-             f"AUC (points). Video level: {AGGREGATE} frame probability per video.", ""]
-    if not result["complete"]:
-        lines += ["**Incomplete: the sweep was interrupted; re-run the command to resume.**", ""]
-    lines += ["| model | level | clean AUC | clean Acc | mean AUC, DeeperForensics | drop | "
-              "mean AUC, JPEG | drop |", "|---|---|---|---|---|---|---|---|"]
-    for e in result["models"]:
-        s = e["summary"]
-        for lv in ("frame", "video"):
-            df, jp, cl = s["deeperforensics"], s["jpeg"], s["clean"] or {}
-            lines.append(
-                f"| {e['name']} | {lv} | {fmt1(cl.get(f'{lv}_auc', NA))} | "
-                f"{fmt1(cl.get(f'{lv}_acc', NA))} | {fmt1(df[f'{lv}_auc'])} "
-                f"({df[f'{lv}_auc_n']}/{n_df}) | {fmt1(df[f'{lv}_auc_drop'])} | "
-                f"{fmt1(jp[f'{lv}_auc'])} ({jp[f'{lv}_auc_n']}/{len(LEVELS)}) | "
-                f"{fmt1(jp[f'{lv}_auc_drop'])} |")
-    lines += ["", "(k/N): settings with an AUC among those of the full sweep (n/a: one class "
-              "left, or nothing the perturbation could apply to). h264 scores only videos of two "
-              "or more frames (n, skipped); its drop is against the clean AUC of all items.", ""]
-    for e in result["models"]:
-        lines += [f"## {e['name']}", "",
-                  f"`{e['source']}` ({e['kind']}, {e['detector']}, {e['image_size']} px, "
-                  f"threshold {e['threshold']:g})", "",
-                  "| type | level | parameter | n | videos | skipped | frame AUC | frame Acc | "
-                  "video AUC | video Acc | AUC drop (frame) | AUC drop (video) |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in e["rows"]:
-            param = "" if r["param"] is None else f"{r['param_name']} {r['param']:g}"
-            why = "; ".join(f"{k}: {v}" for k, v in r.get("skip_reasons", {}).items())
-            lines.append(
-                f"| {r['type']} | {r['level'] or ''} | {param} | {r['n']} | {r['n_videos']} | "
-                f"{r['skipped']}{f' ({why})' if why else ''} | {fmt1(r['frame_auc'])} | "
-                f"{fmt1(r['frame_acc'])} | {fmt1(r['video_auc'])} | {fmt1(r['video_acc'])} | "
-                f"{fmt1(r['frame_auc_drop'])} | {fmt1(r['video_auc_drop'])} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_robustness(path: Path, result: dict[str, Any]) -> None:
-    """AUC against level, one line per type, one panel per model, clean AUC dashed.
-
-    Video-level AUC when some video has several frames, else frame level (the axis says).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = result["models"]
-    level = "video" if any(
-        (e["summary"]["clean"] or {}).get("n_videos", 0) < (e["summary"]["clean"] or {}).get("n", 0)
-        for e in models) else "frame"
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 4), squeeze=False,
-                             sharey=True)
-    for ax, e in zip(axes[0], models, strict=True):
-        for kind in TYPES:
-            pts = [(r["level"], _num(r[f"{level}_auc"])) for r in e["rows"] if r["type"] == kind]
-            pts = [(x, y) for x, y in pts if y is not None]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1.2,
-                        ls="--" if kind == "jpeg" else "-", label=kind)
-        clean = _num((e["summary"]["clean"] or {}).get(f"{level}_auc"))
-        if clean is not None:
-            ax.axhline(clean, color="k", ls=":", lw=1, label="clean")
-        ax.axhline(0.5, color="0.6", lw=0.6)
-        ax.set(title=e["name"] + (f" (clean AUC {clean:.3f})" if clean is not None else ""),
-               xlabel="perturbation level", xticks=list(LEVELS), ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel(f"{level}-level AUC")
-    handles, names = axes[0][-1].get_legend_handles_labels()
-    if handles:
-        axes[0][-1].legend(fontsize=7, loc="lower left")
-    fig.suptitle("AUC under DeeperForensics-1.0 perturbations and JPEG", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png", bbox_inches="tight")
-    plt.close(fig)
-
-
-__all__ = ["APPLIED_TO", "CLEAN", "FILES", "PerturbedCrops", "Setting", "data_signature",
-           "item_rng", "load_models", "markdown", "model_names", "order_samples",
-           "plot_robustness", "robustness", "setting_row", "summarise",
-           "sweep_settings"]
+__all__ = ["APPLIED_TO", "FILES", "data_signature", "load_models", "model_names", "order_samples",
+           "robustness", "setting_row", "summarise", "sweep_settings"]
