@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import torch
 
+from lorefd.apps.protocols import METHODS, SHORT
 from lorefd.checkpoint import save_checkpoint
 from lorefd.config import Config, load_config
 from lorefd.data.manifest import FAKE, REAL, Sample, read_manifest, write_manifest
-from lorefd.evaluation.protocols import METHODS, SHORT
 
 # One thread per xdist worker (two workers on two cores); two when run alone, unless
 # OMP_NUM_THREADS says otherwise (tests beside a training: OMP_NUM_THREADS=1).

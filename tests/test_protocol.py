@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 from conftest import TINY, make_mini_ffpp, save_tiny_mae
 
-from lorefd.cli import main
-from lorefd.data.manifest import read_manifest
-from lorefd.evaluation.protocols import (
+from lorefd.apps.protocols import (
     METHODS,
     PAPER,
     ProtocolError,
     run_protocol,
     select,
 )
+from lorefd.cli import main
+from lorefd.data.manifest import read_manifest
 
 
 @pytest.fixture(scope="module")

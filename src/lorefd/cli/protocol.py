@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lorefd.apps.protocols import run_protocol
     from lorefd.config import load_config
     from lorefd.data.manifest import check_files, load_samples
-    from lorefd.evaluation.protocols import run_protocol
 
     cfg = load_config(args.config, args.overrides)
     check_output_dir(args.out, "--out")
