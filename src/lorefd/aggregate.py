@@ -22,18 +22,21 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lorefd.errors import OptionError
+
 DEFAULT = "median"
 COMPARED = ("mean", "median", "top25", "q90", "max")
 _SPEC = re.compile(r"^(mean|median|max|top(\d{1,3})|q(\d{1,3}))$")
 
 
 def check_spec(spec: str) -> str:
-    """``spec`` if it names a rule, else a ``ValueError`` listing the rules."""
+    """``spec`` if it names a rule, else an :class:`~lorefd.errors.OptionError` listing the
+    rules."""
     m = _SPEC.match(str(spec))
     k = next((int(g) for g in (m.group(2), m.group(3)) if g is not None), None) if m else None
     if m is None or (k is not None and not 1 <= k <= 100):
-        raise ValueError(f"unknown frame aggregation {spec!r}: use mean, median, max, topK "
-                         "(mean of the highest K % of frames, 1-100) or qNN (percentile, 1-100)")
+        raise OptionError(f"unknown frame aggregation {spec!r}: use mean, median, max, topK "
+                          "(mean of the highest K % of frames, 1-100) or qNN (percentile, 1-100)")
     return spec
 
 

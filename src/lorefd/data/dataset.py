@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lorefd.data.images import ImageLoadError, load_rgb, resize_square, to_tensor
-from lorefd.data.manifest import REAL, Sample
+from lorefd.data.manifest import REAL, ManifestError, Sample
 from lorefd.data.perturb import random_perturbation
 
 log = logging.getLogger("lorefd")
@@ -63,7 +63,7 @@ class FaceDataset(Dataset):
     def __init__(self, samples: list[Sample], image_size: int, augment: bool | str = False,
                  seed: int = 0, perturb: bool | None = None) -> None:
         if not samples:
-            raise ValueError("empty dataset")
+            raise ManifestError("empty dataset")
         self.samples = samples
         self.image_size = image_size
         self.augment = augment

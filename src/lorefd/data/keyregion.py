@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from lorefd.config import ConfigError
 from lorefd.data.landmarks import JAW, LEFT_EYEBROW, RIGHT_EYEBROW
 
 # The image-left half of the jaw line (points 0-8) and the image-right half (8-16).
@@ -86,7 +87,7 @@ def key_patch_set(rect: tuple[float, float, float, float], image_size: int,
                   patch_size: int) -> list[int]:
     """T: row-major indices of the patches that overlap the rectangle (any overlap)."""
     if image_size % patch_size:
-        raise ValueError(f"image size {image_size} is not a multiple of patch size {patch_size}")
+        raise ConfigError(f"image size {image_size} is not a multiple of patch size {patch_size}")
     g = image_size // patch_size
     x0, y0, x1, y1 = (v * g for v in rect)
     cols = [j for j in range(g) if j + 1 > x0 and j < x1]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lorefd.config import Config
+from lorefd.config import Config, ConfigError
 from lorefd.data.images import ImageLoadError
 from lorefd.data.keyregion import KeyRegion, dataset_key_region, normalise_landmarks
 from lorefd.data.landmarks import LandmarkCache
@@ -66,7 +66,8 @@ def prepare_pretrain_samples(source: str | Path | list[Sample], cfg: Config,
             if cache is None:
                 root = cfg.data.landmark_cache or (Path(out_dir) / "landmarks" if out_dir else None)
                 if root is None:
-                    raise ValueError("samples without landmarks need data.landmark_cache or out_dir")
+                    raise ConfigError("samples without landmarks need data.landmark_cache or "
+                                      "out_dir")
                 cache = LandmarkCache(root)
             try:
                 pts = cache.get(s.path)

@@ -31,6 +31,7 @@ import timm
 import torch
 import torch.nn as nn
 
+from lorefd.config import ConfigError
 from lorefd.models.pretrained import IMAGENET, load_imagenet, normalization
 from lorefd.models.xception import (
     DEFAULT_LAYERS,
@@ -66,11 +67,11 @@ class TimmNet(nn.Module):
             self.body = timm.create_model(name, pretrained=False, num_classes=num_classes,
                                           drop_rate=drop_rate)
         except RuntimeError as exc:  # timm: "Unknown model"
-            raise ValueError(f"detector.backbone: {exc}") from None
+            raise ConfigError(f"detector.backbone: {exc}") from None
         info = getattr(self.body, "feature_info", None)
         if not info:
-            raise ValueError(f"detector.backbone={name!r}: timm gives no feature_info for it; "
-                             f"choose a CNN such as {', '.join(BACKBONES)}")
+            raise ConfigError(f"detector.backbone={name!r}: timm gives no feature_info for it; "
+                              f"choose a CNN such as {', '.join(BACKBONES)}")
         self.backbone = name
         self.num_classes = num_classes
         self.feature_stages = {str(i["module"]): int(i["reduction"]) for i in info}
@@ -94,8 +95,8 @@ class TimmNet(nn.Module):
         layers = list(dict.fromkeys(layers))
         unknown = [n for n in layers if n not in self.modules_by_name or not n]
         if unknown:
-            raise ValueError(f"unknown {self.backbone} layer(s) {unknown}; e.g. "
-                             f"{', '.join(self.stages)} or strideN")
+            raise ConfigError(f"unknown {self.backbone} layer(s) {unknown}; e.g. "
+                              f"{', '.join(self.stages)} or strideN")
         order = list(self.modules_by_name)
         return sorted(layers, key=order.index)
 
@@ -177,7 +178,7 @@ def resolve_layers(net: Backbone, layers: Iterable[str], patch_size: int | None 
         return list(DEFAULT_LAYERS)  # the paper's three depths of the stride-16 middle flow
     if not layers:
         if patch_size is None:
-            raise ValueError("detector.layers is empty and no MAE patch size to match")
+            raise ConfigError("detector.layers is empty and no MAE patch size to match")
         layers = [f"stride{patch_size}"]
     names: list[str] = []
     strides = None
@@ -186,8 +187,8 @@ def resolve_layers(net: Backbone, layers: Iterable[str], patch_size: int | None 
             strides = strides or stage_strides(net)
             hits = [n for n, s in strides.items() if s == int(entry[6:])]
             if not hits:
-                raise ValueError(f"detector.layers: no {backbone_name(net)} stage at {entry} "
-                                 f"(stages: {strides})")
+                raise ConfigError(f"detector.layers: no {backbone_name(net)} stage at {entry} "
+                                  f"(stages: {strides})")
             names += hits
         else:
             names.append(entry)

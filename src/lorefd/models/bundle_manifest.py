@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lorefd.errors import CheckpointError, OptionError
+
 if TYPE_CHECKING:
     import torch
 
@@ -105,8 +107,9 @@ def detector_manifest(ckpt: Path, weights: dict[str, torch.Tensor], cfg: Any,
             float(cfg.train.threshold),
             "default 0.5 (no validation threshold recorded)" if cfg.train.threshold == 0.5
             else "config train.threshold (no validation threshold recorded)")
-    if not 0.0 <= thr[0] <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {thr[0]}")
+    if not 0.0 <= thr[0] <= 1.0:  # given: the caller's; else what the checkpoint recorded
+        error = OptionError if threshold is not None else CheckpointError
+        raise error(f"threshold must be in [0, 1], got {thr[0]}")
     key = weights.get("mae.key_patches")
     pre = bundle_preprocess(meta, preprocess, warn)
     mae_meta = (meta.get("mae") or {}).get("meta") or {}

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lorefd.errors import MissingExtraError, missing_module
+from lorefd.errors import MissingExtraError, OptionError, missing_module
 from lorefd.models.bundle import (
     RESERVED_PREFIX,
     Bundle,
@@ -199,7 +199,7 @@ def add_graph(bundle_path: str | Path, out_path: str | Path | None = None,
         bundle.detector.tta = tta
     if threshold is not None:
         if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+            raise OptionError(f"threshold must be in [0, 1], got {threshold}")
         manifest["threshold"] = {"value": float(threshold), "source": (
             f"given at export: {threshold_rule}" if threshold_rule else "given at export")}
     graph, names, shared = export_graph(bundle.detector, weights)
@@ -342,7 +342,8 @@ def pick_runtime(path: Path, runtime: str | None) -> str:
     """``runtime`` as asked, else ``"onnx"`` for a bundle file with a graph, else torch."""
     if runtime is not None:
         if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+            raise OptionError(f"unknown runtime {runtime!r}; choose one of "
+                              f"{', '.join(RUNTIMES)}")
         return runtime
     if not path.is_file():
         return "torch"

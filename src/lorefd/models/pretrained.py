@@ -35,7 +35,8 @@ TF_MEAN, TF_STD = (127 / 255,) * 3, (128 / 255,) * 3  # (x * 255 - 127) / 128
 
 
 class WeightsError(UserError, ValueError):
-    """ImageNet weights that are not installed, or a file that is not the one pinned."""
+    """ImageNet weights that are not installed, a file that is not the one pinned, or a local
+    weights file that is not weights of the network (:mod:`lorefd.models.xception`)."""
 
 
 @dataclass(frozen=True)

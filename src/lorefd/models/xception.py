@@ -34,6 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lorefd.config import ConfigError
+from lorefd.models.pretrained import WeightsError
+
 log = logging.getLogger("lorefd")
 
 STAGES = ["stem"] + [f"block{i}" for i in range(1, 13)] + ["exit"]
@@ -52,7 +55,8 @@ def check_layers(layers: Iterable[str]) -> list[str]:
     layers = list(layers)
     unknown = [name for name in layers if name not in STAGES]
     if unknown:
-        raise ValueError(f"unknown Xception layer(s) {unknown}; choose from {', '.join(STAGES)}")
+        raise ConfigError(f"unknown Xception layer(s) {unknown}; choose from "
+                          f"{', '.join(STAGES)}")
     return sorted(set(layers), key=STAGES.index)
 
 
@@ -146,9 +150,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # pickle errors of every kind: say what was expected
-            raise ValueError(f"{path}: not weights lorefd can read (a checkpoint folder, a "
-                             ".lorefd bundle, .safetensors or a torch state dict): "
-                             f"{type(exc).__name__}") from None
+            raise WeightsError(f"{path}: not weights lorefd can read (a checkpoint folder, a "
+                               ".lorefd bundle, .safetensors or a torch state dict): "
+                               f"{type(exc).__name__}") from None
         if isinstance(sd, dict) and "state_dict" in sd:
             sd = sd["state_dict"]
     # a lorefd detector checkpoint: take its detection network
@@ -170,7 +174,8 @@ def load_body_weights(body: nn.Module, path: str | Path, what: str, head: str = 
     sd = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in sd and not k.startswith(f"{head}.")]
     if missing:
-        raise ValueError(f"{path}: not {what} weights ({len(missing)} missing, e.g. {missing[:3]})")
+        raise WeightsError(f"{path}: not {what} weights ({len(missing)} missing, e.g. "
+                           f"{missing[:3]})")
     body.load_state_dict(sd, strict=False)
 
 

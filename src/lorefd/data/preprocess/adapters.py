@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lorefd.data.images import is_image, is_video, walk_files
 from lorefd.data.manifest import FAKE, FAKE_FOLDER_NAMES, REAL, REAL_FOLDER_NAMES, label_from_path
+from lorefd.errors import OptionError
 
 FFPP_METHODS = ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures", "FaceShifter"]
 DFD_METHOD = "DeepFakeDetection"
@@ -322,7 +323,7 @@ def index_dataset(kind: str, root: str | Path, split: str = "all",
                   methods: list[str] | None = None) -> DatasetIndex:
     """Index ``root`` with the ``kind`` adapter, keep ``split`` (``all`` keeps everything)."""
     if kind not in ADAPTERS:
-        raise ValueError(f"unknown dataset layout {kind!r}: one of {sorted(ADAPTERS)}")
+        raise OptionError(f"unknown dataset layout {kind!r}: one of {sorted(ADAPTERS)}")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root is not a folder: {root}")

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from lorefd.data.landmarks import five_points
+from lorefd.errors import OptionError
 
 # ArcFace (insightface) 5-point reference for a 112x112 crop, in the order of five_points().
 ARCFACE_112 = np.array([
@@ -77,7 +78,7 @@ def crop_matrix(landmarks: np.ndarray, size: int = 224, margin: float = DEFAULT_
         return similarity_transform(five_points(landmarks), five_point_template(size, margin))
     if crop == "box":
         return box_matrix(landmarks, size, margin)
-    raise ValueError(f"unknown crop mode {crop!r}; choose from {', '.join(CROP_MODES)}")
+    raise OptionError(f"unknown crop mode {crop!r}; choose from {', '.join(CROP_MODES)}")
 
 
 def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int = 224,

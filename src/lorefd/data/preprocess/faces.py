@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from lorefd.data.landmarks import Face, LandmarkDetector
+from lorefd.errors import OptionError
 
 Box = tuple[float, float, float, float]
 
@@ -32,7 +33,7 @@ def make_backend(name: str = "dlib", retinaface_weights: str | None = None,
         from lorefd.data.preprocess.retinaface import RetinaFaceBackend
 
         return RetinaFaceBackend(weights=retinaface_weights, device=device)
-    raise ValueError(f"unknown detector {name!r} (dlib or retinaface)")
+    raise OptionError(f"unknown detector {name!r} (dlib or retinaface)")
 
 
 def box_centre(box: Box) -> tuple[float, float]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lorefd.config import ConfigError
 from lorefd.data.images import ImageLoadError, load_rgb, to_tensor
 from lorefd.data.manifest import REAL, ManifestError, Sample
 from lorefd.data.perturb import PerturbationError, h264, random_perturbation
@@ -133,18 +134,18 @@ class SynthDataset(Dataset):
         weights = list(weights) if weights is not None else [1.0] * len(kinds)
         unknown = [k for k in kinds if k not in KINDS]
         if unknown or len(weights) != len(kinds) or not kinds:
-            raise ValueError(f"synth kinds {kinds} / weights {weights}: kinds must be among "
-                             f"{', '.join(KINDS)}, one weight each")
+            raise ConfigError(f"synth kinds {kinds} / weights {weights}: kinds must be among "
+                              f"{', '.join(KINDS)}, one weight each")
         self.donors = DonorPicker(self.samples, self.points, donor_candidates)
         if self.donors.num_identities < 2 and any(k in NEEDS_DONOR for k in kinds):
             log.warning("synth: one identity only, dropping %s", sorted(NEEDS_DONOR & set(kinds)))
             keep = [i for i, k in enumerate(kinds) if k not in NEEDS_DONOR]
             kinds, weights = [kinds[i] for i in keep], [weights[i] for i in keep]
             if not kinds:
-                raise ValueError("synth: face swaps need at least two identities")
+                raise ManifestError("synth: face swaps need at least two identities")
         p = np.asarray(weights, np.float64)
         if (p < 0).any() or p.sum() <= 0:
-            raise ValueError(f"synth weights must be >= 0 with a positive sum: {weights}")
+            raise ConfigError(f"synth weights must be >= 0 with a positive sum: {weights}")
         self.kinds, self.probs = kinds, p / p.sum()
         self.seed, self.epoch = int(seed), 0
         self.fake_ratio = float(fake_ratio)

@@ -20,10 +20,11 @@ import cv2
 import numpy as np
 
 from lorefd.data.images import ImageLoadError
-from lorefd.data.manifest import FAKE, REAL, Sample, write_manifest
+from lorefd.data.manifest import FAKE, REAL, ManifestError, Sample, write_manifest
 from lorefd.data.perturb import jpeg as jpeg_roundtrip
 from lorefd.data.synth import KINDS, SynthError
 from lorefd.data.synth.dataset import SynthDataset, usable_reals
+from lorefd.errors import OptionError
 from lorefd.utils import atomic_path, atomic_write_json
 
 log = logging.getLogger("lorefd")
@@ -130,18 +131,19 @@ def write_fake_set(samples: list[Sample], out: str | Path, kinds: list[str] | No
     Writes ``out/fake/KIND/*.png``, ``out/masks/KIND/*.png``, ``out/landmarks/KIND/*.npy``,
     ``out/manifest.csv`` (label 1, method = kind; with the reals when ``reals_mode`` is
     ``ref`` or ``copy``), ``out/meta.jsonl`` and ``out/synth.json``.
-    Raises ``ValueError`` for bad arguments or when no real has landmarks.
+    Raises :class:`~lorefd.errors.OptionError` for bad arguments and
+    :class:`~lorefd.data.manifest.ManifestError` when no real has landmarks.
     """
     kinds = list(kinds or KINDS)
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds:
-        raise ValueError(f"unknown kind(s) {bad}; choose from {', '.join(KINDS)}")
+        raise OptionError(f"unknown kind(s) {bad}; choose from {', '.join(KINDS)}")
     if per_image < 1:
-        raise ValueError("per_image must be >= 1")
+        raise OptionError("per_image must be >= 1")
     if jpeg is not None and not 1 <= jpeg <= 100:
-        raise ValueError("jpeg quality must be in 1..100")
+        raise OptionError("jpeg quality must be in 1..100")
     if reals_mode not in ("none", "ref", "copy"):
-        raise ValueError(f"reals_mode {reals_mode!r} is not none, ref or copy")
+        raise OptionError(f"reals_mode {reals_mode!r} is not none, ref or copy")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     samples = [s for s in samples if s.label == REAL]
@@ -149,8 +151,8 @@ def write_fake_set(samples: list[Sample], out: str | Path, kinds: list[str] | No
         detect_missing_landmarks(samples, out)
     usable, _ = usable_reals(samples)
     if not usable:
-        raise ValueError(f"none of the {len(samples)} reals has landmarks "
-                         "(compute them with dlib: --detect-landmarks)")
+        raise ManifestError(f"none of the {len(samples)} reals has landmarks "
+                            "(compute them with dlib: --detect-landmarks)")
     dataset = SynthDataset(usable[:limit], kinds=kinds, seed=seed)
     n, per = len(dataset.samples), per_image
     jobs = [(i, k, dataset.kinds[(i * per + k) % len(dataset.kinds)], seed, str(out), jpeg)

@@ -35,7 +35,7 @@ from lorefd.checkpoint import (
     CheckpointError,
     save_checkpoint,
 )
-from lorefd.config import Config, config_from_dict
+from lorefd.config import Config, ConfigError, config_from_dict
 from lorefd.models.mae import build_mae, load_mae
 from lorefd.models.registry import BLEND_MASK, create_detector, is_detector, list_detectors
 
@@ -196,7 +196,8 @@ def build_detector(cfg: Config, mae_ckpt: str | Path | None = None, name: str | 
     # first, which imports every detector file (no import of it here: that would be a cycle).
     name = name or cfg.detector.name
     if not is_detector(name):
-        raise ValueError(f"unknown detector {name!r}; available: {', '.join(list_detectors())}")
+        raise ConfigError(f"unknown detector {name!r}; available: "
+                          f"{', '.join(list_detectors())}")
     mae = None if mae_ckpt is None else load_mae(mae_ckpt, image_size=cfg.data.image_size)
     info = None if mae is None else mae.checkpoint_info
     det = create_detector(name, cfg=cfg, mae=mae,

@@ -21,7 +21,8 @@ from typing import Any
 
 import torch
 
-from lorefd.config import Config
+from lorefd.config import Config, ConfigError
+from lorefd.errors import CheckpointError, OptionError
 from lorefd.models.attention import attention_maps
 from lorefd.models.backbone import create_backbone, resolve_layers
 from lorefd.models.detectors.base import Detector
@@ -42,9 +43,10 @@ class LREDetector(Detector):
                  mask_weight: float = 0.0, mask_layer: str = "stride16") -> None:
         super().__init__(image_size)
         if mae.image_size != image_size:
-            raise ValueError(f"MAE image size {mae.image_size} != detector image size {image_size}")
+            raise CheckpointError(f"MAE image size {mae.image_size} != detector image size "
+                                  f"{image_size}")
         if eval_masks < 1:
-            raise ValueError(f"detector.eval_masks must be >= 1, got {eval_masks}")
+            raise ConfigError(f"detector.eval_masks must be >= 1, got {eval_masks}")
         self.eval_masks = eval_masks
         self.mask_seed = mask_seed
         self.mae = freeze(mae)
@@ -136,8 +138,8 @@ class LREDetector(Detector):
 def build_lre(cfg: Config, mae: KeyRegionMAE | None = None, pretrained: bool = True,
               weights: str | None = None) -> LREDetector:
     if mae is None:
-        raise ValueError("the lre detector needs a stage-1 MAE checkpoint (--mae CKPT; "
-                         "train one with `lorefd pretrain`)")
+        raise OptionError("the lre detector needs a stage-1 MAE checkpoint (--mae CKPT; "
+                          "train one with `lorefd pretrain`)")
     d = cfg.detector
     return LREDetector(mae, cfg.data.image_size, d.layers, pretrained, weights, d.drop_rate,
                        d.eval_masks, d.mask_seed, extractor_weights=d.extractor_weights,
