@@ -43,3 +43,47 @@ def test_model_object_scores_like_the_shortcut() -> None:
     r = model.detect(_face())["results"][0]
     lorefd._LOADED.clear()
     assert r["p_fake"] == pytest.approx(lorefd.detect(_face())["results"][0]["p_fake"], abs=1e-6)
+
+
+@pytest.mark.parametrize("bad", [{"frames": 0}, {"threshold": 1.5}, {"threshold": float("nan")},
+                                 {"batch_size": -1}, {"workers": 2.5}, {"threads": True},
+                                 {"runtime": "evil"}])
+def test_options_out_of_range_are_refused_before_any_loading(bad, monkeypatch) -> None:
+    """A bad option is an OptionError (a user error: exit 2 on the command line) raised when
+    the options are made, before a model is loaded or a file read."""
+    import lorefd.models.graph as graph
+    from lorefd.engines.detect import DetectOptions
+    from lorefd.errors import OptionError
+
+    def no_loading(*a, **k):
+        raise AssertionError("loaded a model")
+
+    monkeypatch.setattr(graph, "load_runtime_model", no_loading)
+    lorefd._LOADED.clear()
+    with pytest.raises(OptionError):
+        DetectOptions(**bad)
+    with pytest.raises(OptionError):
+        lorefd.detect(str(_face()), **bad)
+    if {"runtime", "threads"} & set(bad):  # the options lorefd.Model takes
+        with pytest.raises(OptionError):
+            lorefd.Model(**bad)
+
+
+def test_both_runtimes_behind_one_scorer() -> None:
+    """The loaded bundle's detector is scored through the Scorer of its runtime: the same
+    crops, the same probabilities (within the export tolerance), maps only when asked."""
+    from lorefd.engines.scorer import scorer_for
+    from lorefd.models.graph import PROB_TOL, load_runtime_model, reference_crops
+
+    bundle = load_runtime_model(None, "cpu", "onnx")
+    onnx = scorer_for(bundle)
+    crops = reference_crops(onnx.image_size, bundle.preprocess, 2)
+    p, maps = onnx.scores(crops)
+    assert (onnx.runtime, onnx.device, p.shape, maps) == ("onnx", "cpu", (2,), {})
+    p_maps, maps = onnx.scores(crops, maps=True)
+    assert maps and all(m.shape[0] == 2 for m in maps.values())
+    assert p_maps == pytest.approx(p, abs=1e-6)
+    pytest.importorskip("torch")
+    torch_ = scorer_for(load_runtime_model(None, "cpu", "torch"), "cpu")
+    assert (torch_.runtime, torch_.device, torch_.name) == ("torch", "cpu", onnx.name)
+    assert torch_.scores(crops)[0] == pytest.approx(p, abs=PROB_TOL)

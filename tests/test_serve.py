@@ -408,3 +408,11 @@ def test_slow_clients_are_dropped_and_one_client_cannot_fill_the_service(
     assert third.status_code == 429 and "per client" in third.json()["detail"]
     assert [r.status_code for r in held] == [200, 200]
     assert svc.active == 0 and svc.per_client == {}
+
+
+@pytest.mark.parametrize("bad", [{"frames": 0}, {"threshold": 2.0}, {"runtime": "evil"}])
+def test_bad_detection_options_are_refused_before_the_model_loads(bad, tmp_path: Path) -> None:
+    from lorefd.errors import OptionError
+
+    with pytest.raises(OptionError):  # not the missing model's error: nothing was loaded
+        Service.load(tmp_path / "missing.lorefd", ServeOptions(**bad))
