@@ -22,13 +22,8 @@ import torch
 from lorefd.config import load_config
 from lorefd.data.manifest import load_samples
 from lorefd.data.stage1 import compute_key_region
-from lorefd.engines.pretrain import (
-    build_optimizer,
-    compile_mode,
-    mask_generator,
-    pretrain_step,
-    sample_masks,
-)
+from lorefd.engines.common import build_optimizer, compile_mode
+from lorefd.engines.pretrain import mask_generator, pretrain_step, sample_masks
 from lorefd.models.mae import build_mae, count_parameters
 from lorefd.utils import seed_everything
 
@@ -73,7 +68,7 @@ def main() -> None:
     model = build_mae(cfg.data.image_size, cfg.mae, cfg.mask)
     model.set_key_patches(patch_set)
     model.to(device).train()
-    opt, sched = build_optimizer(model, cfg, device)
+    opt, sched = build_optimizer(model.parameters(), cfg.pretrain, device)
     step_model = (torch.compile(model, mode=compile_mode(args.compile_mode)) if args.compile
                   else model)
     imgs = torch.rand(bs, 3, cfg.data.image_size, cfg.data.image_size, device=device)

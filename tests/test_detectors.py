@@ -11,7 +11,7 @@ from conftest import save_tiny_mae, tiny_config
 
 import lorefd.models.xception as xmod
 from lorefd.checkpoint import CheckpointError
-from lorefd.models.bundle import load_model
+from lorefd.models.bundle import load_bundle
 from lorefd.models.detectors import build_detector, save_detector
 from lorefd.models.registry import create_detector, list_detectors
 
@@ -115,7 +115,7 @@ def test_checkpoint_is_self_contained(mae_ckpt, tmp_path):
     p = det.predict_proba(x)
     save_detector(tmp_path / "det", det, cfg)
     shutil.rmtree(own_mae)  # the detector must not need the MAE folder any more
-    back = load_model(tmp_path / "det").detector
+    back = load_bundle(tmp_path / "det").detector
     assert back.name == "lre" and back.image_size == 64 and back.layers == det.layers
     assert torch.allclose(back.predict_proba(x), p, atol=1e-6)
     assert back.checkpoint_meta["mae"]["path"].endswith("mae_copy")
@@ -123,7 +123,7 @@ def test_checkpoint_is_self_contained(mae_ckpt, tmp_path):
 
 def test_wrong_checkpoints_are_named(mae_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="'mae' checkpoint, expected a detector"):
-        load_model(mae_ckpt)
+        load_bundle(mae_ckpt)
     big = save_tiny_mae(tmp_path / "mae128", image_size=128)
     with pytest.raises(CheckpointError, match="128 px"):
         build_detector(tiny_config(), big)
@@ -143,7 +143,7 @@ def test_baseline_has_no_attention(tmp_path):
     ex = det.explain(x)
     assert ex["attention"] == {} and ex["recon"] is None and ex["prob"].shape == (2,)
     save_detector(tmp_path / "xc", det, tiny_config())
-    assert torch.allclose(load_model(tmp_path / "xc").detector.predict_proba(x), det.predict_proba(x))
+    assert torch.allclose(load_bundle(tmp_path / "xc").detector.predict_proba(x), det.predict_proba(x))
 
 
 def test_pretrained_offline_says_so_once_and_continues(monkeypatch, caplog):
@@ -203,7 +203,7 @@ def test_every_registered_detector_keeps_the_interface(name, mae_ckpt, tmp_path)
     ex = det.explain(x)
     assert torch.allclose(ex["prob"], prob, atol=1e-6) and isinstance(ex["attention"], dict)
     save_detector(tmp_path / name, det, cfg)
-    assert torch.allclose(load_model(tmp_path / name).detector.predict_proba(x), prob, atol=1e-6)
+    assert torch.allclose(load_bundle(tmp_path / name).detector.predict_proba(x), prob, atol=1e-6)
 
 
 def test_one_mae_resolver_for_every_command(tmp_path, caplog):
@@ -221,7 +221,7 @@ def test_one_mae_resolver_for_every_command(tmp_path, caplog):
     final = save_tiny_mae(run / "mae")
     assert resolve_mae_checkpoint(run, 64) == final and resolve_mae_checkpoint(last) == last
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no config.json, mae/ or checkpoints/last/"):
+    with pytest.raises(CheckpointError, match="no config.json, best/ or last/ .*mae/ or checkpoints"):
         resolve_mae_checkpoint(tmp_path / "empty")
     with pytest.raises(CheckpointError, match="not found"):
         resolve_mae_checkpoint(tmp_path / "missing")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,24 +67,30 @@ def test_run_layout_and_checkpoint_meta(small_manifest, tmp_path):
     summary = pretrain(tiny_cfg("pretrain.max_steps=4"), small_manifest, run)
     assert summary["steps"] == 4 and summary["steps_per_epoch"] == 3 and summary["num_samples"] == 12
     assert np.isfinite(summary["final_loss"])
-    for rel in ["checkpoints/last/model.safetensors", "checkpoints/last/state.pt", "mae/config.json",
+    # stage 2's layout: last/ (resume point), best/ (the weights to use), config.yaml, ...
+    for rel in ["last/model.safetensors", "last/state.pt", "best/config.json",
                 "key_region.json", "config.yaml", "summary.json", "metrics.jsonl"]:
         assert (run / rel).is_file(), rel
+    assert not (run / "best" / "state.pt").exists()  # weights only
+    assert not (run / "checkpoints").exists() and not (run / "mae").exists()
+    assert (summary["best"], summary["last"]) == (str(run / "best"), str(run / "last"))
     assert any((run / "tb").iterdir())
     assert sorted(metrics(run)) == [1, 2, 3, 4]
     region = json.loads((run / "key_region.json").read_text())
-    _, meta = read_checkpoint_info(run / "mae")
+    _, meta = read_checkpoint_info(run / "best")
     assert meta["kind"] == "mae" and meta["step"] == 4
     assert meta["key_patches"] == region["key_patches"] and meta["image_size"] == 32
     assert meta["key_region"]["rect"] == region["key_region"]["rect"]
     assert len(meta["key_region"]["corners"]) == 4
-    model = load_mae(str(run / "mae"))
+    model = load_mae(str(run))  # a run folder resolves to its best/
+    assert model.checkpoint_info["path"] == str((run / "best").resolve())
     assert model.key_patches.nonzero().flatten().tolist() == region["key_patches"]
-    state = load_state(run / "checkpoints" / "last")
+    state = load_state(run / "last")
     assert (state["step"], state["epoch"], state["extra"]["batch_in_epoch"]) == (4, 1, 1)
-    # mae/ holds the last step's weights, which moved away from the seeded initial weights
-    weights = load_file(str(run / "mae" / "model.safetensors"))
-    last = load_file(str(run / "checkpoints" / "last" / "model.safetensors"))
+    # stage 1 has no validation loss: best/ holds the last step's weights, which moved away
+    # from the seeded initial weights
+    weights = load_file(str(run / "best" / "model.safetensors"))
+    last = load_file(str(run / "last" / "model.safetensors"))
     assert all(torch.equal(weights[k], last[k]) for k in weights)
     torch.manual_seed(0)
     init = engine.build_mae(32, tiny_cfg().mae, tiny_cfg().mask).state_dict()
@@ -113,7 +120,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(small_manifest, tmp_p
         pretrain(cfg, small_manifest, crashed)
     monkeypatch.setattr(engine, "pretrain_step", real_step)
     # the checkpoint at step 4 (mid-epoch 2) is the resume point
-    assert load_state(crashed / "checkpoints" / "last")["step"] == 4
+    assert load_state(crashed / "last")["step"] == 4
     summary = pretrain(cfg, small_manifest, crashed, resume=True)
     assert summary["steps"] == 8
 
@@ -124,11 +131,57 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(small_manifest, tmp_p
     assert sorted(a) == sorted(b) == list(range(1, 9))
     for step in a:
         assert b[step] == pytest.approx(a[step], abs=1e-6), step
-    wa = load_file(str(straight / "mae" / "model.safetensors"))
-    wb = load_file(str(crashed / "mae" / "model.safetensors"))
+    wa = load_file(str(straight / "best" / "model.safetensors"))
+    wb = load_file(str(crashed / "best" / "model.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-6), k
+
+
+def _to_older_layout(run: Path) -> None:
+    """The run folder as lorefd wrote stage 1 before it took stage 2's layout: the same
+    checkpoint folders, at checkpoints/last (resume point) and mae/ (final weights)."""
+    (run / "checkpoints").mkdir()
+    (run / "last").rename(run / "checkpoints" / "last")
+    if (run / "best").exists():
+        (run / "best").rename(run / "mae")
+
+
+def test_a_run_of_the_older_layout_still_loads_and_resumes(small_manifest, tmp_path, caplog):
+    """checkpoints/last + mae/ (stage 1 before best/ + last/): ``--mae RUN`` (training,
+    reconstruct, masks: one resolver) loads mae/, else checkpoints/last with a warning;
+    ``--resume`` continues exactly from checkpoints/last into last/ + best/; a new run into
+    it is refused."""
+    from lorefd.engines.train import check_inputs
+    from lorefd.models.mae import resolve_mae_checkpoint
+
+    cfg6 = tiny_cfg("pretrain.max_steps=6")
+    straight = tmp_path / "straight"
+    pretrain(cfg6, small_manifest, straight)
+    old = tmp_path / "old"
+    pretrain(tiny_cfg("pretrain.max_steps=4"), small_manifest, old)
+    _to_older_layout(old)
+    assert resolve_mae_checkpoint(old, 32) == old / "mae"
+    assert load_mae(str(old)).checkpoint_info["path"] == str((old / "mae").resolve())
+    samples = read_manifest(small_manifest)
+    samples[0].label = FAKE
+    # `lorefd train --detector lre --mae RUN` resolves it before any work
+    assert check_inputs(tiny_cfg(), samples, None, old)[2] == old / "mae"
+    shutil.rmtree(old / "mae")  # an unfinished run of the older layout: its resume point
+    with caplog.at_level(logging.WARNING, logger="lorefd"):
+        assert resolve_mae_checkpoint(old) == old / "checkpoints" / "last"
+    assert "resume point" in caplog.text
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(cfg6, small_manifest, old)
+
+    summary = pretrain(cfg6, small_manifest, old, resume=True)
+    assert summary["steps"] == 6 and load_state(old / "last")["step"] == 6
+    assert load_state(old / "checkpoints" / "last")["step"] == 4  # read, never written
+    assert resolve_mae_checkpoint(old) == old / "best"  # this layout first
+    assert sorted(metrics(old)) == list(range(1, 7))
+    wa = load_file(str(straight / "best" / "model.safetensors"))
+    wb = load_file(str(old / "best" / "model.safetensors"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
 def test_per_sample_region_and_random_fraction_train(small_manifest, tmp_path):
@@ -180,7 +233,7 @@ def test_only_fakes_is_a_clear_error_before_any_training(faces_manifest, tmp_pat
     monkeypatch.setattr(engine, "build_mae", lambda *a, **k: built.append(1))
     with pytest.raises(EmptyDatasetError, match="no usable real face"):
         pretrain(tiny_cfg(), tmp_path / "faces", tmp_path / "run")
-    assert not built and not (tmp_path / "run" / "checkpoints").exists()
+    assert not built and not (tmp_path / "run" / "last").exists()
     rc = cli_main(["pretrain", "--config", "tiny", "--data", str(tmp_path / "faces"),
                    "--out", str(tmp_path / "run2")])
     assert rc == 1 and "no usable real face" in capsys.readouterr().err
@@ -239,10 +292,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(small_manifest, tmp_p
     with pytest.raises(NonFiniteLossError, match="step 4"):
         pretrain(tiny_cfg("pretrain.max_steps=8", "pretrain.ckpt_every=2"), small_manifest, run)
     # NaN at step 4; step 3 ended the first epoch (3 batches) and was saved
-    assert load_state(run / "checkpoints" / "last")["step"] == 3
-    model = load_mae(str(run / "checkpoints" / "last"))
+    assert load_state(run / "last")["step"] == 3
+    model = load_mae(str(run / "last"))
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert not (run / "mae").exists()
+    assert not (run / "best").exists()
 
 
 def test_cli_pretrain_resume_reconstruct_and_masks(small_manifest, tmp_path):
@@ -253,7 +306,7 @@ def test_cli_pretrain_resume_reconstruct_and_masks(small_manifest, tmp_path):
     assert (run / "reconstruction.png").stat().st_size > 1000
     assert cli_main(args) == 2  # the folder holds a run: refused without --resume
     assert cli_main(args[:-1] + ["--set=pretrain.max_steps=3", "--resume", "--no-figure"]) == 0
-    assert load_state(run / "checkpoints" / "last")["step"] == 3
+    assert load_state(run / "last")["step"] == 3
     fig = tmp_path / "rec.png"
     faces = [s.path for s in read_manifest(small_manifest)[:2]]
     assert cli_main(["reconstruct", "--mae", str(run), *faces, "--out", str(fig)]) == 0
@@ -282,4 +335,4 @@ def test_ddp_two_gloo_processes(small_manifest, tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
     assert len(list((run / "tb").iterdir())) == 1
-    assert load_mae(str(run / "mae")).key_patches.any()
+    assert load_mae(str(run / "best")).key_patches.any()

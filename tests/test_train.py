@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import make_detector_checkpoint, make_mini_ffpp, save_tiny_mae, tiny_config
 
+from lorefd.apps.protocols import select
 from lorefd.checkpoint import CheckpointError, load_checkpoint
 from lorefd.config import ConfigError
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.manifest import ManifestError, Sample, read_manifest
 from lorefd.engines.predict import make_eval_loader, predict
 from lorefd.engines.train import balanced_sampler, train
-from lorefd.evaluation.protocols import select
-from lorefd.models.bundle import load_model
+from lorefd.models.bundle import load_bundle
 from lorefd.models.detectors import build_detector
 
 
@@ -60,11 +60,12 @@ def test_one_harness_for_method_and_baseline(data, tmp_path, name):
     s = train(cfg, data["train"], data["val"], data["mae"], tmp_path / "run")
     assert s["detector"] == name and s["steps"] == 2 and s["best_epoch"] == 0
     assert s["best_auc"] is None or 0.0 <= s["best_auc"] <= 1.0
-    for f in ("best/model.safetensors", "last/state.pt", "metrics.jsonl", "summary.json"):
+    for f in ("best/model.safetensors", "last/state.pt", "config.yaml", "metrics.jsonl",
+              "summary.json"):
         assert (tmp_path / "run" / f).is_file(), f
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert {r["split"] for r in records} == {"train", "val"}
-    det = load_model(tmp_path / "run" / "best").detector
+    det = load_bundle(tmp_path / "run" / "best").detector
     assert det.name == name
     assert (name == "lre") == ("mae" in det.checkpoint_meta)
 
@@ -160,6 +161,85 @@ def test_bad_inputs_fail_before_training(data, tmp_path):
     assert not any((tmp_path / f"r{i}" / "best").exists() for i in range(1, 7))
 
 
+def test_one_optimizer_builder_for_both_stages():
+    """engines.common.build_optimizer: Adam with the stage section's lr and weight decay,
+    default betas, one parameter group, warm-up then the section's schedule (stage 1:
+    constant), as each engine built it before it was shared."""
+    from lorefd.engines.common import build_optimizer, lr_lambda
+
+    cfg = tiny_config("train.lr=3e-4", "train.weight_decay=0.01", "train.warmup_steps=2",
+                      "train.schedule=cosine", "pretrain.lr=2e-4", "pretrain.warmup_steps=3")
+    net = torch.nn.Linear(3, 2)
+    opt, sched = build_optimizer(net.parameters(), cfg.train, torch.device("cpu"), 10)
+    assert type(opt) is torch.optim.Adam and len(opt.param_groups) == 1
+    g = opt.param_groups[0]
+    assert (g["lr"], g["initial_lr"], g["weight_decay"], g["betas"]) == (
+        pytest.approx(3e-4 * 0.5), 3e-4, 0.01, (0.9, 0.999))
+    want = lr_lambda(2, 10, "cosine")
+    for s in range(1, 10):
+        opt.step()  # no gradients: nothing moves, the schedule advances
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(3e-4 * want(s))
+    opt, sched = build_optimizer(net.parameters(), cfg.pretrain, torch.device("cpu"), 10)
+    for s in range(1, 10):
+        opt.step()  # no gradients: nothing moves, the schedule advances
+        sched.step()
+        assert opt.param_groups[0]["lr"] == pytest.approx(2e-4 * min(1.0, (s + 1) / 3))
+    assert opt.param_groups[0]["weight_decay"] == 0.0
+
+
+def test_one_checkpoint_saver_keeps_last_and_best(tmp_path):
+    """engines.common.CheckpointSaver: last/ at every save with the resume state, best/ (no
+    resume state) on the highest metric, the latest epoch while there is none; a non-finite
+    weight is never written; restore brings the bookkeeping back."""
+    from lorefd.checkpoint import STATE, load_state
+    from lorefd.engines.common import CheckpointSaver, NonFiniteLossError, build_optimizer
+
+    cfg = tiny_config()
+    net = torch.nn.Linear(3, 2)
+    opt, sched = build_optimizer(net.parameters(), cfg.train, torch.device("cpu"))
+    saver = CheckpointSaver(tmp_path, net, opt, sched, cfg, {"kind": "detector"},
+                            kind="detector", metric="val_auc")
+    assert saver.update(1, 0, {"epoch": 0}) and saver.extra["best_epoch"] == 0  # no AUC yet
+    assert saver.update(2, 1, {"epoch": 1, "val_auc": 0.6})
+    assert not saver.update(3, 2, {"epoch": 2, "val_auc": 0.5})
+    assert not saver.update(4, 3, {"epoch": 3})  # an AUC was seen: none is not better
+    _, _, meta = load_checkpoint(tmp_path / "best", kind="detector")
+    assert (meta["epoch"], meta["val"]["val_auc"]) == (1, 0.6)
+    assert not (tmp_path / "best" / STATE).exists()
+    state = load_state(tmp_path / "last")
+    assert state["step"] == 4 and state["extra"]["best_auc"] == 0.6
+    assert len(state["extra"]["history"]) == 4
+    again = CheckpointSaver(tmp_path, net, opt, sched, cfg, {"kind": "detector"},
+                            kind="detector", metric="val_auc")
+    assert again.restore(tmp_path / "last")["epoch"] == 3 and again.extra == saver.extra
+    with torch.no_grad():
+        net.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="weight"):
+        saver.save_last(5, 4)
+    assert load_state(tmp_path / "last")["step"] == 4  # the last good one is kept
+
+
+def test_mae_run_folders_of_both_layouts_resolve(data, tmp_path):
+    """``--mae RUN`` as training reads it: best/, else last/ (this layout), else mae/, else
+    checkpoints/last (a stage-1 run of the older layout)."""
+    from lorefd.engines.train import check_inputs
+
+    def resolved(run):
+        return check_inputs(tiny_config(), data["train"], None, run)[2]
+
+    old = tmp_path / "old"
+    save_tiny_mae(old / "checkpoints" / "last")
+    assert resolved(old) == old / "checkpoints" / "last"
+    save_tiny_mae(old / "mae")
+    assert resolved(old) == old / "mae"
+    new = tmp_path / "new"
+    save_tiny_mae(new / "last")
+    assert resolved(new) == new / "last"
+    save_tiny_mae(new / "best")
+    assert resolved(new) == new / "best"
+
+
 def test_balanced_sampler_draws_classes_equally():
     labels = [0] * 20 + [1] * 80  # FF++'s 1 real : 4 fake
     drawn = Counter(labels[i] for i in balanced_sampler(labels, 4000, seed=0))
@@ -180,7 +260,7 @@ def test_train_command(data, tmp_path, capsys):
     assert main([*base, "--detector", "baseline", "--val", manifest, "--val-filter", "split=val",
                  "--out", str(tmp_path / "xc")]) == 0
     assert "best:" in capsys.readouterr().out
-    assert load_model(tmp_path / "xc" / "best").detector.name == "baseline"
+    assert load_bundle(tmp_path / "xc" / "best").detector.name == "baseline"
     # clear errors, exit code 2 (user errors), before any training
     assert main([*base, "--out", str(tmp_path / "nomae")]) == 2
     assert "--mae CKPT is required" in capsys.readouterr().err

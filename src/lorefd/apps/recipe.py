@@ -43,6 +43,7 @@ from lorefd.apps.common import (
 )
 from lorefd.config import load_config
 from lorefd.data.manifest import FAKE, REAL, Sample, read_manifest, write_manifest
+from lorefd.errors import NothingProcessedError, OptionError
 from lorefd.utils import atomic_write_json
 
 log = logging.getLogger("lorefd")
@@ -93,7 +94,7 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     from lorefd.engines.pretrain import pretrain
     from lorefd.engines.train import train
     from lorefd.evaluation.evaluate import evaluate
-    from lorefd.models.bundle import export_bundle
+    from lorefd.models.export import export_bundle
     from lorefd.models.graph import add_graph
 
     out = Path(out_dir)
@@ -101,7 +102,7 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     todo = list(stages or STAGES)
     unknown = [s for s in todo if s not in STAGES]
     if unknown:
-        raise ValueError(f"unknown recipe stage(s) {unknown}; stages: {', '.join(STAGES)}")
+        raise OptionError(f"unknown recipe stage(s) {unknown}; stages: {', '.join(STAGES)}")
     cfg = load_config(config, overrides)
     size = cfg.data.image_size
     summary_path = out / "recipe.json"
@@ -222,12 +223,12 @@ def fp_threshold(bundle: Path, reals: list[Sample], fpr: float = FP_RULE) -> dic
     import numpy as np
 
     from lorefd.evaluation.evaluate import score_samples
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
 
-    p, _ = score_samples(load_model(bundle).detector, reals)
+    p, _ = score_samples(load_bundle(bundle).detector, reals)
     p = p[np.isfinite(p)]
     if not p.size:
-        raise ValueError("no held-out real video frame could be scored")
+        raise NothingProcessedError("no held-out real video frame could be scored")
     thr = float(np.quantile(p, 1 - fpr))
     clips = len({s.video_id for s in reals})
     return {"threshold": thr, "fpr": fpr, "frames": int(p.size), "clips": clips,

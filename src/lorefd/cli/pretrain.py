@@ -30,9 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True,
                    help="manifest CSV, folder with manifest.csv, or folder of face crops "
                         "(fakes are dropped; landmarks found with dlib when missing)")
-    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--out", required=True,
+                   help="run folder (best/, last/, config.yaml, metrics.jsonl, tb/)")
     p.add_argument("--resume", action="store_true",
-                   help="continue exactly from OUT/checkpoints/last")
+                   help="continue exactly from OUT/last (or an older run's "
+                        "OUT/checkpoints/last)")
     add_allow_unchecksummed_arg(p)
     add_device_arg(p)
     p.add_argument("--no-figure", action="store_true",
@@ -58,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
 
         faces = [s.path for s in load_samples(args.data) if s.label == REAL][:4]
         fig = Path(args.out) / "reconstruction.png"
-        reconstruct_figure(summary["mae_dir"], faces, fig, device=args.device)
+        reconstruct_figure(summary["best"], faces, fig, device=args.device)
         log.info("reconstruction figure: %s", fig)
     return 0

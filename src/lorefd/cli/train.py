@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(p)
     p.add_argument("--mae", default=None,
-                   help="stage-1 model (`lorefd pretrain` run or its mae/ folder); needed for lre")
+                   help="stage-1 model (`lorefd pretrain` run or its best/ folder); needed for lre")
     p.add_argument("--train", required=True, help="training manifest (CSV or folder)")
     p.add_argument("--filter", action="append", default=[], metavar="KEY=V1,V2",
                    help="keep matching training rows, repeatable (e.g. split=train)")
@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-filter", action="append", default=[], metavar="KEY=V1,V2",
                    help="filter for the validation rows (e.g. split=val)")
     p.add_argument("--detector", default=None, help="registry name (lre, baseline), overrides detector.name")
-    p.add_argument("--out", required=True, help="run folder (best/, last/, metrics.jsonl, tb/)")
+    p.add_argument("--out", required=True,
+                   help="run folder (best/, last/, config.yaml, metrics.jsonl, tb/)")
     p.add_argument("--resume", action="store_true", help="continue exactly from OUT/last")
     add_allow_unchecksummed_arg(p)
     add_device_arg(p)
@@ -53,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--mae CKPT is required for the lre detector "
                           "(or pass --detector baseline for the baseline)")
     check_output_dir(args.out, "--out")
-    check_writes_spare_inputs(out_files(args.out, "--out", ("summary.json", "metrics.jsonl")),
+    check_writes_spare_inputs(out_files(args.out, "--out", ("summary.json", "metrics.jsonl",
+                                                            "config.yaml")),
                               data=[args.train, args.val], models=[args.mae])
     train_samples = filter_samples(load_samples(args.train), args.filter)
     val_samples = (filter_samples(load_samples(args.val), args.val_filter)

@@ -1,13 +1,19 @@
 """Stage 1: train the key-region MAE on real faces (Section III-B, setup of Section IV-B).
 
-The run folder ``OUT`` holds::
+The run folder ``OUT`` has the layout of a stage-2 run (:mod:`lorefd.engines.common`)::
 
-    checkpoints/last/   resume point (kind "mae"; weights + config/meta + optimiser/RNG state)
-    mae/                final weights (kind "mae"), what stage 2 loads with ``load_mae``
+    last/               resume point (kind "mae"; weights + config/meta + optimiser/RNG state),
+                        every ``pretrain.ckpt_every`` steps and at every epoch end
+    best/               the final weights (kind "mae"), what ``--mae OUT`` loads; stage 1 has
+                        no validation loss, and its training loss, a mean over a few batches
+                        each drawn with other masks, ranks no checkpoint: best = the last step
     key_region.json     P1..P4, the rectangle and T
     config.yaml         the resolved config
     metrics.jsonl, tb/  training curves
     summary.json        the returned summary
+
+A folder of the older layout (``checkpoints/last/``, ``mae/``: :data:`LEGACY`) still resumes
+(the run continues into ``last/`` and ``best/``) and still loads as ``--mae OUT``.
 
 Each step of the method is a named function: :func:`prepare_pretrain_samples` (real faces
 with landmarks), :func:`compute_key_region` (Section III-B-1), :func:`build_pretrain_loader`,
@@ -19,17 +25,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, DistributedSampler
 
-from lorefd.checkpoint import check_resumable, read_checkpoint_info, save_checkpoint
-from lorefd.config import Config
+from lorefd.checkpoint import read_checkpoint_info
+from lorefd.config import Config, ConfigError
 from lorefd.data.dataset import FaceDataset
 from lorefd.data.keyregion import (
     KeyRegion,
@@ -43,24 +47,26 @@ from lorefd.data.stage1 import (
     prepare_pretrain_samples,
 )
 from lorefd.engines.common import (
+    BEST,
+    LAST,
+    CheckpointSaver,
     DistInfo,
-    NonFiniteLossError,
     RunLogger,
     autocast,
+    build_optimizer,
     check_finite,
-    cleanup_distributed,
-    init_distributed,
-    lr_lambda,
-    restore_training_state,
-    save_training_checkpoint,
-    truncate_metrics,
+    distributed_run,
+    resume_point,
+    wrap_model,
+    write_run_config,
 )
 from lorefd.models.mae import KeyRegionMAE, build_mae, count_parameters
-from lorefd.utils import atomic_write_json, atomic_write_text, seed_everything
+from lorefd.utils import atomic_write_json, seed_everything
 
 log = logging.getLogger("lorefd")
 
-LAST, FINAL = "checkpoints/last", "mae"
+# stage 1's run layout before it took stage 2's: (resume point, final weights); still read
+LEGACY = ("checkpoints/last", "mae")
 
 
 class ResumableSampler(DistributedSampler):
@@ -115,7 +121,7 @@ def sample_masks(model: KeyRegionMAE, batch_size: int, generator: torch.Generato
     elif region == "dataset":
         key = None  # the model's dataset T
     else:
-        raise ValueError(f"mask.region must be 'dataset' or 'sample', got {region!r}")
+        raise ConfigError(f"mask.region must be 'dataset' or 'sample', got {region!r}")
     return model.key_region_masking(batch_size, key, generator)
 
 
@@ -133,28 +139,9 @@ def pretrain_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sche
     return loss.detach()
 
 
-def build_optimizer(model: torch.nn.Module, cfg: Config, device: torch.device
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam (Section IV-B, lr 1e-4) with an optional linear warmup, then constant."""
-    pc = cfg.pretrain
-    opt = torch.optim.Adam(model.parameters(), lr=pc.lr, weight_decay=pc.weight_decay,
-                           fused=device.type == "cuda")
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(pc.warmup_steps, 1, "constant"))
-    return opt, sched
-
-
-def compile_mode(mode: str) -> str | None:
-    """``pretrain.compile_mode`` as ``torch.compile`` takes it (``None`` for the default)."""
-    return None if mode in ("", "default") else mode
-
-
 def _step_seed(seed: int, step: int, rank: int) -> int:
     """Mask randomness of a step: a function of (seed, step, rank), so resume is exact."""
     return (seed * 1_000_003 + step) * 1_009 + rank
-
-
-def _params_finite(model: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -164,29 +151,19 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
     """Train stage 1 and return a summary dict (also written to ``OUT/summary.json``).
 
     Callable from Python (the demo) and from ``lorefd pretrain`` / ``torchrun``. With
-    ``resume`` the run continues exactly from ``OUT/checkpoints/last`` (model, optimiser,
-    scheduler, RNG, data position, step). Raises :class:`EmptyDatasetError` before building
-    a model when no real face is usable, and :class:`NonFiniteLossError` on a NaN/inf loss
-    (the last good checkpoint is kept). A resume state is read without running code and,
-    unless ``allow_unchecksummed``, only with its checksum recorded
-    (:func:`~lorefd.checkpoint.load_state`).
+    ``resume`` the run continues exactly from ``OUT/last`` (or an older layout's
+    ``OUT/checkpoints/last``): model, optimiser, scheduler, RNG, data position, step. Raises
+    :class:`EmptyDatasetError` before building a model when no real face is usable, and
+    :class:`NonFiniteLossError` on a NaN/inf loss (the last good checkpoint is kept). A
+    resume state is read without running code and, unless ``allow_unchecksummed``, only with
+    its checksum recorded (:func:`~lorefd.checkpoint.load_state`).
     """
     out = Path(out_dir)
-    owns_group = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    dist = init_distributed(device)
-    last = out / LAST
-    try:
-        if resume and not (last / "config.json").is_file():
-            log.warning("--resume: no checkpoint in %s, starting a new run", last)
-            resume = False
-        if not resume and (last / "config.json").is_file():
-            raise FileExistsError(f"{out} already holds a stage-1 run; pass resume=True "
-                                  "(--resume) to continue it or choose a new output folder")
-        if resume:
-            check_resumable(last, allow_unchecksummed)
+    with distributed_run(device) as dist:
+        resume_from = resume_point(out, resume, allow_unchecksummed, legacy=LEGACY)
         samples, skipped = prepare_pretrain_samples(data, cfg, out, verbose=dist.is_main)
-        if resume:
-            saved, meta = read_checkpoint_info(last)
+        if resume_from is not None:
+            saved, meta = read_checkpoint_info(resume_from)
             _warn_resume_changes(saved, cfg, meta, dist)
             region = KeyRegion.from_dict(meta["key_region"])
             patch_set = list(meta["key_patches"])
@@ -194,16 +171,12 @@ def pretrain(cfg: Config, data: str | Path | list[Sample], out_dir: str | Path,
             region, patch_set = compute_key_region(samples, cfg)
         record = key_region_record(region, patch_set, cfg)
         if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            write_run_config(out, cfg)
             atomic_write_json(out / "key_region.json", record)
-            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             log.info("key region %s (margin %.3f): |T| = %d of %d patches",
                      tuple(round(v, 3) for v in region.rect), region.margin, len(patch_set),
                      (cfg.data.image_size // cfg.mask.patch_size) ** 2)
-        return _train(cfg, samples, skipped, record, out, resume, dist, allow_unchecksummed)
-    finally:
-        if owns_group:
-            cleanup_distributed()
+        return _train(cfg, samples, skipped, record, out, resume_from, dist, allow_unchecksummed)
 
 
 def _warn_resume_changes(saved: Config, cfg: Config, meta: dict[str, Any], dist: DistInfo) -> None:
@@ -235,10 +208,11 @@ class Progress:
 def pretrain_one_epoch(model: KeyRegionMAE, train_model: torch.nn.Module, loader: DataLoader,
                        optimizer: torch.optim.Optimizer, scheduler: Any, cfg: Config,
                        prog: Progress, steps_per_epoch: int, max_steps: int, logger: RunLogger,
-                       save: Callable[[int, int], None], dist: DistInfo, bar: Any) -> None:
+                       saver: CheckpointSaver, dist: DistInfo, bar: Any) -> None:
     """The rest of epoch ``prog.epoch`` from batch ``prog.batch_in_epoch`` (Eq. 1 on
     key-region masks seeded by step, so resume is exact), up to ``max_steps``; logs every
-    ``pretrain.log_every`` steps and checkpoints every ``pretrain.ckpt_every`` and at the end."""
+    ``pretrain.log_every`` steps and writes ``OUT/last`` every ``pretrain.ckpt_every``, at the
+    epoch end and at ``max_steps``."""
     pc, device = cfg.pretrain, dist.device
     gen = mask_generator(device)
     window = torch.zeros((), device=device)
@@ -267,10 +241,10 @@ def pretrain_one_epoch(model: KeyRegionMAE, train_model: torch.nn.Module, loader
             prog.images += seen
             window.zero_()
             window_n, seen, t0 = 0, 0, time.perf_counter()
-        if prog.batch_in_epoch == steps_per_epoch:
-            save(0, prog.epoch + 1)  # epoch end: the next run starts the next epoch
+        if prog.batch_in_epoch == steps_per_epoch:  # epoch end: a resume starts the next one
+            saver.save_last(prog.step, prog.epoch + 1, batch_in_epoch=0)
         elif prog.step % pc.ckpt_every == 0 or prog.step >= max_steps:
-            save(prog.batch_in_epoch, prog.epoch)
+            saver.save_last(prog.step, prog.epoch, batch_in_epoch=prog.batch_in_epoch)
         if prog.step >= max_steps:
             break
     if prog.batch_in_epoch == steps_per_epoch:
@@ -279,26 +253,26 @@ def pretrain_one_epoch(model: KeyRegionMAE, train_model: torch.nn.Module, loader
 
 
 def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[str, Any],
-           out: Path, resume: bool, dist: DistInfo, allow_unchecksummed: bool = False
+           out: Path, resume_from: Path | None, dist: DistInfo, allow_unchecksummed: bool = False
            ) -> dict[str, Any]:
     pc, device = cfg.pretrain, dist.device
     seed_everything(pc.seed)
     model = build_mae(cfg.data.image_size, cfg.mae, cfg.mask)
     model.set_key_patches(record["key_patches"])
     model.to(device)
-    optimizer, scheduler = build_optimizer(model, cfg, device)
     loader, sampler = build_pretrain_loader(samples, cfg, dist)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise EmptyDatasetError("no batch per epoch; lower pretrain.batch_size")
     total = pc.epochs * steps_per_epoch
     max_steps = min(total, pc.max_steps) if pc.max_steps is not None else total
+    optimizer, scheduler = build_optimizer(model.parameters(), pc, device, max_steps)
     meta = {"kind": "mae", **record, "world_size": dist.world_size}
-    prog = Progress()
-    if resume:
-        prog = _restore(out, model, optimizer, scheduler, dist, allow_unchecksummed)
-    train_model = _wrap(model, pc, dist)
-    logger = RunLogger(out, enabled=dist.is_main)
+    saver = CheckpointSaver(out, model, optimizer, scheduler, cfg, meta, kind="mae",
+                            enabled=dist.is_main)
+    prog = (Progress() if resume_from is None
+            else _restore(saver, resume_from, dist, allow_unchecksummed))
+    train_model = wrap_model(model, dist, pc.compile, pc.compile_mode)
     if dist.is_main:
         log.info("stage 1: %s params, %d faces, %d steps/epoch, %d steps, batch %d x %d, %s%s",
                  count_parameters(model), len(samples), steps_per_epoch, max_steps,
@@ -307,74 +281,53 @@ def _train(cfg: Config, samples: list[Sample], skipped: Counter, record: dict[st
 
     bar = tqdm(total=max_steps, initial=prog.step, disable=not dist.is_main, unit="step",
                desc="pretrain", dynamic_ncols=True)
-
-    def save(batch_in_epoch: int, ep: int) -> None:
-        if not _params_finite(model):
-            raise NonFiniteLossError(f"weights became NaN/inf before step {prog.step}; stopping "
-                                     "(the last good checkpoint is kept)")
-        if dist.is_main:
-            save_training_checkpoint(out / LAST, model, optimizer, scheduler, cfg, meta, prog.step,
-                                     ep, extra={"batch_in_epoch": batch_in_epoch})
-
     t_start = time.perf_counter()
     model.train()
-    try:
-        while prog.step < max_steps:
-            sampler.set_epoch(prog.epoch)
-            loader.dataset.set_epoch(prog.epoch)  # new degradations each epoch (data.augment: robust)
-            sampler.set_start(prog.batch_in_epoch * pc.batch_size)
-            pretrain_one_epoch(model, train_model, loader, optimizer, scheduler, cfg, prog,
-                               steps_per_epoch, max_steps, logger, save, dist, bar)
-    finally:
-        bar.close()
-        logger.close()
-    return _finish(out, model, cfg, meta, prog, samples, skipped, loader, steps_per_epoch,
+    with RunLogger(out, enabled=dist.is_main) as logger:
+        try:
+            while prog.step < max_steps:
+                sampler.set_epoch(prog.epoch)
+                loader.dataset.set_epoch(prog.epoch)  # new degradations each epoch (data.augment: robust)
+                sampler.set_start(prog.batch_in_epoch * pc.batch_size)
+                pretrain_one_epoch(model, train_model, loader, optimizer, scheduler, cfg, prog,
+                                   steps_per_epoch, max_steps, logger, saver, dist, bar)
+        finally:
+            bar.close()
+    return _finish(out, saver, prog, samples, skipped, loader, steps_per_epoch,
                    time.perf_counter() - t_start, dist)
 
 
-def _restore(out: Path, model: KeyRegionMAE, optimizer: torch.optim.Optimizer, scheduler: Any,
-             dist: DistInfo, allow_unchecksummed: bool = False) -> Progress:
-    """Model, optimiser, scheduler and RNG from ``OUT/checkpoints/last``, and where it stood."""
-    state = restore_training_state(out / LAST, model, optimizer, scheduler, kind="mae",
-                                   allow_unchecksummed=allow_unchecksummed)
+def _restore(saver: CheckpointSaver, path: Path, dist: DistInfo,
+             allow_unchecksummed: bool = False) -> Progress:
+    """Model, optimiser, scheduler and RNG from the resume point ``path``, and where it stood."""
+    state = saver.restore(path, allow_unchecksummed)
     prog = Progress(step=state["step"], epoch=state["epoch"],
                     batch_in_epoch=state["extra"].get("batch_in_epoch", 0))
     if dist.is_main:
-        truncate_metrics(out / "metrics.jsonl", prog.step)
-        log.info("resumed from %s at step %d (epoch %d, batch %d)", out / LAST, prog.step,
+        log.info("resumed from %s at step %d (epoch %d, batch %d)", path, prog.step,
                  prog.epoch, prog.batch_in_epoch)
     return prog
 
 
-def _wrap(model: KeyRegionMAE, pc: Any, dist: DistInfo) -> torch.nn.Module:
-    """The module the steps call: ``torch.compile`` if asked, then DDP across ranks."""
-    train_model: torch.nn.Module = model
-    if pc.compile:
-        train_model = torch.compile(train_model, mode=compile_mode(pc.compile_mode))
-    if dist.distributed:
-        train_model = torch.nn.parallel.DistributedDataParallel(
-            train_model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    return train_model
-
-
-def _finish(out: Path, model: KeyRegionMAE, cfg: Config, meta: dict[str, Any], prog: Progress,
-            samples: list[Sample], skipped: Counter, loader: DataLoader, steps_per_epoch: int,
-            elapsed: float, dist: DistInfo) -> dict[str, Any]:
-    """The final weights (``OUT/mae``) and the summary (``OUT/summary.json``)."""
+def _finish(out: Path, saver: CheckpointSaver, prog: Progress, samples: list[Sample],
+            skipped: Counter, loader: DataLoader, steps_per_epoch: int, elapsed: float,
+            dist: DistInfo) -> dict[str, Any]:
+    """The final weights (``OUT/best``) and the summary (``OUT/summary.json``)."""
     summary = {
+        "out": str(out), "best": str(out / BEST), "last": str(out / LAST),
         "steps": prog.step, "epoch": prog.epoch, "steps_per_epoch": steps_per_epoch,
         "final_loss": prog.last_loss, "num_samples": len(samples), "skipped": dict(skipped),
         "load_failures": dict(loader.dataset.failures),
         "images_per_s": prog.images / max(elapsed, 1e-9),
-        "world_size": dist.world_size, "device": str(dist.device), "out_dir": str(out),
-        "mae_dir": str(out / FINAL), "key_patches": len(meta["key_patches"]),
+        "world_size": dist.world_size, "device": str(dist.device),
+        "key_patches": len(saver.meta["key_patches"]),
     }
+    saver.save_best(prog.step, prog.epoch)
     if dist.is_main:
-        save_checkpoint(out / FINAL, model, cfg, {**meta, "step": prog.step, "epoch": prog.epoch})
         atomic_write_json(out / "summary.json", summary)
         log.info("stage 1 done: step %d, loss %.4f, %.1f img/s; weights in %s", prog.step,
-                 prog.last_loss, summary["images_per_s"], out / FINAL)
+                 prog.last_loss, summary["images_per_s"], out / BEST)
     return summary
 
-__all__ = ["Progress", "build_optimizer", "build_pretrain_loader", "compile_mode", "pretrain",
-           "pretrain_one_epoch", "pretrain_step", "sample_masks"]
+__all__ = ["LEGACY", "Progress", "build_pretrain_loader", "pretrain", "pretrain_one_epoch",
+           "pretrain_step", "sample_masks"]

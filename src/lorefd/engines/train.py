@@ -5,11 +5,14 @@ Callable from Python without argparse::
     summary = train(cfg, train_samples, val_samples, mae_ckpt, out_dir, resume=False)
 
 One epoch is ``train.iters_per_epoch`` optimiser steps drawn by a class-balanced sampler
-(FF++ is 1 real : 4 fake). Validation AUC runs after every epoch; ``OUT/best`` keeps the best
-checkpoint by validation AUC and ``OUT/last`` the latest with the full resume state (optimiser,
-RNG, counters), written atomically at each epoch end. ``--resume`` continues from ``OUT/last``
-at the next epoch exactly as an uninterrupted run would (same sampler seeds, same RNG).
-Under ``torchrun`` each rank draws ``batch_size / world_size`` images per step (DDP).
+(FF++ is 1 real : 4 fake). Validation AUC runs after every epoch. The run folder has stage 1's
+layout (:mod:`lorefd.engines.common`): ``OUT/best`` keeps the best checkpoint by validation AUC
+(the last epoch without one) and ``OUT/last`` the latest with the full resume state
+(optimiser, RNG, counters), written atomically at each epoch end by the
+:class:`~lorefd.engines.common.CheckpointSaver`; ``config.yaml``, ``metrics.jsonl``, ``tb/``
+and ``summary.json`` beside them. ``--resume`` continues from ``OUT/last`` at the next epoch
+exactly as an uninterrupted run would (same sampler seeds, same RNG). Under ``torchrun`` each
+rank draws ``batch_size / world_size`` images per step (DDP).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import logging
 import math
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,6 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler
 
-from lorefd.checkpoint import CheckpointError, check_resumable, save_checkpoint
 from lorefd.config import Config, ConfigError
 from lorefd.data.dataset import FaceDataset, validate_samples
 from lorefd.data.manifest import (
@@ -40,16 +41,18 @@ from lorefd.data.manifest import (
     preprocess_record,
 )
 from lorefd.engines.common import (
+    BEST,
+    LAST,
+    CheckpointSaver,
     DistInfo,
     RunLogger,
     autocast,
+    build_optimizer,
     check_finite,
-    cleanup_distributed,
-    init_distributed,
-    lr_lambda,
-    restore_training_state,
-    save_training_checkpoint,
-    truncate_metrics,
+    distributed_run,
+    resume_point,
+    wrap_model,
+    write_run_config,
 )
 from lorefd.engines.predict import make_eval_loader, predict
 from lorefd.metrics import accuracy_at, best_threshold, roc_auc
@@ -84,7 +87,7 @@ def build_train_dataset(cfg: Config, samples: list[Sample]) -> Dataset:
     """
     mode = cfg.train.fakes
     if mode not in ("manifest", "synth", "both"):
-        raise ValueError(f"train.fakes must be manifest|synth|both, got {mode!r}")
+        raise ConfigError(f"train.fakes must be manifest|synth|both, got {mode!r}")
     faces = FaceDataset(samples, cfg.data.image_size, augment=cfg.data.augment, seed=cfg.train.seed)
     if mode == "manifest":
         return faces
@@ -177,20 +180,6 @@ def validate(detector: Detector, loader: DataLoader, device: torch.device, amp: 
 
 
 # ---- training -----------------------------------------------------------------------------
-def _prepare_out(out_dir: Path, resume: bool) -> bool:
-    """True when resuming from ``out_dir/last``."""
-    last = out_dir / "last"
-    if resume:
-        if last.exists():
-            return True
-        log.warning("--resume: %s has no checkpoint yet; starting a new run", out_dir)
-        return False
-    if last.exists() or (out_dir / "best").exists():
-        raise FileExistsError(f"{out_dir} already holds a run; pass --resume to continue it or "
-                              "choose another --out")
-    return False
-
-
 def init_from(det: Detector, spec: str) -> None:
     """Load a trained detector's weights (``train.init``: any ``--model`` form, or "shipped")
     into ``det``; a :class:`ConfigError` naming both when they are not the same network.
@@ -199,9 +188,9 @@ def init_from(det: Detector, spec: str) -> None:
     (and its blend-mask head), which is loaded; the method's frozen MAE and extractor keep
     their own weights (``--mae``, ``detector.extractor_weights``). This is how the method and
     the baseline are compared from one starting point at equal budget."""
-    from lorefd.models.bundle import load_model
+    from lorefd.models.bundle import load_bundle
 
-    src = load_model(None if spec == "shipped" else spec).detector
+    src = load_bundle(None if spec == "shipped" else spec).detector
     sd = src.state_dict()
     strict = True
     if src.name == "baseline" and det.name == "lre":
@@ -246,20 +235,8 @@ def check_inputs(cfg: Config, train_samples: list[Sample], val_samples: list[Sam
     if mae_ckpt is not None:
         mae_ckpt = resolve_mae_checkpoint(mae_ckpt, cfg.data.image_size)
     if tc.batch_size < 1 or tc.iters_per_epoch < 1 or tc.epochs < 1:
-        raise ValueError("train.batch_size, train.iters_per_epoch and train.epochs must be >= 1")
+        raise ConfigError("train.batch_size, train.iters_per_epoch and train.epochs must be >= 1")
     return readable, counts, mae_ckpt
-
-
-def build_optimizer(det: Detector, cfg: Config, device: torch.device
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam (Section IV-B) over the trainable parameters, warm-up then ``train.schedule``."""
-    tc = cfg.train
-    # fused Adam on CUDA: one kernel for all parameters instead of several per tensor
-    optimizer = torch.optim.Adam(det.trainable_parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                 fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(
-        tc.warmup_steps, tc.epochs * tc.iters_per_epoch, tc.schedule))
-    return optimizer, scheduler
 
 
 def epoch_loader(dataset: Dataset, labels: list[int] | None, cfg: Config, epoch: int,
@@ -320,50 +297,6 @@ def train_one_epoch(det: Detector, fwd: torch.nn.Module, loader: DataLoader,
     return step, seen
 
 
-@dataclass
-class CheckpointSaver:
-    """``OUT/best`` (the best validation AUC so far; the last epoch when there is no AUC) and
-    ``OUT/last`` (the full resume state) at every epoch end; ``extra`` is what resume restores
-    (best AUC and epoch, the validation history)."""
-
-    out_dir: Path
-    det: Detector
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    cfg: Config
-    meta: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=lambda: {"best_auc": None, "best_epoch": None,
-                                                           "history": []})
-
-    def save(self, epoch: int, step: int, record: dict[str, Any]) -> None:
-        auc, best = record.get("val_auc"), self.extra["best_auc"]
-        improved = (auc is not None and (best is None or auc > best)) or (auc is None and best is None)
-        self.extra["history"].append(record)
-        if improved:
-            self.extra["best_auc"], self.extra["best_epoch"] = auc, epoch
-            save_checkpoint(self.out_dir / "best", self.det, self.cfg,
-                            {**self.meta, "step": step, "epoch": epoch, "val": record})
-        save_training_checkpoint(self.out_dir / "last", self.det, self.optimizer, self.scheduler,
-                                 self.cfg, self.meta, step, epoch, extra=self.extra)
-
-    def restore(self, is_main: bool, allow_unchecksummed: bool = False) -> tuple[int, int]:
-        """Weights, optimiser, scheduler, RNG and ``extra`` from ``OUT/last``; returns the
-        epoch to start and the step count (the metrics log is cut back to that step)."""
-        state = restore_training_state(self.out_dir / "last", self.det, self.optimizer,
-                                       self.scheduler, kind="detector",
-                                       allow_unchecksummed=allow_unchecksummed)
-        extra = state["extra"]
-        if not isinstance(extra.get("history", []), list):
-            raise CheckpointError(f"resume state {self.out_dir / 'last'}: its validation "
-                                  "history is not a list: not resumed")
-        self.extra.update(extra)
-        if is_main:
-            log.info("resumed from %s at epoch %d (step %d)", self.out_dir / "last",
-                     state["epoch"] + 1, state["step"])
-            truncate_metrics(self.out_dir / "metrics.jsonl", state["step"])
-        return state["epoch"] + 1, state["step"]
-
-
 def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | None,
           mae_ckpt: str | Path | None, out_dir: str | Path, resume: bool = False,
           device: str | None = None, allow_unchecksummed: bool = False) -> dict[str, Any]:
@@ -375,66 +308,77 @@ def train(cfg: Config, train_samples: list[Sample], val_samples: list[Sample] | 
     """
     out_dir, tc = Path(out_dir), cfg.train
     train_samples, counts, mae_ckpt = check_inputs(cfg, train_samples, val_samples, mae_ckpt)
-    resuming = _prepare_out(out_dir, resume)
-    if resuming:
-        check_resumable(out_dir / "last", allow_unchecksummed)
-    dist_info: DistInfo = init_distributed(device)
-    dev = dist_info.device
-    seed_everything(tc.seed + dist_info.rank)
-    if dist_info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log.info("train: %s", describe(train_samples))
-        if val_samples is not None:
-            log.info("val:   %s", describe(val_samples))
-    det = build_detector(cfg, mae_ckpt)
-    if tc.init and not resuming:
-        init_from(det, tc.init)
+    resume_from = resume_point(out_dir, resume, allow_unchecksummed)
+    with distributed_run(device) as dist_info:
+        seed_everything(tc.seed + dist_info.rank)
+        write_run_config(out_dir, cfg, dist_info.is_main)
         if dist_info.is_main:
-            log.info("fine-tuning from %s", tc.init)
-    dataset = build_train_dataset(cfg, train_samples)
+            log.info("train: %s", describe(train_samples))
+            if val_samples is not None:
+                log.info("val:   %s", describe(val_samples))
+        det = build_run_detector(cfg, mae_ckpt, resume_from is None, dist_info)
+        dataset = build_train_dataset(cfg, train_samples)
+        optimizer, scheduler = build_optimizer(det.trainable_parameters(), tc, dist_info.device,
+                                               tc.epochs * tc.iters_per_epoch)
+        saver = CheckpointSaver(out_dir, det, optimizer, scheduler, cfg,
+                                run_meta(det, cfg, mae_ckpt, counts, train_samples),
+                                kind="detector", metric="val_auc", enabled=dist_info.is_main)
+        start_epoch, step = ((0, 0) if resume_from is None
+                             else restore(saver, resume_from, allow_unchecksummed))
+        fwd = wrap_model(det, dist_info, tc.compile)
+        labels_all = dataset_labels(dataset)
+        val_loader = make_eval_loader(val_samples, cfg.data.image_size, tc.batch_size * 2,
+                                      cfg.data.num_workers) if val_samples else None
+        t_run, images_seen = time.perf_counter(), 0
+        with RunLogger(out_dir, enabled=dist_info.is_main) as logger:
+            for epoch in range(start_epoch, tc.epochs):
+                loader = epoch_loader(dataset, labels_all, cfg, epoch, dist_info)
+                step, seen = train_one_epoch(det, fwd, loader, optimizer, scheduler, cfg, epoch,
+                                             step, logger, dist_info)
+                images_seen += seen
+                if dist_info.is_main:  # end of epoch: validate, keep best, write last
+                    record = {"epoch": epoch, "step": step}
+                    if val_loader is not None:
+                        record.update(log_validation(det, val_loader, cfg, epoch, step, logger,
+                                                     dist_info.device))
+                    saver.update(step, epoch, record)
+                if dist_info.distributed:
+                    dist.barrier()
+        return finish(out_dir, det, cfg, step, saver.extra, images_seen * dist_info.world_size,
+                      time.perf_counter() - t_run, dist_info)
+
+
+def build_run_detector(cfg: Config, mae_ckpt: Path | None, fresh: bool, dist_info: DistInfo
+                       ) -> Detector:
+    """The detector to train, on the run's device in channels_last; a ``fresh`` (not resumed)
+    run starts from ``train.init`` when set."""
+    det = build_detector(cfg, mae_ckpt)
+    if cfg.train.init and fresh:
+        init_from(det, cfg.train.init)
+        if dist_info.is_main:
+            log.info("fine-tuning from %s", cfg.train.init)
     # channels_last on every device: on CUDA for tensor cores, on the CPU for oneDNN's NHWC
     # convolutions (measured: benchmarks/RESULTS.md, the shipped model's recipe on this CPU)
-    det.to(dev).to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(det, cfg, dev)
+    return det.to(dist_info.device).to(memory_format=torch.channels_last)
+
+
+def run_meta(det: Detector, cfg: Config, mae_ckpt: Path | None, counts: Counter,
+             train_samples: list[Sample]) -> dict[str, Any]:
+    """What both checkpoints record of the run beyond the config."""
     uses_mae = getattr(det, "mae", None) is not None
-    meta = {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None, "init": tc.init, "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
+    return {**detector_meta(det), "mae_ckpt": str(mae_ckpt) if uses_mae else None,
+            "init": cfg.train.init, "train_counts": {"real": counts[REAL], "fake": counts[FAKE]},
             "preprocess": preprocess_record(train_samples)}  # `lorefd export` crops alike
-    saver = CheckpointSaver(out_dir, det, optimizer, scheduler, cfg, meta)
-    start_epoch, step = (saver.restore(dist_info.is_main, allow_unchecksummed) if resuming
-                         else (0, 0))
-    fwd = wrap_model(det, tc.compile, dist_info)
-    labels_all = dataset_labels(dataset)
-    logger = RunLogger(out_dir, enabled=dist_info.is_main)
-    val_loader = make_eval_loader(val_samples, cfg.data.image_size, tc.batch_size * 2,
-                                  cfg.data.num_workers) if val_samples else None
-    t_run, images_seen = time.perf_counter(), 0
-    try:
-        for epoch in range(start_epoch, tc.epochs):
-            loader = epoch_loader(dataset, labels_all, cfg, epoch, dist_info)
-            step, seen = train_one_epoch(det, fwd, loader, optimizer, scheduler, cfg, epoch,
-                                         step, logger, dist_info)
-            images_seen += seen
-            if dist_info.is_main:  # end of epoch: validate, keep best, write last
-                record = {"epoch": epoch, "step": step}
-                if val_loader is not None:
-                    record.update(log_validation(det, val_loader, cfg, epoch, step, logger, dev))
-                saver.save(epoch, step, record)
-            if dist_info.distributed:
-                dist.barrier()
-    finally:
-        logger.close()
-    return finish(out_dir, det, cfg, step, saver.extra, images_seen * dist_info.world_size,
-                  time.perf_counter() - t_run, dist_info)
 
 
-def wrap_model(det: Detector, use_compile: bool, dist_info: DistInfo) -> torch.nn.Module:
-    """The module the training steps call: DDP across ranks, ``torch.compile`` if asked."""
-    model: torch.nn.Module = det
-    if dist_info.distributed:
-        dev = dist_info.device
-        model = torch.nn.parallel.DistributedDataParallel(
-            det, device_ids=[dev.index] if dev.type == "cuda" else None)
-    return torch.compile(model) if use_compile else model
+def restore(saver: CheckpointSaver, path: Path, allow_unchecksummed: bool = False
+            ) -> tuple[int, int]:
+    """Weights, optimiser, scheduler, RNG and the validation history from ``path``; returns
+    the epoch to start and the step count."""
+    state = saver.restore(path, allow_unchecksummed)
+    if saver.enabled:
+        log.info("resumed from %s at epoch %d (step %d)", path, state["epoch"] + 1, state["step"])
+    return state["epoch"] + 1, state["step"]
 
 
 def log_validation(det: Detector, loader: DataLoader, cfg: Config, epoch: int, step: int,
@@ -451,7 +395,7 @@ def finish(out_dir: Path, det: Detector, cfg: Config, step: int, extra: dict[str
            images: int, elapsed: float, dist_info: DistInfo) -> dict[str, Any]:
     """The run's summary (written to ``OUT/summary.json`` by the main process)."""
     summary = {
-        "out": str(out_dir), "best": str(out_dir / "best"), "last": str(out_dir / "last"),
+        "out": str(out_dir), "best": str(out_dir / BEST), "last": str(out_dir / LAST),
         "detector": det.name, "epochs": cfg.train.epochs, "steps": step,
         "best_auc": extra["best_auc"], "best_epoch": extra["best_epoch"],
         "history": extra["history"],
@@ -459,10 +403,8 @@ def finish(out_dir: Path, det: Detector, cfg: Config, step: int, extra: dict[str
     }
     if dist_info.is_main:
         atomic_write_json(out_dir / "summary.json", summary)
-    if dist_info.distributed:
-        cleanup_distributed()
     return summary
 
-__all__ = ["CheckpointSaver", "balanced_sampler", "build_optimizer", "build_train_dataset",
-           "check_inputs", "check_split", "epoch_loader", "init_from", "train", "train_one_epoch",
-           "validate", "validation_metrics"]
+__all__ = ["balanced_sampler", "build_run_detector", "build_train_dataset", "check_inputs",
+           "check_split", "epoch_loader", "init_from", "train", "train_one_epoch", "validate",
+           "validation_metrics"]

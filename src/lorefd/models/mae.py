@@ -17,7 +17,7 @@ from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
 from lorefd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_info
-from lorefd.config import MAEConfig, MaskConfig
+from lorefd.config import ConfigError, MAEConfig, MaskConfig
 from lorefd.data.keyregion import key_region_masking
 
 log = logging.getLogger("lorefd")
@@ -29,7 +29,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
     """Fixed 2-D sine-cosine position embedding ``(grid * grid, dim)`` (as in MAE)."""
     if dim % 4:
-        raise ValueError(f"embedding dim {dim} must be a multiple of 4")
+        raise ConfigError(f"embedding dim {dim} must be a multiple of 4")
     coords = torch.arange(grid, dtype=torch.float64)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
@@ -206,7 +206,7 @@ class KeyRegionMAE(nn.Module):
 
 def build_mae(image_size: int, mae: MAEConfig, mask: MaskConfig) -> KeyRegionMAE:
     if image_size % mask.patch_size:
-        raise ValueError(f"image size {image_size} is not a multiple of patch {mask.patch_size}")
+        raise ConfigError(f"image size {image_size} is not a multiple of patch {mask.patch_size}")
     return KeyRegionMAE(image_size, mae, mask)
 
 
@@ -217,23 +217,27 @@ def count_parameters(model: nn.Module) -> str:
 
 def resolve_mae_checkpoint(mae_ckpt: str | Path, image_size: int | None = None) -> Path:
     """The one resolver of ``--mae``: a checkpoint folder as is; a ``lorefd pretrain`` run
-    folder resolves to ``RUN/mae`` (the final model), or, while the run has none yet (still
-    running, or stopped), to its resume point ``RUN/checkpoints/last`` with a warning. Checked
-    for kind and image size from its config alone (cheap: no weights are read)."""
+    folder resolves to ``RUN/best`` (the final model), or, while the run has none yet (still
+    running, or stopped), to its resume point ``RUN/last`` with a warning; a run folder of
+    the older layout likewise to ``RUN/mae``, else ``RUN/checkpoints/last``. Checked for kind
+    and image size from its config alone (cheap: no weights are read)."""
     path = Path(mae_ckpt)
     if not (path / "config.json").is_file():
-        if (path / "mae" / "config.json").is_file():
-            path = path / "mae"
-        elif (path / "checkpoints" / "last" / "config.json").is_file():
-            path = path / "checkpoints" / "last"
-            log.warning("%s has no final mae/ (the run has not finished): using its resume "
-                        "point %s", mae_ckpt, path)
+        # (folder, final?): this layout (lorefd.engines.common), then the older one
+        for sub, final in (("best", True), ("last", False), ("mae", True),
+                           ("checkpoints/last", False)):
+            if (path / sub / "config.json").is_file():
+                path = path / sub
+                if not final:
+                    log.warning("%s has no final best/ (the run has not finished): using its "
+                                "resume point %s", mae_ckpt, path)
+                break
     if not path.exists():
         raise CheckpointError(f"MAE checkpoint not found: {mae_ckpt}")
     if path.is_dir() and not (path / "config.json").is_file():
-        raise CheckpointError(f"MAE checkpoint not found in {mae_ckpt}: no config.json, mae/ "
-                              "or checkpoints/last/ (a `lorefd pretrain` run folder or a "
-                              "checkpoint folder)")
+        raise CheckpointError(f"MAE checkpoint not found in {mae_ckpt}: no config.json, best/ "
+                              "or last/ (nor an older run's mae/ or checkpoints/last/): not a "
+                              "`lorefd pretrain` run folder or a checkpoint folder")
     mcfg, meta = read_checkpoint_info(path)
     if meta.get("kind") != "mae":
         raise CheckpointError(f"{mae_ckpt} holds a {meta.get('kind')!r} checkpoint, expected a "
