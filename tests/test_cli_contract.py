@@ -157,3 +157,25 @@ def test_evaluate_and_explain_accept_a_run_folder(run_folder: Path, faces_manife
                  str(tmp_path / "x.png")]) == 0
     assert (tmp_path / "x.png").stat().st_size > 0
     capsys.readouterr()
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A bare ValueError inside a command is a bug, not the user's input: exit 1 with the
+    traceback; the project's errors (a UserError, also ValueErrors) stay one line, exit 2."""
+    import lorefd.cli.masks as masks
+    from lorefd.config import ConfigError
+
+    def boom(args: argparse.Namespace) -> int:
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(masks, "run", boom)
+    with pytest.raises(ValueError, match="internal invariant"):
+        main(["masks", "--data", "D", "--out", "O.png"])
+
+    def user(args: argparse.Namespace) -> int:
+        raise ConfigError("mask.ratio must be in (0, 1)")
+
+    monkeypatch.setattr(masks, "run", user)
+    assert main(["masks", "--data", "D", "--out", "O.png"]) == 2
+    assert "mask.ratio must be in (0, 1)" in _err(capsys)

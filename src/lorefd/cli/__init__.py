@@ -49,9 +49,7 @@ def user_error_code(exc: BaseException) -> int | None:
         return exc.exit_code
     if isinstance(exc, _PATH_ERRORS):
         return 2
-    if isinstance(exc, ValueError):  # bad values given to the library: the user's input
-        return 2
-    return None
+    return None  # a bare ValueError, TypeError, ...: a bug, reported with its traceback
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from lorefd.data.images import load_rgb, resize_square, to_tensor
-from lorefd.errors import NonFiniteScoreError, UserError
+from lorefd.errors import NonFiniteScoreError, OptionError, UserError
 from lorefd.evaluation.figures import short_name
 from lorefd.models.bundle import load_bundle
 from lorefd.models.detectors import Detector
@@ -81,7 +81,7 @@ def explain_figure(detector: Detector | str | Path, images: list[str | Path], ou
     import matplotlib.pyplot as plt
 
     if not images:
-        raise ValueError("no images to explain")
+        raise OptionError("no images to explain")
     pre = None
     if isinstance(detector, (str, Path)):
         bundle = load_bundle(detector, device)

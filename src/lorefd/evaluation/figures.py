@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from lorefd.data.keyregion import KeyRegion  # noqa: E402
+from lorefd.errors import NothingProcessedError  # noqa: E402
 
 log = logging.getLogger("lorefd")
 
@@ -340,7 +341,7 @@ def reconstruct_figure(ckpt: str | Path, images: list[str], out: str | Path, see
         except ImageLoadError as exc:
             log.warning("skipping %s: %s", path, exc)
     if not tensors:
-        raise ValueError("no readable image to reconstruct")
+        raise NothingProcessedError("no readable image to reconstruct")
     imgs = torch.stack(tensors).to(dev)
     gen = torch.Generator(device=dev).manual_seed(seed)
     res = model.reconstruct(imgs, generator=gen)
