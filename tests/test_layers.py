@@ -287,3 +287,12 @@ def test_the_cycle_check_catches_a_lazy_cycle(tmp_path: Path) -> None:
     (pkg / "models" / "e.py").write_text(  # for type checkers only: no cycle
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from lorefd.models import d\n")
     assert cycles(pkg) == [["lorefd.models.a", "lorefd.models.c", "lorefd.models.sub.b"]]
+
+
+MAX_LINES = 450  # a module longer than this holds more than one concept: split it
+
+
+def test_no_module_is_too_long() -> None:
+    long = {str(p.relative_to(SRC)): n for p in sorted(SRC.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules above {MAX_LINES} lines: {long}"
