@@ -333,13 +333,13 @@ def test_the_shipped_model_digest_is_pinned() -> None:
 
 
 def test_the_shipped_model_records_its_reference_face() -> None:
-    """The README's numbers: the bundled face 00161.jpg scores 0.336, threshold 0.388."""
+    """The README's numbers: the bundled face 00161.jpg scores 0.794, threshold 0.690."""
     from lorefd.models.bundle import SHIPPED_BUNDLE, read_bundle_header
 
     manifest = read_bundle_header(SHIPPED_BUNDLE)
     assert manifest["reference"]["faces"] == [FACE.name]
-    assert round(manifest["reference"]["prob"][0], 3) == 0.336
-    assert round(manifest["threshold"]["value"], 3) == 0.388
+    assert round(manifest["reference"]["prob"][0], 3) == 0.794
+    assert round(manifest["threshold"]["value"], 3) == 0.690
 
 
 def test_a_modified_default_model_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

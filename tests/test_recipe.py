@@ -115,9 +115,9 @@ def test_recipe_crops_in_the_mode_and_margin_asked(faces: Path, tmp_path: Path) 
     assert main(["recipe", str(faces), "--out", str(out), "--stages", "faces", "--crop", "box",
                  "--margin", "0.25"]) == 0
     rec = preprocess_record(read_manifest(out / "faces" / "manifest.csv"))
-    assert (rec["crop"], rec["margin"], rec["size"]) == ("box", 0.25, 128)
+    assert (rec["crop"], rec["margin"], rec["size"]) == ("box", 0.25, 224)  # configs/cpu.yaml
     assert json.loads((out / "recipe.json").read_text())["crops"] == {
-        "size": 128, "margin": 0.25, "crop": "box"}
+        "size": 224, "margin": 0.25, "crop": "box"}
 
 
 def test_split_clips_keeps_a_person_on_one_side() -> None:

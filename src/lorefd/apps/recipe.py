@@ -172,9 +172,7 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     for name in DETECTORS:
         if name not in todo or (out / name / "summary.json").exists():
             continue
-        extra = [f"detector.name={name}"]
-        if name == "lre":
-            extra.append(f"detector.extractor_weights={out / 'baseline' / 'best'}")
+        extra = [f"detector.name={name}", *_extractor(cfg, out, name)]
         dcfg = load_config(config, list(overrides or []) + extra)
         val = read_manifest(out / "val" / "manifest.csv")
         summary[name] = timed(name, lambda d=dcfg, n=name, v=val: train(
@@ -183,9 +181,8 @@ def run_recipe(reals_root: str | Path, out_dir: str | Path, config: str = "cpu",
     if "robust" in todo and not (out / "robust" / "summary.json").exists():
         start = choose_detector(out)
         rcfg = load_config(config, list(overrides or []) + [
-            f"detector.name={start}", f"train.init={out / start / 'last'}", *ROBUST_STAGE]
-            + ([f"detector.extractor_weights={out / 'baseline' / 'best'}"] if start == "lre"
-               else []))
+            f"detector.name={start}", f"train.init={out / start / 'last'}", *ROBUST_STAGE,
+            *_extractor(cfg, out, start)])
         val = read_manifest(out / "val" / "manifest.csv")
         summary["robust"] = timed("robust", lambda: train(
             rcfg, train_reals, val, out / "stage1" if start == "lre" else None, out / "robust",
@@ -234,6 +231,15 @@ def fp_threshold(bundle: Path, reals: list[Sample], fpr: float = FP_RULE) -> dic
     return {"threshold": thr, "fpr": fpr, "frames": int(p.size), "clips": clips,
             "rule": f"at most {fpr:.0%} of the frames of {clips} held-out real clips "
                     "called fake"}
+
+
+def _extractor(cfg: Any, out: Path, name: str) -> list[str]:
+    """The method's frozen feature extractor (Eq. 2): its ImageNet weights when the config
+    starts from them (the paper's ImageNet Xception), else the trained baseline's weights (a
+    from-scratch run has no better features)."""
+    if name != "lre" or cfg.detector.pretrained:
+        return []
+    return [f"detector.extractor_weights={out / 'baseline' / 'best'}"]
 
 
 def choose_detector(out: Path, names: tuple[str, ...] = DETECTORS) -> str:

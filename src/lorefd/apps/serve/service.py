@@ -208,7 +208,11 @@ class Service:
 
     def model_json(self) -> dict[str, Any]:
         info = self.model_info()
-        return {"model": info, "threshold": self.threshold, "card": self.model_card(),
+        source = str(info.get("threshold_source") or "")
+        rule = (source.split(": ", 1)[1] if source.startswith("given at export: ")
+                and self.threshold == self.bundle.threshold else None)
+        return {"model": info, "threshold": self.threshold, "threshold_rule": rule,
+                "card": self.model_card(),
                 "frames": int(self.opts.frames or self.bundle.preprocess["frames"]),
                 "limits": {"max_upload_mb": self.opts.max_upload_mb,
                            "workers": self.opts.workers, "queue": self.opts.queue,
