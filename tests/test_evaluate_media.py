@@ -39,6 +39,8 @@ def test_layouts_of_roots_and_of_folders_of_sets(tmp_path: Path) -> None:
 
 
 def test_evaluate_raw_videos_with_the_models_crops_cached(tmp_path: Path) -> None:
+    from lorefd.models.bundle import read_bundle_header, shipped_bundle
+
     root = tmp_path / "dev"
     _labelled_set(root / "one", 0)
     _labelled_set(root / "two", 3)
@@ -53,7 +55,9 @@ def test_evaluate_raw_videos_with_the_models_crops_cached(tmp_path: Path) -> Non
     assert [(Path(u["path"]).name, u["status"], u["label"]) for u in m["unscored"]] == [
         ("noface.mp4", "no_face", 1)]  # ... but listed, as a fake
     pre = m["crops"]["options"]
-    assert (pre["size"], pre["margin"], pre["detector"], pre["frames"]) == (128, 0.1, "dlib", 3)
+    shipped = read_bundle_header(shipped_bundle())["preprocess"]  # the model's own crops
+    assert (pre["size"], pre["margin"], pre["detector"], pre["frames"]) == (
+        shipped["size"], shipped["margin"], "dlib", 3)
     assert Path(m["crops"]["cache"]).parent.parent == cache
     assert (out / "two" / "predictions.csv").is_file()
     assert main(argv + ["--out", str(tmp_path / "again")]) == 0  # second run: from the cache
