@@ -30,37 +30,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
-FACES = ROOT / "src" / "lorefd" / "assets" / "faces"
+sys.path.insert(0, str(ROOT / "tests"))
+from serve_helpers import bundled_fake, bundled_real  # noqa: E402  (the tests' swap, reused)
+
 TARGET = 0  # the bundled real face shown, and the target of the swap
 DONORS = range(5, 16)
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def bundled_real(index: int) -> Path:
-    return sorted((FACES / "real").glob("*.jpg"))[index]
-
-
-def make_swap(out: Path, target: int, donor: int) -> Path:
-    """The swap ``tests/serve_helpers.bundled_fake`` makes: ``donor``'s face on ``target``."""
-    from lorefd.data.images import load_rgb
-    from lorefd.data.synth import synthesize
-
-    def face(i: int) -> tuple[np.ndarray, np.ndarray]:
-        path = bundled_real(i)
-        return load_rgb(path), np.load(FACES / "landmarks" / f"{path.stem}.npy")
-
-    image, lm = face(target)
-    fake = synthesize("swap", image, lm, np.random.default_rng(0), donor=face(donor))
-    cv2.imwrite(str(out), cv2.cvtColor(fake.image, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, 95])
-    return out
 
 
 def detect(paths: list[Path], heatmaps: Path | None = None) -> list[dict]:
@@ -137,7 +116,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="lorefd-docs-"))
     real = work / "real_face.jpg"
     shutil.copyfile(bundled_real(TARGET), real)
-    swaps = [make_swap(work / f"swap_{TARGET}_{d}.jpg", TARGET, d) for d in DONORS]
+    swaps = [bundled_fake(work / f"swap_{TARGET}_{d}.jpg", TARGET, d) for d in DONORS]
     scored = {Path(r["path"]).name: r for r in detect([real, *swaps])}
     caught = [p for p in swaps if scored[p.name]["verdict"] == "fake"]
     fake = caught[0] if caught else swaps[0]

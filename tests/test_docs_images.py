@@ -12,10 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
-from media import FACES_DIR
+from serve_helpers import bundled_fake, bundled_real
 
 import lorefd
 from lorefd.models.bundle import SHIPPED_MANIFEST_SHA256, read_bundle_header, shipped_bundle
@@ -31,22 +29,9 @@ def record() -> dict:
 
 def _input(entry: dict, tmp: Path) -> Path:
     """The input a picture shows, made as the script made it."""
-    from lorefd.data.images import load_rgb
-    from lorefd.data.synth import synthesize
-
-    def face(i: int) -> tuple[np.ndarray, np.ndarray]:
-        path = sorted(FACES_DIR.glob("*.jpg"))[i]
-        return load_rgb(path), np.load(FACES_DIR.parent / "landmarks" / f"{path.stem}.npy")
-
     if "bundled" in entry:
-        return sorted(FACES_DIR.glob("*.jpg"))[entry["bundled"]]
-    image, lm = face(entry["swap"]["target"])
-    fake = synthesize("swap", image, lm, np.random.default_rng(0),
-                      donor=face(entry["swap"]["donor"]))
-    out = tmp / entry["name"]
-    cv2.imwrite(str(out), cv2.cvtColor(fake.image, cv2.COLOR_RGB2BGR),
-                [cv2.IMWRITE_JPEG_QUALITY, 95])
-    return out
+        return bundled_real(entry["bundled"])
+    return bundled_fake(tmp / entry["name"], entry["swap"]["target"], entry["swap"]["donor"])
 
 
 def test_pictures_are_of_the_shipped_model(record: dict) -> None:
