@@ -8,7 +8,7 @@ wall time and peak RSS from ``/usr/bin/time``, and of all its processes together
 does), a 720p video with ``--frames 32`` (warm, end to end), and ``serve`` latency p50/p95 for
 one photo (in-process HTTP client). The model: a bundle with an ONNX graph (default: the
 shipped model). Warm means loaded once, as :class:`lorefd.Model` and ``serve`` keep it: the
-network *and* the face detector (dlib takes about 1 s to load); photos/s is also measured
+network *and* the face detector (about 0.5 s to load); photos/s is also measured
 with ``--workers`` files at once (``detect --workers``, each worker one runtime thread).
 """
 
