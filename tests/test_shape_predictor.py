@@ -1,11 +1,10 @@
-"""The bundled 68-point model run in NumPy gives dlib's points bit for bit, loads fast, and
-refuses damaged files with a clear error."""
+"""The bundled 68-point model run in NumPy gives dlib's points bit for bit and refuses damaged
+files with a clear error (its load time and speed: benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,12 +48,6 @@ def test_the_bundled_file_is_the_converted_one() -> None:
         assert f.metadata() == {"source": "shape_predictor_68_face_landmarks.dat",
                                 "source_sha256": DLIB_SHA256}
         assert set(f.keys()) == set(LAYOUT)
-
-
-def test_it_loads_in_a_fraction_of_dlibs_time() -> None:
-    t = time.perf_counter()
-    ShapePredictor(PREDICTOR_PATH)
-    assert time.perf_counter() - t < 0.5  # dlib parses its file in ~0.9 s on this machine
 
 
 def _cases(tmp_path: Path) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
